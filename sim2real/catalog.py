@@ -1,0 +1,401 @@
+"""The task catalogue: load and validate task YAML files (envs/*.yaml, or a user's own) into TaskSpec.
+
+Every error names the file, the key and what is allowed, so a typo in a YAML is found when it is
+loaded, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim2real.domain import (
+    DomainParam,
+    Distribution,
+    Value,
+    nominal_values,
+    parse_distribution,
+    validate_values,
+)
+from sim2real.errors import ConfigError, allowed
+
+SOURCE = "source"
+ALGOS = ("ppo", "sac")
+TARGET_KINDS = ("near", "far", "real")
+REALITY_GAP_KEYS = ("obs_noise_std", "action_noise_std", "action_delay_steps")
+
+_TOP_KEYS = {"name", "id", "description", "kwargs", "params", "randomization", "targets", "train", "threshold",
+             "transfer"}
+_REQUIRED_TOP = ("id", "params", "train", "threshold")
+_PARAM_KEYS = {"nominal", "low", "high", "choices", "unit", "description", "bind"}
+_TARGET_KEYS = {"kind", "description", "params", "reality_gap", "task"}
+_TRAIN_KEYS = {"algo", "steps", "n_envs", "hyperparameters", "eval_every", "eval_episodes", *ALGOS}
+_ALGO_KEYS = {"steps", "n_envs", "hyperparameters"}
+_TRANSFER_KEYS = {"budget", "eval_every", "episodes", "seeds", "strategies"}
+
+
+def envs_dir() -> Path:
+    """Where the shipped task YAMLs live: the source tree's envs/, or the copy inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "envs", here / "_data" / "envs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no envs/ folder next to {here} or inside the installed package")
+
+
+@dataclass(frozen=True)
+class RealityGap:
+    """Sensor and actuator imperfections of a target: noise std per step, latency in control steps."""
+
+    obs_noise_std: float | tuple[float, ...] = 0.0
+    action_noise_std: float | tuple[float, ...] = 0.0
+    action_delay_steps: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """True when the gap changes nothing."""
+        return not (_any_positive(self.obs_noise_std) or _any_positive(self.action_noise_std)
+                    or self.action_delay_steps)
+
+
+def _any_positive(value: float | tuple[float, ...]) -> bool:
+    return any(v > 0 for v in value) if isinstance(value, tuple) else value > 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named shifted domain (and optionally a changed task) to transfer to."""
+
+    name: str
+    kind: str
+    description: str
+    params: Mapping[str, Value]
+    reality_gap: RealityGap = RealityGap()
+    task: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """How to pretrain with one algorithm: env steps, parallel envs, SB3 constructor keywords."""
+
+    steps: int
+    n_envs: int
+    hyperparameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Pretraining settings: the default algorithm and a config per algorithm the task supports."""
+
+    algo: str
+    configs: Mapping[str, AlgoConfig]
+    eval_every: int
+    eval_episodes: int
+
+    def config(self, algo: str | None = None) -> AlgoConfig:
+        """The config for `algo` (default: the task's own algorithm)."""
+        algo = algo or self.algo
+        if algo not in ALGOS:
+            raise ConfigError(f"unknown algorithm '{algo}' (allowed: {allowed(ALGOS)})", key="train.algo")
+        return self.configs.get(algo) or AlgoConfig(steps=self.configs[self.algo].steps, n_envs=1, hyperparameters={})
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The success level that 'time to threshold' uses: a success rate or a mean return."""
+
+    metric: str
+    value: float
+
+    def reached(self, success: float, mean_return: float) -> bool:
+        """Whether an evaluation with this success rate and mean return meets the threshold."""
+        return (success if self.metric == "success" else mean_return) >= self.value
+
+
+@dataclass(frozen=True)
+class TransferDefaults:
+    """Harness defaults for this task: target budget, evaluation cadence and size, seeds."""
+
+    budget: int = 50_000
+    eval_every: int = 5_000
+    episodes: int = 20
+    seeds: int = 3
+    strategies: tuple[str, ...] = ("zero_shot", "finetune", "freeze_base", "reinit_head", "scratch")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated task: env id and kwargs, domain parameters, randomization, targets, training."""
+
+    name: str
+    path: Path
+    env_id: str
+    description: str
+    kwargs: Mapping[str, Any]
+    params: Mapping[str, DomainParam]
+    randomization: Mapping[str, Distribution]
+    targets: Mapping[str, Target]
+    train: TrainSpec
+    threshold: Threshold
+    transfer: TransferDefaults
+    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def target(self, name: str) -> Target:
+        """The named target; 'source' is the nominal domain."""
+        if name == SOURCE:
+            return Target(SOURCE, "source", "the nominal source domain", {})
+        if name not in self.targets:
+            raise ConfigError(
+                f"unknown target '{name}' (allowed: {allowed([SOURCE, *self.targets])})", source=str(self.path),
+                key="targets",
+            )
+        return self.targets[name]
+
+    def domain(self, target: str = SOURCE) -> dict[str, Value]:
+        """The full domain of a target: nominal values overridden by the target's params."""
+        return {**nominal_values(self.params), **self.target(target).params}
+
+    @property
+    def spec_hash(self) -> str:
+        """A short hash of the YAML content, recorded in policy cards to detect a changed task."""
+        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def available() -> list[str]:
+    """Names of the shipped tasks (envs/*.yaml) and examples (envs/examples/*.yaml)."""
+    root = envs_dir()
+    return sorted(p.stem for p in root.glob("*.yaml")) + sorted(p.stem for p in root.glob("examples/*.yaml"))
+
+
+def resolve(task: str | Path) -> Path:
+    """Turn a catalogue name or a path into the YAML file it names."""
+    candidate = Path(task)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"no such task file: {candidate}")
+        return candidate
+    root = envs_dir()
+    for path in (root / f"{task}.yaml", root / "examples" / f"{task}.yaml"):
+        if path.is_file():
+            return path
+    raise ConfigError(f"unknown task '{task}' (catalogue: {allowed(available())}; or give a path to a YAML file)")
+
+
+def load(task: str | Path | TaskSpec) -> TaskSpec:
+    """Load and validate a task from a catalogue name or a YAML path."""
+    if isinstance(task, TaskSpec):
+        return task
+    path = resolve(task)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
+    return parse(raw, source=source, path=path)
+
+
+def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> TaskSpec:
+    """Validate a task's YAML content (already parsed) into a TaskSpec."""
+    _check_mapping(raw, source, None, _TOP_KEYS, _REQUIRED_TOP)
+    params = _parse_params(raw["params"], source)
+    randomization = {
+        name: parse_distribution(spec, _param(params, name, source, f"randomization.{name}"), source=source)
+        for name, spec in _mapping(raw.get("randomization") or {}, source, "randomization").items()
+    }
+    targets = {
+        name: _parse_target(name, spec, params, source)
+        for name, spec in _mapping(raw.get("targets") or {}, source, "targets").items()
+    }
+    if SOURCE in targets:
+        raise ConfigError(f"'{SOURCE}' is reserved for the nominal domain", source=source, key=f"targets.{SOURCE}")
+    env_id = raw["id"]
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
+    return TaskSpec(
+        name=str(raw.get("name") or (path.stem if path else "task")),
+        path=path or Path(source),
+        env_id=env_id,
+        description=str(raw.get("description", "")),
+        kwargs=dict(_mapping(raw.get("kwargs") or {}, source, "kwargs")),
+        params=params,
+        randomization=randomization,
+        targets=targets,
+        train=_parse_train(raw["train"], source),
+        threshold=_parse_threshold(raw["threshold"], source),
+        transfer=_parse_transfer(raw.get("transfer") or {}, source),
+        raw=raw,
+    )
+
+
+def _parse_params(raw: Any, source: str) -> dict[str, DomainParam]:
+    params: dict[str, DomainParam] = {}
+    for name, spec in _mapping(raw, source, "params").items():
+        key = f"params.{name}"
+        _check_mapping(spec, source, key, _PARAM_KEYS, ("nominal",))
+        choices = spec.get("choices") or ()
+        if choices and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+            raise ConfigError(f"'choices' must be a list of names, got {choices!r}", source=source, key=key)
+        bind = spec.get("bind")
+        if bind is not None and not isinstance(bind, Mapping):
+            raise ConfigError(f"'bind' must be a mapping, got {bind!r}", source=source, key=f"{key}.bind")
+        for bound in ("low", "high"):
+            if bound in spec and (isinstance(spec[bound], bool) or not isinstance(spec[bound], int | float)):
+                raise ConfigError(f"'{bound}' must be a number, got {spec[bound]!r}", source=source, key=key)
+        try:
+            params[str(name)] = DomainParam(
+                name=str(name),
+                nominal=spec["nominal"] if choices else _number(spec["nominal"], source, f"{key}.nominal"),
+                low=None if choices else spec.get("low"),
+                high=None if choices else spec.get("high"),
+                choices=tuple(choices),
+                unit=str(spec.get("unit", "")),
+                description=str(spec.get("description", "")),
+                bind=bind,
+            )
+        except ConfigError as exc:
+            raise ConfigError(str(exc), source=source) from exc
+    if not params:
+        raise ConfigError("a task needs at least one domain parameter", source=source, key="params")
+    return params
+
+
+def _parse_target(name: str, spec: Any, params: Mapping[str, DomainParam], source: str) -> Target:
+    key = f"targets.{name}"
+    _check_mapping(spec, source, key, _TARGET_KEYS, ("kind", "description"))
+    if spec["kind"] not in TARGET_KINDS:
+        raise ConfigError(f"kind {spec['kind']!r} is not allowed (allowed: {allowed(TARGET_KINDS)})",
+                          source=source, key=f"{key}.kind")
+    values = validate_values(params, _mapping(spec.get("params") or {}, source, f"{key}.params"),
+                             source=source, prefix=f"{key}.params.")
+    return Target(
+        name=str(name),
+        kind=spec["kind"],
+        description=str(spec["description"]),
+        params=values,
+        reality_gap=_parse_reality_gap(spec.get("reality_gap") or {}, source, f"{key}.reality_gap"),
+        task=dict(_mapping(spec.get("task") or {}, source, f"{key}.task")),
+    )
+
+
+def _parse_reality_gap(raw: Any, source: str, key: str) -> RealityGap:
+    _check_mapping(raw, source, key, set(REALITY_GAP_KEYS), ())
+    noise: dict[str, float | tuple[float, ...]] = {}
+    for name in ("obs_noise_std", "action_noise_std"):
+        value = raw.get(name, 0.0)
+        if isinstance(value, list):
+            values = tuple(_number(v, source, f"{key}.{name}") for v in value)
+        else:
+            values = (_number(value, source, f"{key}.{name}"),)
+        if any(v < 0 for v in values):
+            raise ConfigError(f"a noise std must be >= 0, got {value!r}", source=source, key=f"{key}.{name}")
+        noise[name] = values if isinstance(value, list) else values[0]
+    delay = raw.get("action_delay_steps", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+        raise ConfigError(f"'action_delay_steps' must be an integer >= 0, got {delay!r}", source=source,
+                          key=f"{key}.action_delay_steps")
+    return RealityGap(noise["obs_noise_std"], noise["action_noise_std"], delay)
+
+
+def _parse_train(raw: Any, source: str) -> TrainSpec:
+    _check_mapping(raw, source, "train", _TRAIN_KEYS, ("algo",))
+    algo = raw["algo"]
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algorithm {algo!r} (allowed: {allowed(ALGOS)})", source=source, key="train.algo")
+    configs: dict[str, AlgoConfig] = {}
+    for name in ALGOS:
+        section = raw.get(name)
+        if section is None and name != algo:
+            continue
+        section = dict(section or {})
+        if name == algo:
+            for shared in ("steps", "n_envs", "hyperparameters"):
+                if shared in raw:
+                    section.setdefault(shared, raw[shared])
+        _check_mapping(section, source, f"train.{name}", _ALGO_KEYS, ("steps",))
+        configs[name] = AlgoConfig(
+            steps=_positive_int(section["steps"], source, f"train.{name}.steps"),
+            n_envs=_positive_int(section.get("n_envs", 1), source, f"train.{name}.n_envs"),
+            hyperparameters=dict(_mapping(section.get("hyperparameters") or {}, source,
+                                          f"train.{name}.hyperparameters")),
+        )
+    return TrainSpec(
+        algo=algo,
+        configs=configs,
+        eval_every=_positive_int(raw.get("eval_every", 10_000), source, "train.eval_every"),
+        eval_episodes=_positive_int(raw.get("eval_episodes", 20), source, "train.eval_episodes"),
+    )
+
+
+def _parse_threshold(raw: Any, source: str) -> Threshold:
+    if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in ("success", "return"):
+        raise ConfigError(f"expected {{success: rate}} or {{return: value}}, got {raw!r}", source=source,
+                          key="threshold")
+    (metric, value), = raw.items()
+    number = _number(value, source, f"threshold.{metric}")
+    if metric == "success" and not 0 <= number <= 1:
+        raise ConfigError(f"a success threshold is a rate in [0, 1], got {number}", source=source,
+                          key="threshold.success")
+    return Threshold(metric, number)
+
+
+def _parse_transfer(raw: Any, source: str) -> TransferDefaults:
+    _check_mapping(raw, source, "transfer", _TRANSFER_KEYS, ())
+    defaults = TransferDefaults()
+    values = {
+        name: _positive_int(raw[name], source, f"transfer.{name}")
+        for name in ("budget", "eval_every", "episodes", "seeds")
+        if name in raw
+    }
+    strategies = raw.get("strategies", list(defaults.strategies))
+    if not (isinstance(strategies, list) and all(isinstance(s, str) for s in strategies)):
+        raise ConfigError(f"'strategies' must be a list of names, got {strategies!r}", source=source,
+                          key="transfer.strategies")
+    result = TransferDefaults(**{**defaults.__dict__, **values, "strategies": tuple(strategies)})
+    if result.eval_every > result.budget:
+        raise ConfigError(f"eval_every ({result.eval_every}) exceeds the budget ({result.budget})", source=source,
+                          key="transfer.eval_every")
+    return result
+
+
+def _mapping(raw: Any, source: str, key: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(raw).__name__} {raw!r}", source=source, key=key)
+    return raw
+
+
+def _check_mapping(raw: Any, source: str, key: str | None, allowed_keys: set[str], required: tuple[str, ...]) -> None:
+    where = key or "(top level)"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(raw).__name__} {raw!r}", source=source, key=where)
+    unknown = sorted(set(raw) - allowed_keys)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {allowed(unknown)} (allowed: {allowed(sorted(allowed_keys))})",
+                          source=source, key=where)
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise ConfigError(f"missing required key(s) {allowed(missing)}", source=source, key=where)
+
+
+def _param(params: Mapping[str, DomainParam], name: str, source: str, key: str) -> DomainParam:
+    if name not in params:
+        raise ConfigError(f"unknown domain parameter '{name}' (known: {allowed(params)})", source=source, key=key)
+    return params[name]
+
+
+def _number(value: Any, source: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"expected a number, got {value!r}", source=source, key=key)
+    return float(value)
+
+
+def _positive_int(value: Any, source: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"expected an integer > 0, got {value!r}", source=source, key=key)
+    return value
