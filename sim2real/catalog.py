@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from sim2real.domain import (
-    DomainParam,
     Distribution,
+    DomainParam,
     Value,
     nominal_values,
     parse_distribution,

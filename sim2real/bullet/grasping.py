@@ -1,0 +1,215 @@
+"""Grasping: a Franka Panda picks an object off the floor with Cartesian moves and a parallel gripper.
+
+The object's mass, size, friction and shape and the gripper's force are domain parameters: a
+heavier, slipperier part slides out of a grip that held the source object, and a parcel of
+another shape and size needs another approach.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from sim2real.bullet.base import BulletEnv
+from sim2real.domain import DomainParam, Value
+
+ARM = tuple(range(7))
+FINGERS = (9, 10)
+GRASP_TARGET = 11
+REST_POSE = (0.0, 0.2, 0.0, -2.2, 0.0, 2.4, 0.785)
+DOWN = (1.0, 0.0, 0.0, 0.0)  # quaternion: gripper pointing at the floor
+WORKSPACE = np.array([0.5, 0.0, 0.0])
+SHAPES = ("box", "cylinder", "sphere")
+OBS_SIZE = 18
+
+DOMAIN_PARAMS = {
+    p.name: p
+    for p in (
+        DomainParam("object_mass", 0.1, 0.02, 1.0, unit="kg", description="mass of the object"),
+        DomainParam("object_size", 0.04, 0.02, 0.07, unit="m", description="edge or diameter of the object"),
+        DomainParam("object_friction", 1.0, 0.1, 2.0, description="lateral friction of the object (fingers are 1.0)"),
+        DomainParam("gripper_force_scale", 1.0, 0.2, 3.0, unit="×", description="finger closing force"),
+        DomainParam("object_shape", "box", choices=SHAPES, description="geometry of the object"),
+        DomainParam("arm_gain_scale", 1.0, 0.3, 2.0, unit="×", description="arm position-servo gain"),
+    )
+}
+
+
+class GraspingEnv(BulletEnv):
+    """Pick up an object with a Franka Panda: reach, close the gripper, lift it 5 cm.
+
+    Action (4): end-effector displacement (x, y, z; up to `max_move` metres per step) and gripper
+    command (−1 open … +1 closed).
+    Observation (18, scaled to about [-1, 1]): gripper position and velocity, finger opening,
+    object position relative to the gripper, object height and velocity, finger contacts,
+    object yaw (sin, cos of 4×yaw, as a box is symmetric), time left.
+    Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
+    step; +5 and the episode ends when the object is 5 cm up (``info["is_success"]``).
+    """
+
+    DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 24}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        max_steps: int = 50,
+        lift_height: float = 0.05,
+        max_move: float = 0.02,
+        finger_force: float = 20.0,
+        spawn_range: float = 0.08,
+        start_height: tuple[float, float] = (0.15, 0.20),
+        substeps: int = 10,
+        substep_dt: float = 1 / 240,
+        solver_iterations: int = 20,
+        ik_iterations: int = 5,
+        **domain: Value,
+    ) -> None:
+        super().__init__(render_mode, domain)
+        self.max_steps, self.lift_height, self.max_move = max_steps, lift_height, max_move
+        self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
+        self.substeps, self.substep_dt = substeps, substep_dt
+        self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
+        self.dt = substeps * substep_dt
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self.robot = self.object = -1
+
+    def _build(self) -> None:
+        c = self.client
+        c.setGravity(0, 0, -9.81)
+        c.setTimeStep(self.substep_dt)
+        c.setPhysicsEngineParameter(numSolverIterations=self.solver_iterations)
+        self.plane = c.loadURDF("plane.urdf")
+        self.robot = c.loadURDF("franka_panda/panda.urdf", useFixedBase=True)
+        for joint, angle in zip(ARM, REST_POSE, strict=True):
+            c.resetJointState(self.robot, joint, angle)
+        for link in range(-1, c.getNumJoints(self.robot)):
+            c.setCollisionFilterPair(self.robot, self.plane, link, -1, 0)
+        for finger in FINGERS:
+            c.changeDynamics(self.robot, finger, lateralFriction=1.0, spinningFriction=0.001)
+
+    def _apply_domain(self, values: Mapping[str, Value], changed: set[str]) -> None:
+        if changed & {"object_shape", "object_size"} or self.object < 0:
+            self._make_object(str(values["object_shape"]), float(values["object_size"]))
+        self.client.changeDynamics(self.object, -1, mass=float(values["object_mass"]),
+                                   lateralFriction=float(values["object_friction"]), spinningFriction=0.001,
+                                   rollingFriction=0.0001)
+        self._grip_force = self.finger_force * float(values["gripper_force_scale"])
+        self._arm_gain = 0.3 * float(values["arm_gain_scale"])
+
+    def _make_object(self, shape: str, size: float) -> None:
+        c = self.client
+        if self.object >= 0:
+            c.removeBody(self.object)
+        half = size / 2
+        if shape == "box":
+            kwargs: dict[str, Any] = {"halfExtents": [half, half, half]}
+            self._rest_height = half
+        elif shape == "cylinder":
+            kwargs = {"radius": half, "height": size}
+            self._rest_height = half
+        else:
+            kwargs = {"radius": half}
+            self._rest_height = half
+        geometry = {"box": c.GEOM_BOX, "cylinder": c.GEOM_CYLINDER, "sphere": c.GEOM_SPHERE}[shape]
+        visual = dict(kwargs, length=kwargs["height"]) if shape == "cylinder" else kwargs
+        visual.pop("height", None)
+        self.object = c.createMultiBody(
+            baseMass=0.1,
+            baseCollisionShapeIndex=c.createCollisionShape(geometry, **kwargs),
+            baseVisualShapeIndex=c.createVisualShape(geometry, rgbaColor=[0.9, 0.3, 0.2, 1], **visual),
+            basePosition=[0.5, 0.0, self._rest_height],
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._reset_physics()
+        c, rng = self.client, self.np_random
+        offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
+        yaw = rng.uniform(-math.pi / 4, math.pi / 4)
+        c.resetBasePositionAndOrientation(self.object, [0.5 + offset[0], offset[1], self._rest_height],
+                                          c.getQuaternionFromEuler([0, 0, yaw]))
+        start_offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
+        self._target = np.array([0.5 + offset[0] + start_offset[0], offset[1] + start_offset[1],
+                                 rng.uniform(*self.start_height)])
+        for joint, angle in zip(ARM, self._solve_ik(self._target), strict=True):
+            c.resetJointState(self.robot, joint, angle)
+        for finger in FINGERS:
+            c.resetJointState(self.robot, finger, 0.04)
+        self._width, self._steps = 0.08, 0
+        self._command_joints(self._solve_ik(self._target))
+        obs = self._observe()
+        self._potential = self._phi()
+        return obs, {"domain": self.domain}
+
+    def _solve_ik(self, position: np.ndarray) -> list[float]:
+        joints = self.client.calculateInverseKinematics(
+            self.robot, GRASP_TARGET, position.tolist(), DOWN,
+            maxNumIterations=self.ik_iterations, residualThreshold=1e-4,
+        )
+        return list(joints[:7])
+
+    def _command_joints(self, arm: list[float]) -> None:
+        c = self.client
+        c.setJointMotorControlArray(self.robot, ARM, c.POSITION_CONTROL, targetPositions=arm,
+                                    positionGains=[self._arm_gain] * 7, forces=[87.0] * 7)
+        half = self._width / 2
+        c.setJointMotorControlArray(self.robot, FINGERS, c.POSITION_CONTROL, targetPositions=[half, half],
+                                    forces=[self._grip_force] * 2)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        move = np.clip(np.asarray(action[:3], dtype=float), -1.0, 1.0) * self.max_move
+        self._target = np.clip(self._target + move, [0.3, -0.25, 0.0], [0.7, 0.25, 0.35])
+        self._width = 0.04 * (1.0 - min(max(float(action[3]), -1.0), 1.0))
+        self._command_joints(self._solve_ik(self._target))
+        for _ in range(self.substeps):
+            self.client.stepSimulation()
+        self._steps += 1
+        obs = self._observe()
+        potential = self._phi()
+        reward = potential - self._potential - 0.01
+        self._potential = potential
+        success = self._lift >= self.lift_height and self._contacts == 2
+        if success:
+            reward += 5.0
+        truncated = not success and self._steps >= self.max_steps
+        info = {"is_success": success, "lift": self._lift, "contacts": self._contacts}
+        return obs, reward, success, truncated, info
+
+    def _phi(self) -> float:
+        reach = 1.0 - math.tanh(10.0 * self._distance)
+        lift = min(max(self._lift / self.lift_height, 0.0), 1.0)
+        return reach + 0.25 * self._contacts + 3.0 * lift * (self._contacts > 0)
+
+    def _observe(self) -> np.ndarray:
+        c = self.client
+        state = c.getLinkState(self.robot, GRASP_TARGET, computeLinkVelocity=1)
+        gripper, gripper_velocity = state[4], state[6]
+        position, orientation = c.getBasePositionAndOrientation(self.object)
+        velocity, _ = c.getBaseVelocity(self.object)
+        fingers = c.getJointStates(self.robot, FINGERS)
+        touching = {point[3] for point in c.getContactPoints(self.robot, self.object)}
+        self._contacts = (FINGERS[0] in touching) + (FINGERS[1] in touching)
+        relative = [position[i] - gripper[i] for i in range(3)]
+        self._distance = math.sqrt(sum(r * r for r in relative))
+        self._lift = position[2] - self._rest_height
+        yaw = c.getEulerFromQuaternion(orientation)[2]
+        values = (
+            (gripper[0] - WORKSPACE[0]) / 0.2, gripper[1] / 0.2, gripper[2] / 0.2,
+            *(v / 0.5 for v in gripper_velocity),
+            (fingers[0][0] + fingers[1][0]) / 0.08,
+            *(r / 0.1 for r in relative),
+            self._lift / self.lift_height,
+            *(v / 0.5 for v in velocity),
+            self._contacts / 2, math.sin(4 * yaw), math.cos(4 * yaw),
+            1.0 - self._steps / self.max_steps,
+        )
+        return np.array([min(max(v, -5.0), 5.0) for v in values], dtype=np.float32)
+
+    def _camera(self) -> tuple[list[float], list[float]]:
+        return [1.0, 0.45, 0.45], [0.5, 0.0, 0.05]

@@ -1,0 +1,357 @@
+"""RemoteEnv: a gymnasium.Env whose reset/step run on a testbed server over TCP.
+
+Plain blocking sockets with per-call deadlines (no event loop on the client side: lower latency,
+simpler failure modes). One lock guards the socket, so the idle heartbeat thread can never
+interleave its frames with a step's. A step that loses its connection reconnects with the same
+session token and resends the same (episode, seq); the server's exactly-once cache makes the
+resend safe. A refused connection (nobody listening) is final at once; a silent server is a
+TestbedTimeout at the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import gymnasium as gym
+import numpy as np
+
+from sim2real.testbed.protocol import (
+    CLOSE,
+    ERROR,
+    HEADER,
+    HEARTBEAT,
+    HEARTBEAT_OK,
+    HELLO,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    RESET,
+    RESET_OK,
+    STEP,
+    STEP_OK,
+    WELCOME,
+    Code,
+    HandshakeError,
+    ProtocolError,
+    RemoteError,
+    TestbedError,
+    TestbedTimeout,
+    check_length,
+    check_version,
+    decode_space,
+    decode_value,
+    encode_value,
+    pack_frame,
+    spaces_match,
+    unpack_message,
+)
+
+logger = logging.getLogger(__name__)
+
+_HEARTBEAT_FRAME = pack_frame({"type": HEARTBEAT})
+_CLOSE_FRAME = pack_frame({"type": CLOSE})
+_KEEPS_CONNECTION = (
+    Code.EPISODE, Code.SEQ_GAP, Code.STALE_SEQ, Code.EPISODE_OVER, Code.BAD_ACTION, Code.ENV_ERROR,
+)
+
+
+class _Lost(Exception):
+    """The connection broke (reset, EOF, broken pipe): the request may be resent."""
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split "tcp://host:port" into (host, port)."""
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if parts.scheme != "tcp" or not host or port is None:
+        raise TestbedError(f"testbed address {address!r} is not accepted; expected tcp://HOST:PORT")
+    return host, port
+
+
+def _spaces_of(expected: Any) -> tuple[gym.Space, gym.Space]:
+    if hasattr(expected, "observation_space") and hasattr(expected, "action_space"):
+        return expected.observation_space, expected.action_space
+    if isinstance(expected, (tuple, list)) and len(expected) == 2:
+        return expected[0], expected[1]
+    raise TestbedError(
+        f"expected_spaces={expected!r}; accepted: (observation_space, action_space) or an object with both"
+    )
+
+
+class RemoteEnv(gym.Env):
+    """A gymnasium.Env driving a testbed server; spaces come from the server's WELCOME."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(
+        self,
+        address: str,
+        connect_timeout: float = 5.0,
+        step_timeout: float = 2.0,
+        reset_timeout: float = 10.0,
+        heartbeat_every: float | None = 0.2,
+        expected_spaces: Any = None,
+        reconnect_attempts: int = 5,
+    ) -> None:
+        timeouts = {"connect_timeout": connect_timeout, "step_timeout": step_timeout,
+                    "reset_timeout": reset_timeout}
+        if heartbeat_every is not None:
+            timeouts["heartbeat_every"] = heartbeat_every
+        for name, value in timeouts.items():
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
+        self.address = address
+        self._host, self._port = parse_address(address)
+        self.connect_timeout = float(connect_timeout)
+        self.step_timeout = float(step_timeout)
+        self.reset_timeout = float(reset_timeout)
+        self.reconnect_attempts = int(reconnect_attempts)
+        self.latencies_ms: list[float] = []
+        self.reconnects = 0
+        self._expected = None if expected_spaces is None else _spaces_of(expected_spaces)
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+        self._session: str | None = None
+        self._episode: int | None = None
+        self._seq = 0
+        self._broken: str | None = "no episode yet; call reset()"
+        self._last_io = time.monotonic()
+        self._closed = False
+        with self._lock:
+            try:
+                self._connect(time.monotonic() + self.connect_timeout)
+            except BaseException:
+                self._drop()
+                raise
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        if heartbeat_every:
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, args=(float(heartbeat_every),), name="testbed-heartbeat",
+                daemon=True,
+            )
+            self._heartbeat.start()
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Start a new episode on the server; the seed and options are forwarded to its env."""
+        super().reset(seed=seed)
+        request = pack_frame({"type": RESET, "seed": seed, "options": options})
+        self._broken = "the reset did not complete; call reset()"
+        reply = self._request(request, self.reset_timeout, RESET_OK)
+        self._episode, self._seq, self._broken = reply["episode"], 0, None
+        info = reply["info"]
+        info["env_step_ms"] = reply["env_ms"]
+        return self._obs(reply["obs"]), info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Send one action exactly once (resending on a reset connection); latency goes to latencies_ms."""
+        if self._broken is not None:
+            raise TestbedError(f"cannot step: {self._broken}")
+        seq = self._seq + 1
+        request = pack_frame(
+            {"type": STEP, "episode": self._episode, "seq": seq, "action": self._encode_action(action)}
+        )
+        start = time.perf_counter()
+        self._broken = f"step {seq} of episode {self._episode} failed; call reset()"
+        reply = self._request(request, self.step_timeout, STEP_OK)
+        self.latencies_ms.append((time.perf_counter() - start) * 1e3)
+        if reply["episode"] != self._episode or reply["seq"] != seq:
+            got = f"episode {reply['episode']} seq {reply['seq']}"
+            want = f"episode {self._episode} seq {seq}"
+            raise ProtocolError(Code.BAD_MESSAGE, f"reply for {got}; expected {want}")
+        self._seq, self._broken = seq, None
+        info = reply["info"]
+        info["env_step_ms"] = reply["env_ms"]
+        return self._obs(reply["obs"]), reply["reward"], reply["terminated"], reply["truncated"], info
+
+    def close(self) -> None:
+        """Say goodbye (the server then holds the env if mid-episode) and release the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._heartbeat is not None:
+            self._stop.set()
+            self._heartbeat.join(self.step_timeout + 1.0)
+        if self._lock.acquire(timeout=self.step_timeout):
+            try:
+                if self._sock is not None:
+                    self._sock.settimeout(min(0.5, self.step_timeout))
+                    self._sock.sendall(_CLOSE_FRAME)
+            except OSError:
+                pass
+            finally:
+                self._drop()
+                self._lock.release()
+
+    def _encode_action(self, action: Any) -> Any:
+        space = self.action_space
+        if isinstance(space, gym.spaces.Box):
+            array = np.asarray(action)
+            if array.shape != space.shape:
+                raise TestbedError(f"action has shape {array.shape}; accepted: shape {space.shape}")
+            return encode_value(array.astype(space.dtype, copy=False))
+        return encode_value(int(action))
+
+    def _obs(self, raw: Any) -> Any:
+        value = decode_value(raw)
+        if isinstance(self.observation_space, gym.spaces.Box):
+            return np.asarray(value, dtype=self.observation_space.dtype)
+        return value
+
+    def _request(self, frame: bytes, timeout: float, expect: str) -> dict[str, Any]:
+        """Send a request and return the reply, reconnecting and resending on a lost connection."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise TestbedTimeout(f"testbed {self.address}: the connection stayed busy for {timeout} s")
+        try:
+            failures = 0
+            while True:
+                try:
+                    if self._sock is None:
+                        self._connect(deadline)
+                    self._send(frame, deadline)
+                    reply = self._receive(deadline)
+                except _Lost as lost:
+                    self._drop()
+                    failures += 1
+                    if failures > self.reconnect_attempts:
+                        raise TestbedError(
+                            f"testbed {self.address}: connection lost {failures} times in a row ({lost})"
+                        ) from None
+                    time.sleep(min(0.005 * 2**failures, max(0.0, deadline - time.monotonic())))
+                    continue
+                except BaseException:
+                    self._drop()
+                    raise
+                return self._expect(reply, expect)
+        finally:
+            self._lock.release()
+
+    def _expect(self, reply: dict[str, Any], expect: str) -> dict[str, Any]:
+        if reply["type"] == ERROR:
+            if reply["code"] not in _KEEPS_CONNECTION:
+                self._drop()
+            raise RemoteError(reply["code"], reply["message"])
+        if reply["type"] != expect:
+            self._drop()
+            raise ProtocolError(Code.BAD_MESSAGE, f"got a {reply['type']} reply; expected {expect}")
+        return reply
+
+    def _connect(self, deadline: float) -> None:
+        """Open the socket and run the HELLO/WELCOME handshake (resuming our session if any)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TestbedTimeout(f"testbed {self.address}: no time left to connect")
+        try:
+            sock = socket.create_connection((self._host, self._port), timeout=remaining)
+        except ConnectionRefusedError as exc:
+            raise TestbedError(f"testbed {self.address} refused the connection: {exc}") from None
+        except TimeoutError:
+            raise TestbedTimeout(f"testbed {self.address}: no connection within the deadline") from None
+        except OSError as exc:
+            raise TestbedError(f"testbed {self.address} is unreachable: {exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._buffer.clear()
+        if self._session is not None:
+            self.reconnects += 1
+        hello = {"type": HELLO, "version": PROTOCOL_VERSION, "session": self._session}
+        self._send(pack_frame(hello), deadline)
+        welcome = self._expect(self._receive(deadline), WELCOME)
+        check_version(PROTOCOL_VERSION, welcome["version"], us="client", them=f"testbed {self.address}")
+        observation_space = decode_space(welcome["observation_space"])
+        action_space = decode_space(welcome["action_space"])
+        if self._session is None:
+            self.observation_space, self.action_space = observation_space, action_space
+            self._check_expected()
+        elif not (spaces_match(observation_space, self.observation_space)
+                  and spaces_match(action_space, self.action_space)):
+            raise HandshakeError(f"testbed {self.address} changed its spaces across a reconnect")
+        self._session = welcome["session"]
+
+    def _check_expected(self) -> None:
+        if self._expected is None:
+            return
+        for what, ours, theirs in (("observation", self._expected[0], self.observation_space),
+                                   ("action", self._expected[1], self.action_space)):
+            if not spaces_match(ours, theirs):
+                raise HandshakeError(
+                    f"{what} space mismatch: the policy expects {ours!r}, "
+                    f"testbed {self.address} offers {theirs!r}"
+                )
+
+    def _send(self, frame: bytes, deadline: float) -> None:
+        sock = self._live_socket(deadline)
+        try:
+            sock.sendall(frame)
+        except TimeoutError:
+            raise TestbedTimeout(f"testbed {self.address}: could not send within the deadline") from None
+        except OSError as exc:
+            raise _Lost(f"send failed: {exc}") from None
+        self._last_io = time.monotonic()
+
+    def _receive(self, deadline: float) -> dict[str, Any]:
+        """Read one frame before the deadline and return the validated message."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= 4:
+                length = check_length(HEADER.unpack_from(buffer)[0], MAX_FRAME_BYTES)
+                if len(buffer) >= 4 + length:
+                    body = bytes(buffer[4:4 + length])
+                    del buffer[:4 + length]
+                    self._last_io = time.monotonic()
+                    return unpack_message(body)
+            sock = self._live_socket(deadline)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise TestbedTimeout(
+                    f"testbed {self.address}: no reply within the deadline (server hung or network stalled)"
+                ) from None
+            except OSError as exc:
+                raise _Lost(f"receive failed: {exc}") from None
+            if not chunk:
+                raise _Lost("the server closed the connection")
+            buffer += chunk
+
+    def _live_socket(self, deadline: float) -> socket.socket:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TestbedTimeout(f"testbed {self.address}: deadline passed")
+        if self._sock is None:
+            raise _Lost("not connected")
+        self._sock.settimeout(remaining)
+        return self._sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer.clear()
+
+    def _heartbeat_loop(self, every: float) -> None:
+        """Keep the link alive while idle; never blocks a step (skips when the lock is taken)."""
+        while not self._stop.wait(every / 2):
+            if time.monotonic() - self._last_io < every or not self._lock.acquire(blocking=False):
+                continue
+            try:
+                if self._sock is not None:
+                    deadline = time.monotonic() + self.step_timeout
+                    self._send(_HEARTBEAT_FRAME, deadline)
+                    self._expect(self._receive(deadline), HEARTBEAT_OK)
+            except (TestbedError, _Lost) as exc:
+                logger.warning("testbed %s: heartbeat failed (%s); reconnecting at the next request",
+                               self.address, exc)
+                self._drop()
+            finally:
+                self._lock.release()

@@ -1,0 +1,625 @@
+"""Testbed server: serve any gymnasium env (a robot driver or a sim stand-in) over TCP.
+
+Guarantees, in the order a robot operator cares about them:
+
+* Exactly-once steps. STEP carries (episode, seq); the server executes each pair at most once and
+  answers a resend of the last pair with the cached reply. The cache lives on the server, not on a
+  connection, so a client whose connection reset mid-step reconnects (same session token), resends,
+  and gets the reply of the action that was already applied.
+* Safe hold. When the client owning the episode is silent (no frame at all, heartbeats included)
+  for more than ``hold_after`` seconds mid-episode, or says CLOSE mid-episode, the server calls
+  ``env.unwrapped.hold()`` if the env defines one (a driver's "stop and hold position"). An env
+  without ``hold()`` is left as it is; the hold is only logged and counted in ``stats["holds"]``,
+  because the server cannot know what "safe" means for an arbitrary env.
+* Bounded everything. Frames are capped, incomplete frames and idle connections time out, and any
+  malformed input gets a typed ERROR and a closed connection, never a crashed server.
+
+Every env call (reset, step, hold) runs on the event-loop thread, so they never overlap. The flip
+side: an env.step() that blocks forever blocks the server too; the client then sees a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import importlib
+import json
+import logging
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from sim2real.testbed.protocol import (
+    CLOSE,
+    HEARTBEAT,
+    HEARTBEAT_OK,
+    HELLO,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    RESET,
+    RESET_OK,
+    STEP,
+    STEP_OK,
+    WELCOME,
+    Code,
+    FrameDecoder,
+    HandshakeError,
+    ProtocolError,
+    TestbedError,
+    TestbedTimeout,
+    check_version,
+    decode_value,
+    encode_space,
+    encode_value,
+    error_message,
+    pack_frame,
+    safe_info,
+    unpack_message,
+)
+
+logger = logging.getLogger(__name__)
+
+EnvFactory = Callable[[], gym.Env]
+_HEARTBEAT_OK_FRAME = pack_frame({"type": HEARTBEAT_OK})
+
+
+class _Refusal(Exception):
+    """A well-formed request the server declines; answered with ERROR, connection kept."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Episode:
+    """Server-side state of the current episode; outlives the connections that drive it."""
+
+    id: int
+    session: str
+    last_seen: float
+    last_seq: int = 0
+    last_reply: bytes | None = None
+    done: bool = False
+    held: bool = False
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: splits frames, hands messages to the server, enforces the frame timeout."""
+
+    def __init__(self, server: TestbedServer) -> None:
+        self.server = server
+        self.decoder = FrameDecoder(server.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.session: str | None = None
+        self.peer = "?"
+        self.last_seen = time.monotonic()
+        self.partial_since: float | None = None
+        self.closed_at: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = f"{host}:{port}"
+        self.server._on_connect(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._on_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.closed_at is None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_seen = now
+        try:
+            bodies = self.decoder.feed(data)
+            for body in bodies:
+                if self.closed_at is not None:
+                    return
+                self.server._dispatch(self, unpack_message(body, self.decoder.max_bytes), now)
+        except ProtocolError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        except Exception as exc:
+            logger.exception("internal error serving %s", self.peer)
+            self.fail(Code.INTERNAL, f"internal server error: {type(exc).__name__}")
+            return
+        if not self.decoder.pending:
+            self.partial_since = None
+        elif bodies or self.partial_since is None:
+            self.partial_since = now
+
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None and self.closed_at is None:
+            self.transport.write(frame)
+
+    def fail(self, code: str, message: str) -> None:
+        """Answer a protocol violation with a typed ERROR, then close this connection."""
+        if self.closed_at is not None:
+            return
+        self.server._record_error(code, fatal=True)
+        logger.info("closing %s: %s", self.peer, message)
+        self.send(pack_frame(error_message(code, message)))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
+            self.server._release(self)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class TestbedServer:
+    """Serve one gymnasium env to one client at a time, with exactly-once steps and a safe hold."""
+
+    __test__ = False  # not a pytest test class, even when imported into a test module
+
+    def __init__(
+        self,
+        env_factory: EnvFactory,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hold_after: float = 0.5,
+        *,
+        idle_timeout: float = 10.0,
+        frame_timeout: float = 2.0,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        for name, value in (("hold_after", hold_after), ("idle_timeout", idle_timeout),
+                            ("frame_timeout", frame_timeout)):
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
+        self.host = host
+        self.requested_port = port
+        self.hold_after = float(hold_after)
+        self.idle_timeout = float(idle_timeout)
+        self.frame_timeout = float(frame_timeout)
+        self.max_frame_bytes = max_frame_bytes
+        self._env_factory = env_factory
+        self._env: gym.Env | None = None
+        self._welcome: dict[str, Any] = {}
+        self._port: int | None = None
+        self._connections: set[_Connection] = set()
+        self._active: _Connection | None = None
+        self._episode: _Episode | None = None
+        self._episodes = 0
+        self._counts = {"executed": 0, "replayed": 0, "holds": 0, "connections": 0, "rejected": 0}
+        self._errors = dict.fromkeys(Code.ALL, 0)
+        self._tick_every = min(0.05, self.hold_after / 5)
+        self._handlers = {
+            HELLO: self._on_hello,
+            RESET: self._on_reset,
+            STEP: self._on_step,
+            HEARTBEAT: self._on_heartbeat,
+            CLOSE: self._on_close,
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def env(self) -> gym.Env:
+        """The served env (created by the factory when the server starts)."""
+        if self._env is None:
+            raise TestbedError("the server has not started; its env does not exist yet")
+        return self._env
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port=0)."""
+        if self._port is None:
+            raise TestbedError("the server is not listening yet")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """The address a RemoteEnv connects to, e.g. "tcp://127.0.0.1:5555"."""
+        return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: executed/replayed steps, holds, connections, rejected connections, episodes, errors."""
+        return {**self._counts, "episodes": self._episodes, "errors": dict(self._errors)}
+
+    def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
+        """Run in the calling thread until SIGINT/SIGTERM (main thread) or stop()."""
+        asyncio.run(self._serve(on_ready))
+
+    def start_in_thread(self, timeout: float = 10.0) -> int:
+        """Run the server in a daemon thread; return the bound port once it listens."""
+        if self._thread is not None:
+            raise TestbedError("this server is already running; create another TestbedServer")
+        ready = threading.Event()
+
+        def run() -> None:
+            try:
+                asyncio.run(self._serve(lambda _port: ready.set()))
+            except BaseException as exc:
+                self._failure = exc
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="testbed-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TestbedTimeout(f"the server did not start listening within {timeout} s")
+        if self._failure is not None:
+            raise TestbedError(f"the server failed to start: {self._failure}") from self._failure
+        return self.port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop a server started with start_in_thread(): close connections, close the env."""
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TestbedTimeout(f"the server thread did not stop within {timeout} s")
+
+    async def _serve(self, on_ready: Callable[[int], None] | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop, self._stopping = loop, asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._stopping.set)
+        self._env = env = self._env_factory()
+        listener = None
+        try:
+            self._welcome = {
+                "type": WELCOME,
+                "version": PROTOCOL_VERSION,
+                "observation_space": encode_space(env.observation_space),
+                "action_space": encode_space(env.action_space),
+                "hold_after": self.hold_after,
+            }
+            listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
+            self._port = listener.sockets[0].getsockname()[1]
+            logger.info("testbed server listening on %s serving %s", self.address, env)
+            self._tick_handle = loop.call_later(self._tick_every, self._tick)
+            if on_ready is not None:
+                on_ready(self._port)
+            await self._stopping.wait()
+        finally:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            if listener is not None:
+                listener.close()
+            for conn in list(self._connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+            if listener is not None:
+                await listener.wait_closed()
+            env.close()
+            logger.info("testbed server stopped; stats %s", self.stats)
+
+    def _tick(self) -> None:
+        """Periodic watchdog: frame and idle timeouts, lingering closes, the safe hold."""
+        assert self._loop is not None
+        try:
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if conn.closed_at is not None:
+                    if now - conn.closed_at > self.frame_timeout and conn.transport is not None:
+                        conn.transport.abort()
+                elif conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
+                    conn.fail(Code.TIMEOUT, f"incomplete frame for more than {self.frame_timeout} s")
+                elif now - conn.last_seen > self.idle_timeout:
+                    conn.fail(Code.TIMEOUT, f"silent for more than {self.idle_timeout} s")
+            episode = self._episode
+            if episode is not None and not (episode.done or episode.held):
+                silent = now - episode.last_seen
+                if silent > self.hold_after:
+                    self._hold(episode, f"client silent for {silent:.2f} s (hold_after={self.hold_after})")
+        except Exception:
+            logger.exception("testbed watchdog failed; it will run again")
+        finally:
+            self._tick_handle = self._loop.call_later(self._tick_every, self._tick)
+
+    def _hold(self, episode: _Episode, reason: str) -> None:
+        episode.held = True
+        self._counts["holds"] += 1
+        hold = getattr(self.env.unwrapped, "hold", None)
+        if not callable(hold):
+            logger.warning("episode %d: %s; the env has no hold(), nothing done", episode.id, reason)
+            return
+        logger.warning("episode %d: %s; holding the env", episode.id, reason)
+        try:
+            hold()
+        except Exception:
+            logger.exception("episode %d: env hold() raised", episode.id)
+
+    def _on_connect(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+        self._counts["connections"] += 1
+
+    def _on_lost(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        if self._active is conn:
+            self._active = None
+
+    def _record_error(self, code: str, *, fatal: bool) -> None:
+        self._errors[code] = self._errors.get(code, 0) + 1
+        if fatal:
+            self._counts["rejected"] += 1
+
+    def _dispatch(self, conn: _Connection, message: dict[str, Any], now: float) -> None:
+        kind = message["type"]
+        if (conn.session is None) != (kind == HELLO):
+            expected = "the first message must be hello" if conn.session is None else "hello was already sent"
+            raise ProtocolError(Code.HANDSHAKE, f"got {kind}: {expected}")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise ProtocolError(
+                Code.UNKNOWN_TYPE, f"{kind} is not a request; accepted: {', '.join(self._handlers)}"
+            )
+        episode = self._episode
+        if episode is not None and episode.session == conn.session:
+            episode.last_seen = now
+        try:
+            handler(conn, message)
+        except _Refusal as refusal:
+            self._record_error(refusal.code, fatal=False)
+            conn.send(pack_frame(error_message(refusal.code, str(refusal))))
+
+    def _on_hello(self, conn: _Connection, message: dict[str, Any]) -> None:
+        try:
+            check_version(PROTOCOL_VERSION, message["version"], us="server", them="client")
+        except HandshakeError as exc:
+            raise ProtocolError(Code.VERSION, str(exc)) from None
+        wanted = message.get("session")
+        active = self._active
+        known = {s.session for s in (active, self._episode) if s is not None}
+        if active is not None and active is not conn:
+            if wanted != active.session:
+                raise ProtocolError(Code.BUSY, f"serving another client ({active.peer}); one at a time")
+            logger.info("session resumed by %s; dropping its old connection %s", conn.peer, active.peer)
+            active.close()
+        conn.session = wanted if wanted in known else secrets.token_hex(8)
+        self._active = conn
+        episode = self._episode
+        if episode is not None and episode.session == conn.session:
+            episode.last_seen = time.monotonic()
+        conn.send(pack_frame({**self._welcome, "session": conn.session}))
+
+    def _on_reset(self, conn: _Connection, message: dict[str, Any]) -> None:
+        seed = message.get("seed")
+        if seed is not None and seed < 0:
+            raise _Refusal(Code.BAD_MESSAGE, f"seed {seed} is negative; accepted: an int >= 0 or nil")
+        self._episode = None
+        self._episodes += 1
+        episode = _Episode(id=self._episodes, session=conn.session or "", last_seen=time.monotonic())
+        start = time.perf_counter()
+        try:
+            obs, info = self.env.reset(seed=seed, options=message.get("options"))
+        except Exception as exc:
+            logger.exception("env.reset raised")
+            raise _Refusal(Code.ENV_ERROR, f"env.reset raised {type(exc).__name__}: {exc}") from None
+        env_ms = (time.perf_counter() - start) * 1e3
+        reply = self._encode_result(
+            {"type": RESET_OK, "episode": episode.id, "env_ms": env_ms}, obs, info, "reset"
+        )
+        self._episode = episode
+        conn.send(reply)
+
+    def _on_step(self, conn: _Connection, message: dict[str, Any]) -> None:
+        episode, eid, seq = self._episode, message["episode"], message["seq"]
+        if episode is None or eid != episode.id or episode.session != conn.session:
+            current = "none" if episode is None else f"{episode.id}"
+            raise _Refusal(
+                Code.EPISODE, f"episode {eid} is not this session's current episode ({current}); reset first"
+            )
+        if seq == episode.last_seq and episode.last_reply is not None:
+            self._counts["replayed"] += 1
+            conn.send(episode.last_reply)
+            return
+        expected = episode.last_seq + 1
+        if seq < expected:
+            raise _Refusal(Code.STALE_SEQ, f"seq {seq} of episode {eid} is stale; expected {expected}")
+        if seq > expected:
+            raise _Refusal(Code.SEQ_GAP, f"seq {seq} of episode {eid} skips ahead; expected {expected}")
+        if episode.done:
+            raise _Refusal(Code.EPISODE_OVER, f"episode {eid} ended at seq {episode.last_seq}; reset first")
+        action = self._check_action(message["action"])
+        start = time.perf_counter()
+        self._counts["executed"] += 1
+        episode.held = False
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except Exception as exc:
+            logger.exception("env.step raised at episode %d seq %d", eid, seq)
+            self._record_error(Code.ENV_ERROR, fatal=False)
+            episode.done = True
+            reply = pack_frame(error_message(Code.ENV_ERROR, f"env.step raised {type(exc).__name__}: {exc}"))
+        else:
+            episode.done = bool(terminated or truncated)
+            header = {
+                "type": STEP_OK,
+                "episode": eid,
+                "seq": seq,
+                "reward": float(reward),
+                "terminated": bool(terminated),
+                "truncated": bool(truncated),
+                "env_ms": (time.perf_counter() - start) * 1e3,
+            }
+            try:
+                reply = self._encode_result(header, obs, info, "step")
+            except _Refusal as refusal:
+                episode.done = True
+                reply = pack_frame(error_message(refusal.code, str(refusal)))
+        episode.last_seq, episode.last_reply = seq, reply
+        conn.send(reply)
+
+    def _encode_result(self, header: dict[str, Any], obs: Any, info: Mapping[str, Any], what: str) -> bytes:
+        try:
+            message = {**header, "obs": encode_value(obs), "info": safe_info(info)}
+            return pack_frame(message, self.max_frame_bytes)
+        except TestbedError as exc:
+            raise _Refusal(Code.ENV_ERROR, f"the result of env.{what} cannot be sent: {exc}") from None
+
+    def _check_action(self, raw: Any) -> Any:
+        """Decode an action and refuse anything outside the action space (the server's own guard)."""
+        space = self.env.action_space
+        value = decode_value(raw)
+        if isinstance(space, gym.spaces.Box):
+            if not isinstance(value, np.ndarray) or value.shape != space.shape:
+                shape = value.shape if isinstance(value, np.ndarray) else "a scalar"
+                raise _Refusal(Code.BAD_ACTION, f"action has shape {shape}; accepted: shape {space.shape}")
+            if not np.can_cast(value.dtype, space.dtype, "same_kind"):
+                raise _Refusal(Code.BAD_ACTION, f"action dtype {value.dtype} cannot become {space.dtype}")
+            inside = np.all(value >= space.low) and np.all(value <= space.high)
+            if not (np.all(np.isfinite(value)) and inside):
+                raise _Refusal(Code.BAD_ACTION, f"action {np.array2string(value)[:200]} is outside {space}")
+            return value.astype(space.dtype, copy=False)
+        if isinstance(space, gym.spaces.Discrete):
+            if not isinstance(value, int) or not space.contains(value):
+                raise _Refusal(Code.BAD_ACTION, f"action {value!r} is not in {space}")
+            return value
+        raise _Refusal(Code.BAD_ACTION, f"action space {space} is not supported")
+
+    def _on_heartbeat(self, conn: _Connection, message: dict[str, Any]) -> None:
+        conn.send(_HEARTBEAT_OK_FRAME)
+
+    def _on_close(self, conn: _Connection, message: dict[str, Any]) -> None:
+        episode = self._episode
+        if episode is not None and episode.session == conn.session and not (episode.done or episode.held):
+            self._hold(episode, "client closed mid-episode")
+        conn.close()
+
+
+def serve(
+    env_factory: EnvFactory,
+    host: str = "127.0.0.1",
+    port: int = 5555,
+    *,
+    hold_after: float = 0.5,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve env_factory() on host:port until SIGINT/SIGTERM; the blocking entry point of `sim2real serve`."""
+    TestbedServer(env_factory, host, port, hold_after).serve_forever(on_ready)
+
+
+def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) -> EnvFactory:
+    """Turn "package.module:callable" or a gymnasium id into a factory taking no arguments."""
+    kwargs = dict(kwargs or {})
+    module_name, sep, attr = spec.partition(":")
+    if sep:
+        try:
+            target = getattr(importlib.import_module(module_name), attr, None)
+        except ImportError as exc:
+            raise TestbedError(
+                f"env {spec!r} cannot be imported ({exc}); accepted: a gymnasium id or 'module:callable'"
+            ) from exc
+        if callable(target):
+            return functools.partial(target, **kwargs)
+    return functools.partial(gym.make, spec, **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: serve an env given as a gymnasium id or "module:callable"; prints "LISTENING <port>"."""
+    parser = argparse.ArgumentParser(prog="sim2real-testbed-server", description=main.__doc__)
+    parser.add_argument("--env", required=True, help='gymnasium id or "package.module:callable"')
+    parser.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments for the env")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5555)
+    parser.add_argument("--hold-after", type=float, default=0.5)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    factory = env_factory_from_spec(args.env, json.loads(args.kwargs))
+    serve(factory, args.host, args.port, hold_after=args.hold_after,
+          on_ready=lambda port: print(f"LISTENING {port}", flush=True))
+    return 0
+
+
+class ServerProcess:
+    """A testbed server in a child Python process: for tests and benches that kill or freeze it."""
+
+    def __init__(
+        self,
+        env: str,
+        env_kwargs: Mapping[str, Any] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hold_after: float = 0.5,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        code = "import sys; from sim2real.testbed.server import main; sys.exit(main(sys.argv[1:]))"
+        command = [
+            sys.executable, "-c", code, "--env", env, "--kwargs", json.dumps(dict(env_kwargs or {})),
+            "--host", host, "--port", str(port), "--hold-after", str(hold_after),
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            self.port = self._read_port(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server (for signals and /proc)."""
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        """The address a RemoteEnv connects to."""
+        return f"tcp://{self.host}:{self.port}"
+
+    def _read_port(self, timeout: float) -> int:
+        stdout = self.process.stdout
+        assert stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise TestbedTimeout(f"the server process did not start listening within {timeout} s")
+        line = stdout.readline()
+        if not line.startswith("LISTENING "):
+            code = self.process.wait(timeout)
+            raise TestbedError(f"the server process exited with status {code} before listening")
+        return int(line.split()[1])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the process (SIGTERM, then SIGKILL after timeout) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

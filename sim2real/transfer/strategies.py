@@ -1,0 +1,218 @@
+"""Transfer strategies: small declarative records of how to adapt a pretrained policy to a target.
+
+A strategy only says *what* to do; :func:`sim2real.transfer.adapt` does it. Each one has a
+``name``, a one-line :meth:`~Strategy.describe` and a JSON-ready :meth:`~Strategy.to_dict` for
+the results, and class-level flags that :func:`adapt` reads: ``trains`` (False: evaluate only),
+``transfers`` (False: start from fresh weights), ``freezes_base`` and ``reinits_heads``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sim2real.errors import allowed
+from sim2real.transfer.errors import TransferError
+
+DEFAULT_LR_SCALE = 1.0
+DEFAULT_L2SP_ALPHA = 0.01
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strategy:
+    """Base of every strategy: a name, what it does to the pretrained model, and its options."""
+
+    name: ClassVar[str]
+    trains: ClassVar[bool] = True
+    transfers: ClassVar[bool] = True
+    freezes_base: ClassVar[bool] = False
+    reinits_heads: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        """One line saying what the strategy does, for logs and reports."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The name and every option, JSON-ready, to record alongside results."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"name": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroShot(Strategy):
+    """Evaluate the pretrained policy on the target as it is: no training."""
+
+    name: ClassVar[str] = "zero_shot"
+    trains: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return "evaluate the pretrained policy on the target without training"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scratch(Strategy):
+    """Train a fresh model with the pretrained model's hyperparameters: the baseline of every gain."""
+
+    name: ClassVar[str] = "scratch"
+    transfers: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return "train a fresh model with the pretrained model's hyperparameters (the baseline)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training(Strategy):
+    """Options shared by the strategies that train from the pretrained weights.
+
+    ``lr_scale`` multiplies the pretrained learning rate (or schedule). ``learning_starts``
+    (SAC only) replaces the pretrained value; None means min(500, pretrained value), since the
+    replay buffer starts empty and those steps take uniform random actions. ``reset_entropy``
+    (SAC with a learned coefficient only) restarts the entropy coefficient at its initial value
+    instead of carrying the pretrained one over.
+    """
+
+    lr_scale: float = DEFAULT_LR_SCALE
+    learning_starts: int | None = None
+    reset_entropy: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject values no training run could use."""
+        if not _finite_number(self.lr_scale) or self.lr_scale <= 0:
+            raise TransferError(f"{self.name}: lr_scale must be a finite number > 0, got {self.lr_scale!r}")
+        starts = self.learning_starts
+        if starts is not None and (isinstance(starts, bool) or not isinstance(starts, int) or starts < 0):
+            raise TransferError(
+                f"{self.name}: learning_starts must be an integer >= 0 or None, got {starts!r}"
+            )
+
+    def _training_note(self) -> str:
+        """The learning-rate and SAC options, as a suffix of describe()."""
+        notes = [f"learning rate ×{self.lr_scale:g}"]
+        if self.learning_starts is not None:
+            notes.append(f"learning_starts {self.learning_starts}")
+        if self.reset_entropy:
+            notes.append("entropy coefficient reset")
+        return ", ".join(notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineTune(Training):
+    """Train every weight, starting from the pretrained ones."""
+
+    name: ClassVar[str] = "finetune"
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return f"train every weight from the pretrained ones, {self._training_note()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Freezing(Training):
+    """Options of the strategies that freeze a base: ``prefixes`` names its modules (None: the default base).
+
+    The default base is every hidden layer but the last, in the policy net and in the value
+    net / critics; a prefix selects every layer whose module name equals it or starts with it
+    followed by a dot.
+    """
+
+    prefixes: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Normalise prefixes to a tuple of non-empty names and check the training options."""
+        super().__post_init__()
+        prefixes = self.prefixes
+        if prefixes is None:
+            return
+        if isinstance(prefixes, str):
+            prefixes = (prefixes,)
+        prefixes = tuple(prefixes)
+        if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
+            raise TransferError(
+                f"{self.name}: prefixes must be a non-empty list of module names (or None for the default "
+                f"base), got {self.prefixes!r}"
+            )
+        object.__setattr__(self, "prefixes", prefixes)
+
+    def _base_note(self) -> str:
+        """What is frozen, in words."""
+        if self.prefixes is None:
+            return "every hidden layer but the last (policy and value/critic nets)"
+        return "the modules " + ", ".join(self.prefixes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreezeBase(Freezing):
+    """Feature extraction: freeze the base layers, train the rest from the pretrained weights."""
+
+    name: ClassVar[str] = "freeze_base"
+    freezes_base: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return f"freeze {self._base_note()}, train the rest, {self._training_note()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReinitHead(Freezing):
+    """Freeze the base, re-initialise the output heads and the action log-std, train the rest."""
+
+    name: ClassVar[str] = "reinit_head"
+    freezes_base: ClassVar[bool] = True
+    reinits_heads: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return (
+            f"freeze {self._base_note()}, re-initialise the output heads and the action log-std, "
+            f"train the rest, {self._training_note()}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class L2SP(Training):
+    """Train every weight with the penalty alpha·‖θ − θ₀‖² pulling it toward the pretrained θ₀ (L2-SP)."""
+
+    name: ClassVar[str] = "l2sp"
+    alpha: float = DEFAULT_L2SP_ALPHA
+
+    def __post_init__(self) -> None:
+        """Reject a negative or non-finite penalty weight and check the training options."""
+        super().__post_init__()
+        if not _finite_number(self.alpha) or self.alpha < 0:
+            raise TransferError(f"{self.name}: alpha must be a finite number >= 0, got {self.alpha!r}")
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        return (
+            f"train every weight with the penalty {self.alpha:g}·‖θ − θ₀‖² toward the pretrained weights, "
+            f"{self._training_note()}"
+        )
+
+
+STRATEGIES: Mapping[str, type[Strategy]] = {
+    cls.name: cls for cls in (ZeroShot, Scratch, FineTune, FreezeBase, ReinitHead, L2SP)
+}
+
+
+def get_strategy(name: str, **options: Any) -> Strategy:
+    """Build the strategy called ``name`` with ``options``, naming the known ones on a mistake."""
+    cls = STRATEGIES.get(name)
+    if cls is None:
+        raise TransferError(f"unknown transfer strategy {name!r}; known strategies: {allowed(STRATEGIES)}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TransferError(
+            f"strategy {name!r} has no option {', '.join(unknown)}; its options: {allowed(known)}"
+        )
+    return cls(**options)
+
+
+def _finite_number(value: object) -> bool:
+    """True for an int or float (not a bool) that is finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
