@@ -137,9 +137,7 @@ def test_unsupported_algorithm_names_the_supported_ones():
 
 
 def test_a_prefix_matching_no_module_lists_the_module_names(ppo):
-    with pytest.raises(
-        TransferError, match=r"'mlp_extractor.shared' matches no layer; layers: log_std, mlp_"
-    ):
+    with pytest.raises(TransferError, match=r"'mlp_extractor.shared' matches no layer; layers: log_std, mlp_"):
         adapt(ppo, pendulum(), "freeze_base", prefixes=["mlp_extractor.shared"])
 
 
@@ -198,9 +196,7 @@ def test_a_saved_and_loaded_model_adapts_with_its_hyperparameters(cls, tmp_path,
     assert repr(support.hyperparameters(adapt(loaded, pendulum(), "scratch"))) == repr(
         support.hyperparameters(pretrained)
     )
-    assert all(
-        torch.equal(v, adapted.policy.state_dict()[k]) for k, v in pretrained.policy.state_dict().items()
-    )
+    assert all(torch.equal(v, adapted.policy.state_dict()[k]) for k, v in pretrained.policy.state_dict().items())
 
 
 # --- freezing -------------------------------------------------------------------------------------------
@@ -213,9 +209,7 @@ def test_ppo_freeze_base_keeps_frozen_weights_bitwise_and_out_of_the_optimizer(p
     assert report.frozen == ("mlp_extractor.policy_net.0", "mlp_extractor.value_net.0")
     frozen = keys_of(report.frozen, adapted)
     parameters = dict(adapted.policy.named_parameters())
-    assert all(
-        not parameters[k].requires_grad and id(parameters[k]) not in optimized_ids(adapted) for k in frozen
-    )
+    assert all(not parameters[k].requires_grad and id(parameters[k]) not in optimized_ids(adapted) for k in frozen)
     adapted.learn(128)
     after = adapted.policy.state_dict()
     assert all(torch.equal(after[k], pretrained[k]) for k in frozen)
@@ -237,9 +231,7 @@ def test_sac_freeze_base_keeps_critic_targets_frozen_too(sac):
     }
     frozen = keys_of(report.frozen, adapted)
     parameters = dict(adapted.policy.named_parameters())
-    assert all(
-        not parameters[k].requires_grad and id(parameters[k]) not in optimized_ids(adapted) for k in frozen
-    )
+    assert all(not parameters[k].requires_grad and id(parameters[k]) not in optimized_ids(adapted) for k in frozen)
     synced = adapted.policy.state_dict()
     for key in keys_of(["critic.qf0.0", "critic.qf1.0"], adapted):
         assert torch.equal(synced[key.replace("critic.", "critic_target.", 1)], synced[key])
@@ -251,6 +243,17 @@ def test_sac_freeze_base_keeps_critic_targets_frozen_too(sac):
     assert all(not torch.equal(after[k], synced[k]) for k in after if k not in frozen)
 
 
+@pytest.mark.parametrize("cls", [PPO, SAC])
+def test_a_model_with_frozen_layers_saves_and_loads_with_plain_sb3(cls, tmp_path, request):
+    adapted = adapt(request.getfixturevalue(cls.__name__.lower()), pendulum(), "freeze_base", seed=1)
+    adapted.learn(64 if cls is PPO else 60)
+    adapted.save(tmp_path / "adapted.zip")
+    loaded = cls.load(tmp_path / "adapted.zip", env=pendulum(), device="cpu")
+    assert all(torch.equal(v, loaded.policy.state_dict()[k]) for k, v in adapted.policy.state_dict().items())
+    adapted.set_parameters(str(tmp_path / "adapted.zip"))
+    loaded.learn(64 if cls is PPO else 60)
+
+
 def test_reinit_head_re_initialises_heads_and_log_std(ppo, sac):
     pretrained = state(ppo)
     adapted = adapt(ppo, pendulum(), "reinit_head", seed=1)
@@ -258,9 +261,7 @@ def test_reinit_head_re_initialises_heads_and_log_std(ppo, sac):
     for key in ("action_net.weight", "value_net.weight", "log_std"):
         assert not torch.equal(now[key], pretrained[key])
     assert torch.equal(now["log_std"], torch.zeros(1))
-    assert torch.equal(
-        now["mlp_extractor.policy_net.2.weight"], pretrained["mlp_extractor.policy_net.2.weight"]
-    )
+    assert torch.equal(now["mlp_extractor.policy_net.2.weight"], pretrained["mlp_extractor.policy_net.2.weight"])
     assert transfer_report(adapted).frozen == ("mlp_extractor.policy_net.0", "mlp_extractor.value_net.0")
 
     pretrained = state(sac)
@@ -284,9 +285,7 @@ def test_l2sp_hook_adds_the_penalty_gradient():
         weight.add_(torch.tensor([1.0, 1.0]))
     weight.grad = torch.zeros(2)
     optimizer.step()
-    assert torch.allclose(
-        weight.detach(), torch.tensor([2.0, -1.0]) - 0.1 * 2 * 0.5 * torch.tensor([1.0, 1.0])
-    )
+    assert torch.allclose(weight.detach(), torch.tensor([2.0, -1.0]) - 0.1 * 2 * 0.5 * torch.tensor([1.0, 1.0]))
 
 
 @pytest.mark.parametrize(("algo", "steps"), [("ppo", 256), ("sac", 150)])
@@ -308,7 +307,7 @@ def test_l2sp_stays_closer_to_the_pretrained_weights_than_finetune(algo, steps, 
 
 
 def test_lr_scale_scales_the_learning_rate_and_its_schedule(ppo):
-    adapted = adapt(ppo, pendulum(), "finetune", lr_scale=0.5)
+    adapted = adapt(ppo, pendulum(), FineTune(lr_scale=0.5))
     assert adapted.learning_rate == pytest.approx(ppo.learning_rate * 0.5)
     scheduled = PPO("MlpPolicy", pendulum(), learning_rate=lambda p: 1e-3 * p, **TINY_PPO)
     adapted = adapt(scheduled, pendulum(), "finetune", lr_scale=0.5)
@@ -352,13 +351,9 @@ def test_ppo_space_change_reuses_what_fits_and_freezes_only_reused_layers():
     fresh = state(adapted)
     adapted.learn(128)
     after = adapted.policy.state_dict()
-    assert torch.equal(
-        after["mlp_extractor.policy_net.2.weight"], pretrained["mlp_extractor.policy_net.2.weight"]
-    )
+    assert torch.equal(after["mlp_extractor.policy_net.2.weight"], pretrained["mlp_extractor.policy_net.2.weight"])
     assert after["mlp_extractor.policy_net.0.weight"].shape == (16, 5)
-    assert not torch.equal(
-        after["mlp_extractor.policy_net.0.weight"], fresh["mlp_extractor.policy_net.0.weight"]
-    )
+    assert not torch.equal(after["mlp_extractor.policy_net.0.weight"], fresh["mlp_extractor.policy_net.0.weight"])
 
 
 def test_sac_space_change_trains_and_reports_reuse():
@@ -397,6 +392,6 @@ def test_report_is_json_ready(sac):
         "lr_scale": 0.5,
         "learning_starts": None,
         "reset_entropy": False,
-        "alpha": 0.01,
+        "alpha": 0.1,
     }
     assert record["overrides"]["learning_starts"] == 50 and record["seed"] == 2

@@ -12,9 +12,10 @@ from stable_baselines3.common.type_aliases import GymEnv
 from sim2real.errors import allowed
 from sim2real.transfer.algorithms import AlgorithmSupport, support_for
 from sim2real.transfer.errors import TransferError
-from sim2real.transfer.freezing import freeze, hold_target, without_frozen
+from sim2real.transfer.freezing import freeze, hold_target
 from sim2real.transfer.l2sp import install_l2sp
 from sim2real.transfer.layers import layer_keys, layer_of_keys, matches, select, transplant
+from sim2real.transfer.optimizers import without_frozen
 from sim2real.transfer.strategies import L2SP, Freezing, Strategy, get_strategy
 
 REPORT_ATTRIBUTE = "sim2real_transfer_report"
@@ -69,9 +70,7 @@ def adapt(
     """
     strategy = _resolve(strategy, options)
     support = support_for(model)
-    spaces_changed = not (
-        model.observation_space == env.observation_space and model.action_space == env.action_space
-    )
+    spaces_changed = not (model.observation_space == env.observation_space and model.action_space == env.action_space)
     describe = {
         "strategy": strategy.to_dict(),
         "algorithm": type(model).__name__,
@@ -94,9 +93,7 @@ def adapt(
     policy = adapted.policy
     layers = tuple(layer_keys(policy))
     if not strategy.transfers:
-        setattr(
-            adapted, REPORT_ATTRIBUTE, TransferReport(**describe, reinitialised=layers, overrides=overrides)
-        )
+        setattr(adapted, REPORT_ATTRIBUTE, TransferReport(**describe, reinitialised=layers, overrides=overrides))
         return adapted
     heads = _with_targets(support, select(layers, support.heads(policy)))
     reused, mismatched = transplant(model.policy, policy, heads if strategy.reinits_heads else ())
@@ -175,9 +172,7 @@ def _base(
             base.extend(layer for layer in selected if layer not in base)
         clash = [layer for layer in base if layer in heads] if strategy.reinits_heads else []
         if clash:
-            raise TransferError(
-                f"{strategy.name}: the prefixes select heads it re-initialises: {allowed(clash)}"
-            )
+            raise TransferError(f"{strategy.name}: the prefixes select heads it re-initialises: {allowed(clash)}")
         return tuple(base)
     base = []
     for trunk in support.trunks(policy):

@@ -70,9 +70,7 @@ class AlgorithmSupport:
                 continue
             attribute = next((a for a in (name, "_" + name) if hasattr(model, a)), None)
             if attribute is None:
-                raise TransferError(
-                    f"cannot read the hyperparameter {name!r} back from a {type(model).__name__}"
-                )
+                raise TransferError(f"cannot read the hyperparameter {name!r} back from a {type(model).__name__}")
             values[name] = copy.deepcopy(getattr(model, attribute))
         return values
 
@@ -84,9 +82,7 @@ class AlgorithmSupport:
         if strategy.lr_scale != 1.0:
             rate = model.learning_rate
             scale = strategy.lr_scale
-            values["learning_rate"] = (
-                rate * scale if isinstance(rate, int | float) else ScaledSchedule(rate, scale)
-            )
+            values["learning_rate"] = rate * scale if isinstance(rate, int | float) else ScaledSchedule(rate, scale)
         if isinstance(model, OffPolicyAlgorithm):
             starts = strategy.learning_starts
             values["learning_starts"] = (
@@ -215,7 +211,7 @@ def _last_layer(net: nn.Module) -> str:
     return [name for name, child in net.named_children() if next(child.parameters(), None) is not None][-1]
 
 
-ALGORITHMS: dict[type[BaseAlgorithm], AlgorithmSupport] = {PPO: PPOSupport(), SAC: SACSupport()}
+ALGORITHMS: dict[type[BaseAlgorithm], AlgorithmSupport] = {s.algorithm: s for s in (PPOSupport(), SACSupport())}
 """The algorithms transfer supports, by class (subclasses are supported through their base)."""
 
 

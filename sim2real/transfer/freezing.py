@@ -1,4 +1,4 @@
-"""Freezing layers: requires_grad off, out of the optimizers, and out of SB3's Polyak target updates."""
+"""Freezing layers: requires_grad off, and out of SB3's Polyak target updates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Collection, Iterator
 import torch
 from torch import nn
 
-from sim2real.transfer.errors import TransferError
 from sim2real.transfer.layers import layer_of_keys
 
 
@@ -17,24 +16,6 @@ def freeze(module: nn.Module, layers: Collection[str]) -> None:
     for name, parameter in module.named_parameters():
         if owners[name] in layers:
             parameter.requires_grad_(False)
-
-
-def without_frozen(optimizer: torch.optim.Optimizer, owner: str) -> torch.optim.Optimizer:
-    """A new optimizer of the same class and settings over only the trainable parameters, with fresh state.
-
-    SB3 sets the learning rate of every param group from ``model.lr_schedule`` at each update,
-    so the schedule carries over unchanged.
-    """
-    groups = []
-    for group in optimizer.param_groups:
-        trainable = [p for p in group["params"] if p.requires_grad]
-        if trainable:
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": trainable})
-    if not groups:
-        raise TransferError(
-            f"every parameter of the {owner} would be frozen; leave at least one layer trainable"
-        )
-    return type(optimizer)(groups, **optimizer.defaults)
 
 
 class ParameterSubset:

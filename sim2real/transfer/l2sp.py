@@ -39,10 +39,7 @@ class L2SPPenalty:
 def install_l2sp(optimizer: torch.optim.Optimizer, alpha: float, anchored: Collection[int]) -> L2SPPenalty:
     """Anchor the optimizer's parameters whose ``id`` is in ``anchored`` at their current values."""
     anchors = [
-        (p, p.detach().clone())
-        for group in optimizer.param_groups
-        for p in group["params"]
-        if id(p) in anchored
+        (p, p.detach().clone()) for group in optimizer.param_groups for p in group["params"] if id(p) in anchored
     ]
     penalty = L2SPPenalty(alpha, anchors)
     optimizer.register_step_pre_hook(penalty)

@@ -15,9 +15,7 @@ from torch import nn
 def layer_of_keys(module: nn.Module) -> dict[str, str]:
     """Map every state-dict key of ``module`` to the name of the layer that holds it, in order."""
     containers = {
-        name
-        for name, child in module.named_modules(remove_duplicate=False)
-        if next(child.children(), None) is not None
+        name for name, child in module.named_modules(remove_duplicate=False) if next(child.children(), None) is not None
     }
     layers = {}
     for key in module.state_dict():

@@ -18,7 +18,7 @@ from sim2real.errors import allowed
 from sim2real.transfer.errors import TransferError
 
 DEFAULT_LR_SCALE = 1.0
-DEFAULT_L2SP_ALPHA = 0.01
+DEFAULT_L2SP_ALPHA = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,9 +86,7 @@ class Training(Strategy):
             raise TransferError(f"{self.name}: lr_scale must be a finite number > 0, got {self.lr_scale!r}")
         starts = self.learning_starts
         if starts is not None and (isinstance(starts, bool) or not isinstance(starts, int) or starts < 0):
-            raise TransferError(
-                f"{self.name}: learning_starts must be an integer >= 0 or None, got {starts!r}"
-            )
+            raise TransferError(f"{self.name}: learning_starts must be an integer >= 0 or None, got {starts!r}")
 
     def _training_note(self) -> str:
         """The learning-rate and SAC options, as a suffix of describe()."""
@@ -207,9 +205,7 @@ def get_strategy(name: str, **options: Any) -> Strategy:
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise TransferError(
-            f"strategy {name!r} has no option {', '.join(unknown)}; its options: {allowed(known)}"
-        )
+        raise TransferError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {allowed(known)}")
     return cls(**options)
 
 

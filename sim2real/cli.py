@@ -1,0 +1,153 @@
+"""The `sim2real` command line: parses arguments and calls the library; bad input → one line, exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim2real.errors import Sim2RealError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The shipped pretrained policies.")
+app.add_typer(zoo_app, name="zoo")
+console = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(function: F) -> F:
+    """Turn a Sim2RealError into a one-line message on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (Sim2RealError, FileNotFoundError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+Task = Annotated[str, typer.Argument(help="catalogue name (driving, grasping) or a path to a task YAML")]
+
+
+@app.command()
+@user_errors
+def train(
+    task: Task,
+    target: Annotated[str, typer.Option(help="domain to train in ('source' = nominal)")] = "source",
+    randomize: Annotated[bool, typer.Option("--randomize", help="domain randomization during training")] = False,
+    algo: Annotated[str | None, typer.Option(help="ppo or sac (default: the task's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="env steps (default: the task's)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out: Annotated[Path | None, typer.Option(help="bundle directory (default: runs/TASK-ALGO-dr|nominal)")] = None,
+    n_envs: Annotated[int | None, typer.Option(help="parallel envs (default: the task's)")] = None,
+    episodes: Annotated[int, typer.Option(help="episodes per target for the card")] = 100,
+) -> None:
+    """Pretrain a policy and write a bundle (model.zip, card.json, card.md)."""
+    from sim2real import catalog
+    from sim2real.training import train as run_training
+
+    spec = catalog.load(task)
+    algo = algo or spec.train.algo
+    out = out or Path("runs") / f"{spec.name}-{algo}-{'dr' if randomize else 'nominal'}"
+
+    def report(steps_done: int, summary: dict[str, Any]) -> None:
+        console.print(f"  {steps_done:>8,} steps: success {summary['success_rate']:.0%}, "
+                      f"return {summary['mean_return']:.2f}")
+
+    console.print(f"Training {algo.upper()} on [bold]{spec.name}[/] ({target}{', randomized' if randomize else ''})")
+    result = run_training(spec, target=target, randomize=randomize, algo=algo, steps=steps, seed=seed, out=out,
+                          n_envs=n_envs, card_episodes=episodes, progress_bar=sys.stdout.isatty(), on_eval=report)
+    _print_card(result.card)
+    console.print(f"Bundle written to [bold]{out}[/] ({result.card['wall_seconds']:.0f} s)")
+
+
+@zoo_app.command("list")
+@user_errors
+def zoo_list() -> None:
+    """List the shipped policies with their source success."""
+    from sim2real.zoo import list_zoo, load_card
+
+    table = Table("name", "task", "algo", "randomized", "train steps", "source success")
+    for name in list_zoo():
+        card = load_card(name)
+        table.add_row(name, card["task"], card["algo"], str(card["randomized"]), f"{card['train_steps']:,}",
+                      f"{card['source_success']:.0%}")
+    console.print(table)
+
+
+@zoo_app.command("show")
+@user_errors
+def zoo_show(policy: Annotated[str, typer.Argument(help="zoo name or bundle directory")]) -> None:
+    """Show a policy's card."""
+    from sim2real.zoo import load_card
+
+    card = load_card(policy)
+    _print_card(card)
+
+
+def _print_card(card: dict[str, Any]) -> None:
+    table = Table("target", "kind", "success", "mean return", title=f"{card.get('name', '')} ({card['algo']})")
+    for name, result in card["targets"].items():
+        table.add_row(name, result.get("kind", ""), f"{result['success']:.0%}", f"{result['return']:.2f}")
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    policy: Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")],
+    task: Annotated[str, typer.Option(help="catalogue name or task YAML")],
+    target: Annotated[str, typer.Option(help="target to evaluate on")] = "source",
+    episodes: Annotated[int, typer.Option(help="number of episodes")] = 100,
+    seed: Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")] = 0,
+    testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server")] = None,
+    gif: Annotated[Path | None, typer.Option(help="record a GIF of a few episodes")] = None,
+    out: Annotated[Path | None, typer.Option(help="write episodes.jsonl and summary.json here (resumes)")] = None,
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mean")] = False,
+) -> None:
+    """Evaluate a policy on a target, locally or on a robot testbed over the network."""
+    from sim2real.evaluate import evaluate_policy
+
+    if episodes <= 0:
+        raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
+    summary = evaluate_policy(policy, task, target=target, episodes=episodes, seed=seed, testbed=testbed, gif=gif,
+                              out=out, deterministic=not stochastic)
+    table = Table("metric", "value", title=f"{policy} on {task}:{target}")
+    low, high = summary.get("success_ci") or (0, 0)
+    table.add_row("episodes", f"{summary['episodes']} ({summary['aborted']} aborted)")
+    if summary["success_rate"] is not None:
+        table.add_row("success rate", f"{summary['success_rate']:.0%}  (95% CI {low:.0%}–{high:.0%})")
+        table.add_row("mean return", f"{summary['mean_return']:.2f}  (95% CI {summary['return_ci'][0]:.2f}–"
+                                     f"{summary['return_ci'][1]:.2f})")
+        table.add_row("mean length", f"{summary['mean_length']:.1f} steps")
+    if "latency_ms" in summary:
+        latency = summary["latency_ms"]
+        table.add_row("latency p50 / p99", f"{latency['p50']:.3f} / {latency['p99']:.3f} ms")
+    console.print(table)
+    if out is not None:
+        console.print(f"Episodes in {out / 'episodes.jsonl'}, summary in {out / 'summary.json'}")
+    if summary.get("error"):
+        err.print(f"[bold red]error:[/] {summary['error']}")
+        raise typer.Exit(1)
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

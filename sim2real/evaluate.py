@@ -1,0 +1,77 @@
+"""Evaluate a policy on a task's target: in local simulation, or on a robot testbed over the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import imageio.v3 as iio
+import numpy as np
+
+from sim2real import catalog
+from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.evaluation.rollout import Policy, evaluate
+from sim2real.factory import make_env
+from sim2real.zoo import load_policy
+
+
+def evaluate_policy(
+    policy: str | Path,
+    task: str | Path | TaskSpec,
+    *,
+    target: str = SOURCE,
+    episodes: int = 100,
+    seed: int = 0,
+    testbed: str | None = None,
+    gif: Path | None = None,
+    out: Path | None = None,
+    deterministic: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a zoo name / bundle / zip on a target and return the summary (also written to `out`)."""
+    spec = catalog.load(task)
+    spec.target(target)
+    if testbed is not None:
+        from sim2real.testbed.evaluation import evaluate_on_testbed
+
+        return evaluate_on_testbed(policy, spec, testbed, episodes=episodes, seed=seed, out=out,
+                                   deterministic=deterministic)
+    env = make_env(spec, target)
+    model = load_policy(policy, env)
+    try:
+        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic)
+    finally:
+        env.close()
+    summary.update({"policy": str(policy), "task": spec.name, "target": target})
+    if gif is not None:
+        record_gif(model, spec, target, gif, seed=seed, deterministic=deterministic)
+    return summary
+
+
+def record_gif(policy: Policy, task: str | Path | TaskSpec, target: str, path: Path, *, episodes: int = 3,
+               seed: int = 0, deterministic: bool = True, every: int = 2) -> Path:
+    """Render a few episodes (every `every`-th frame) into an animated GIF."""
+    env = make_env(task, target, render_mode="rgb_array")
+    frames = []
+    try:
+        for index in range(episodes):
+            frames += _episode_frames(policy, env, seed + index, deterministic, every)
+    finally:
+        env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fps = env.metadata.get("render_fps", 25) / every
+    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    return path
+
+
+def _episode_frames(policy: Policy, env: gym.Env, seed: int, deterministic: bool, every: int) -> list[np.ndarray]:
+    obs, _ = env.reset(seed=seed)
+    frames, step, done = [env.render()], 0, False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=deterministic)
+        obs, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+        step += 1
+        if step % every == 0 or done:
+            frames.append(env.render())
+    return frames

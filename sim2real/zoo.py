@@ -1,0 +1,157 @@
+"""Policy bundles: an SB3 zip plus card.json (what it is, how it was trained, what it scored) and card.md.
+
+A bundle directory holds ``model.zip`` — loadable with plain stable-baselines3 (``PPO.load``) —
+next to its card. `load_policy` takes a zoo name, a bundle directory or a plain SB3 ``.zip``.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sim2real.errors import Sim2RealError, allowed
+from sim2real.records import write_bytes_atomic, write_json_atomic
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+MODEL_FILE = "model.zip"
+CARD_FIELDS = ("task", "algo", "randomized", "train_steps", "seed", "source_success", "targets")
+
+
+class BundleError(Sim2RealError):
+    """A policy bundle is missing, corrupt, or does not fit the env it is used on."""
+
+
+def policies_dir() -> Path:
+    """Where the shipped bundles live: the source tree's policies/, or the copy inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "policies", here / "_data" / "policies"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "policies"
+
+
+def list_zoo() -> list[str]:
+    """Names of the shipped bundles."""
+    root = policies_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "card.json").is_file()) if root.is_dir() else []
+
+
+def resolve(policy: str | Path) -> Path:
+    """A zoo name, bundle directory or SB3 zip → the path it names (bundle dir or zip)."""
+    path = Path(policy)
+    if path.is_dir() or path.suffix == ".zip":
+        if not path.exists():
+            raise BundleError(f"no such policy file: {path}")
+        if path.is_dir() and not (path / MODEL_FILE).is_file():
+            raise BundleError(f"{path} is not a policy bundle: it has no {MODEL_FILE}")
+        return path
+    candidate = policies_dir() / str(policy)
+    if candidate.is_dir():
+        return candidate
+    raise BundleError(f"unknown policy '{policy}' (zoo: {allowed(list_zoo())}; or a bundle directory or an SB3 .zip)")
+
+
+def load_card(policy: str | Path) -> dict[str, Any]:
+    """The card.json of a bundle (a plain zip has none: an empty dict)."""
+    path = resolve(policy)
+    if path.is_file():
+        return {}
+    card_path = path / "card.json"
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path} has no card.json") from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{card_path} is not valid JSON: {exc}") from exc
+    missing = [name for name in CARD_FIELDS if name not in card]
+    if missing:
+        raise BundleError(f"{card_path} lacks the field(s) {allowed(missing)} (a card needs {allowed(CARD_FIELDS)})")
+    return card
+
+
+def detect_algo(zip_path: Path) -> str:
+    """Which SB3 algorithm saved a zip, read from its `data` entry (no unpickling)."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise BundleError(f"{zip_path} is not a stable-baselines3 model zip: {exc}") from exc
+    module = str(data.get("policy_class", {}).get(":serialized:", "")) + json.dumps(data.get("policy_class", ""))
+    for name in ALGORITHMS:
+        if f"stable_baselines3.{name}" in module or f"{name}.policies" in module:
+            return name
+    raise BundleError(f"{zip_path}: cannot tell its algorithm (supported: {allowed(ALGORITHMS)})")
+
+
+def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -> BaseAlgorithm:
+    """Load the SB3 model of a zoo name, bundle directory or plain zip; with `env`, check the spaces fit."""
+    path = resolve(policy)
+    zip_path = path / MODEL_FILE if path.is_dir() else path
+    card = load_card(path) if path.is_dir() else {}
+    algo = card.get("algo") or detect_algo(zip_path)
+    if algo not in ALGORITHMS:
+        raise BundleError(f"{path}: unknown algorithm '{algo}' (supported: {allowed(ALGORITHMS)})")
+    try:
+        model = ALGORITHMS[algo].load(zip_path, device="cpu", **kwargs)
+    except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, EOFError) as exc:
+        raise BundleError(f"cannot load {zip_path} as an SB3 {algo.upper()} model: {exc}") from exc
+    if env is not None:
+        check_spaces(model, env, str(policy))
+    return model
+
+
+def check_spaces(model: BaseAlgorithm, env: gym.Env, name: str = "the policy") -> None:
+    """Raise a BundleError naming both sides when the policy's spaces differ from the env's."""
+    for kind in ("observation_space", "action_space"):
+        theirs, ours = getattr(model, kind), getattr(env, kind)
+        if theirs.shape != ours.shape or type(theirs) is not type(ours):
+            raise BundleError(f"{name} expects {kind.replace('_', ' ')} {theirs}, but the env has {ours}")
+
+
+def save_bundle(model: BaseAlgorithm, directory: Path, card: Mapping[str, Any]) -> Path:
+    """Write model.zip, card.json and card.md into `directory` (each replaced atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / ".model.tmp.zip"
+    model.save(staging)
+    write_bytes_atomic(directory / MODEL_FILE, staging.read_bytes())
+    staging.unlink()
+    write_json_atomic(directory / "card.json", dict(card))
+    write_bytes_atomic(directory / "card.md", render_card(card).encode())
+    return directory
+
+
+def render_card(card: Mapping[str, Any]) -> str:
+    """A human-readable model card."""
+    lines = [
+        f"# {card.get('name', 'policy')}",
+        "",
+        f"{card['algo'].upper()} policy for the **{card['task']}** task, trained on `{card.get('target', 'source')}`"
+        f" {'with domain randomization' if card['randomized'] else 'in the nominal domain'} for"
+        f" {card['train_steps']:,} env steps (seed {card['seed']}, {card.get('wall_seconds', 0):.0f} s wall).",
+        "",
+        "| target | kind | success | mean return | episodes |",
+        "|---|---|---|---|---|",
+    ]
+    for target, result in card["targets"].items():
+        lines.append(f"| {target} | {result.get('kind', '')} | {result['success']:.0%} | {result['return']:.2f} |"
+                     f" {result.get('episodes', '')} |")
+    lines += [
+        "",
+        "Success is measured with the deterministic policy, randomization off, episodes seeded 0..N-1.",
+        "",
+        "```python",
+        f"from stable_baselines3 import {card['algo'].upper()}",
+        f"model = {card['algo'].upper()}.load('model.zip')",
+        "```",
+        "",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in card.get('versions', {}).items())}.",
+        "",
+    ]
+    return "\n".join(lines)
