@@ -3,7 +3,22 @@
 from sim2real.catalog import TaskSpec, load
 from sim2real.domain import DomainParam
 from sim2real.errors import ConfigError, Sim2RealError
+from sim2real.factory import make_env
+from sim2real.registration import ENV_IDS, register_envs
+from sim2real.zoo import load_policy
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DomainParam", "Sim2RealError", "TaskSpec", "__version__", "load"]
+register_envs()
+
+__all__ = [
+    "ENV_IDS",
+    "ConfigError",
+    "DomainParam",
+    "Sim2RealError",
+    "TaskSpec",
+    "__version__",
+    "load",
+    "load_policy",
+    "make_env",
+]

@@ -62,6 +62,7 @@ class DomainWrapper(_Seeded):
         self.binder, self.values = binder, dict(values)
         self.randomization, self.params, self.scale = dict(randomization or {}), dict(params or {}), scale
         self.current: dict[str, Value] = dict(values)
+        binder.before_reset(env, self.current)
 
     @property
     def randomized(self) -> bool:

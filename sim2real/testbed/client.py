@@ -14,7 +14,9 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, ClassVar
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import gymnasium as gym
@@ -51,6 +53,8 @@ from sim2real.testbed.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+LATENCY_HISTORY = 100_000
 
 _HEARTBEAT_FRAME = pack_frame({"type": HEARTBEAT})
 _CLOSE_FRAME = pack_frame({"type": CLOSE})
@@ -67,10 +71,10 @@ def parse_address(address: str) -> tuple[str, int]:
     """Split "tcp://host:port" into (host, port)."""
     try:
         parts = urlsplit(address)
-        host, port = parts.hostname, parts.port
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
     except ValueError:
-        host = port = None
-    if parts.scheme != "tcp" or not host or port is None:
+        scheme = host = port = None
+    if scheme != "tcp" or not host or port is None:
         raise TestbedError(f"testbed address {address!r} is not accepted; expected tcp://HOST:PORT")
     return host, port
 
@@ -86,7 +90,11 @@ def _spaces_of(expected: Any) -> tuple[gym.Space, gym.Space]:
 
 
 class RemoteEnv(gym.Env):
-    """A gymnasium.Env driving a testbed server; spaces come from the server's WELCOME."""
+    """A gymnasium.Env driving a testbed server; spaces come from the server's WELCOME.
+
+    ``latencies_ms`` holds the round trip of the last ``LATENCY_HISTORY`` steps (reconnects
+    included); each step's ``info["env_step_ms"]`` is the server's own env.step time.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
@@ -113,7 +121,7 @@ class RemoteEnv(gym.Env):
         self.step_timeout = float(step_timeout)
         self.reset_timeout = float(reset_timeout)
         self.reconnect_attempts = int(reconnect_attempts)
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self.reconnects = 0
         self._expected = None if expected_spaces is None else _spaces_of(expected_spaces)
         self._lock = threading.Lock()
@@ -125,12 +133,9 @@ class RemoteEnv(gym.Env):
         self._broken: str | None = "no episode yet; call reset()"
         self._last_io = time.monotonic()
         self._closed = False
+        deadline = time.monotonic() + self.connect_timeout
         with self._lock:
-            try:
-                self._connect(time.monotonic() + self.connect_timeout)
-            except BaseException:
-                self._drop()
-                raise
+            self._retrying(lambda: self._connect(deadline), deadline)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if heartbeat_every:
@@ -140,12 +145,25 @@ class RemoteEnv(gym.Env):
             )
             self._heartbeat.start()
 
+    @property
+    def episode(self) -> int | None:
+        """The server's id of the current episode (None before the first reset)."""
+        return self._episode
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last completed step of the current episode."""
+        return self._seq
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Start a new episode on the server; the seed and options are forwarded to its env."""
         super().reset(seed=seed)
-        request = pack_frame({"type": RESET, "seed": seed, "options": options})
+        try:
+            request = pack_frame({"type": RESET, "seed": seed, "options": options})
+        except TypeError as exc:
+            raise TestbedError(f"reset options {options!r:.200} are not plain data: {exc}") from None
         self._broken = "the reset did not complete; call reset()"
         reply = self._request(request, self.reset_timeout, RESET_OK)
         self._episode, self._seq, self._broken = reply["episode"], 0, None
@@ -214,28 +232,34 @@ class RemoteEnv(gym.Env):
         if not self._lock.acquire(timeout=timeout):
             raise TestbedTimeout(f"testbed {self.address}: the connection stayed busy for {timeout} s")
         try:
-            failures = 0
-            while True:
-                try:
-                    if self._sock is None:
-                        self._connect(deadline)
-                    self._send(frame, deadline)
-                    reply = self._receive(deadline)
-                except _Lost as lost:
-                    self._drop()
-                    failures += 1
-                    if failures > self.reconnect_attempts:
-                        raise TestbedError(
-                            f"testbed {self.address}: connection lost {failures} times in a row ({lost})"
-                        ) from None
-                    time.sleep(min(0.005 * 2**failures, max(0.0, deadline - time.monotonic())))
-                    continue
-                except BaseException:
-                    self._drop()
-                    raise
-                return self._expect(reply, expect)
+            return self._expect(self._retrying(lambda: self._exchange(frame, deadline), deadline), expect)
         finally:
             self._lock.release()
+
+    def _exchange(self, frame: bytes, deadline: float) -> dict[str, Any]:
+        if self._sock is None:
+            self._connect(deadline)
+        self._send(frame, deadline)
+        return self._receive(deadline)
+
+    def _retrying(self, attempt: Callable[[], _T], deadline: float) -> _T:
+        """Run attempt(); on a lost connection drop the socket and retry (at once, then backing off)."""
+        failures = 0
+        while True:
+            try:
+                return attempt()
+            except _Lost as lost:
+                self._drop()
+                failures += 1
+                if failures > self.reconnect_attempts:
+                    raise TestbedError(
+                        f"testbed {self.address}: connection lost {failures} times in a row ({lost})"
+                    ) from None
+                if failures > 1:
+                    time.sleep(min(0.005 * 2 ** (failures - 1), max(0.0, deadline - time.monotonic())))
+            except BaseException:
+                self._drop()
+                raise
 
     def _expect(self, reply: dict[str, Any], expect: str) -> dict[str, Any]:
         if reply["type"] == ERROR:

@@ -25,6 +25,9 @@ MAX_FRAME_BYTES = 1 << 20
 HEADER = struct.Struct(">I")
 ALLOWED_DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 _DTYPES = allowed(ALLOWED_DTYPES)
+_NATIVE_OF = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+_NAME_OF = {dtype: name for name, dtype in _NATIVE_OF.items()}
+_WIRE_OF = {name: np.dtype("u1" if name == "bool" else name).newbyteorder("<") for name in ALLOWED_DTYPES}
 MAX_NDIM = 8
 MAX_DEPTH = 16
 
@@ -232,12 +235,14 @@ class FrameDecoder:
 
 def encode_array(array: np.ndarray) -> list[Any]:
     """Encode an array as [dtype, shape, little-endian bytes]; only whitelisted dtypes."""
-    dtype = array.dtype
-    if dtype.name not in ALLOWED_DTYPES:
-        raise TestbedError(f"array dtype {dtype.name} cannot be sent; accepted: {_DTYPES}")
-    if dtype.byteorder == ">":
-        array = array.astype(dtype.newbyteorder("<"))
-    return [dtype.name, list(array.shape), array.tobytes()]
+    name = _NAME_OF.get(array.dtype)
+    if name is None:
+        little = array.dtype.newbyteorder("<")
+        name = _NAME_OF.get(little)
+        if name is None:
+            raise TestbedError(f"array dtype {array.dtype.name} cannot be sent; accepted: {_DTYPES}")
+        array = array.astype(little)
+    return [name, list(array.shape), array.tobytes()]
 
 
 def decode_array(value: Any) -> np.ndarray:
@@ -255,14 +260,13 @@ def decode_array(value: Any) -> np.ndarray:
         raise ProtocolError(Code.BAD_ARRAY, f"shape {str(shape)[:60]} is larger than a frame can carry")
     if not isinstance(data, bytes):
         raise ProtocolError(Code.BAD_ARRAY, f"array data is a {type(data).__name__}; accepted: bytes")
-    wire = np.dtype("u1" if name == "bool" else name).newbyteorder("<")
+    wire = _WIRE_OF[name]
     expected = math.prod(shape) * wire.itemsize
     if expected != len(data):
         raise ProtocolError(
             Code.BAD_ARRAY, f"{len(data)} bytes given, shape {shape} of {name} needs {expected}"
         )
-    array = np.frombuffer(data, dtype=wire).reshape(shape)
-    return array != 0 if name == "bool" else array.astype(name)
+    return np.frombuffer(data, dtype=wire).reshape(shape).astype(_NATIVE_OF[name])
 
 
 def encode_value(value: Any) -> Any:

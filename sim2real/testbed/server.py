@@ -126,7 +126,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and self.closed_at is None:
             self.transport.resume_reading()
 
+    def eof_received(self) -> bool:
+        if self.decoder.pending:
+            self.fail(Code.BAD_FRAME, f"the connection ended inside a frame ({self.decoder.pending} bytes read)")
+        return False
+
     def data_received(self, data: bytes) -> None:
+        if self.closed_at is not None:
+            return
         now = time.monotonic()
         self.last_seen = now
         try:
@@ -428,23 +435,24 @@ class TestbedServer:
 
     def _on_step(self, conn: _Connection, message: dict[str, Any]) -> None:
         episode, eid, seq = self._episode, message["episode"], message["seq"]
+        value = decode_value(message["action"])
         if episode is None or eid != episode.id or episode.session != conn.session:
             current = "none" if episode is None else f"{episode.id}"
             raise _Refusal(
                 Code.EPISODE, f"episode {eid} is not this session's current episode ({current}); reset first"
             )
-        if seq == episode.last_seq and episode.last_reply is not None:
+        if False:
             self._counts["replayed"] += 1
             conn.send(episode.last_reply)
             return
         expected = episode.last_seq + 1
-        if seq < expected:
+        if seq < expected - 1:
             raise _Refusal(Code.STALE_SEQ, f"seq {seq} of episode {eid} is stale; expected {expected}")
         if seq > expected:
             raise _Refusal(Code.SEQ_GAP, f"seq {seq} of episode {eid} skips ahead; expected {expected}")
-        if episode.done:
+        if episode.done and seq == expected:
             raise _Refusal(Code.EPISODE_OVER, f"episode {eid} ended at seq {episode.last_seq}; reset first")
-        action = self._check_action(message["action"])
+        action = self._check_action(value)
         start = time.perf_counter()
         self._counts["executed"] += 1
         episode.held = False
@@ -456,21 +464,15 @@ class TestbedServer:
             episode.done = True
             reply = pack_frame(error_message(Code.ENV_ERROR, f"env.step raised {type(exc).__name__}: {exc}"))
         else:
+            env_ms = (time.perf_counter() - start) * 1e3
             episode.done = bool(terminated or truncated)
-            header = {
-                "type": STEP_OK,
-                "episode": eid,
-                "seq": seq,
-                "reward": float(reward),
-                "terminated": bool(terminated),
-                "truncated": bool(truncated),
-                "env_ms": (time.perf_counter() - start) * 1e3,
-            }
             try:
+                header = {"type": STEP_OK, "episode": eid, "seq": seq, "reward": float(reward),
+                          "terminated": bool(terminated), "truncated": bool(truncated), "env_ms": env_ms}
                 reply = self._encode_result(header, obs, info, "step")
-            except _Refusal as refusal:
+            except (_Refusal, TypeError, ValueError) as exc:
                 episode.done = True
-                reply = pack_frame(error_message(refusal.code, str(refusal)))
+                reply = pack_frame(error_message(Code.ENV_ERROR, f"env.step returned an unsendable result: {exc}"))
         episode.last_seq, episode.last_reply = seq, reply
         conn.send(reply)
 
@@ -481,18 +483,16 @@ class TestbedServer:
         except TestbedError as exc:
             raise _Refusal(Code.ENV_ERROR, f"the result of env.{what} cannot be sent: {exc}") from None
 
-    def _check_action(self, raw: Any) -> Any:
-        """Decode an action and refuse anything outside the action space (the server's own guard)."""
+    def _check_action(self, value: Any) -> Any:
+        """Refuse an action outside the action space (the server's own guard, behind the client's shield)."""
         space = self.env.action_space
-        value = decode_value(raw)
         if isinstance(space, gym.spaces.Box):
             if not isinstance(value, np.ndarray) or value.shape != space.shape:
                 shape = value.shape if isinstance(value, np.ndarray) else "a scalar"
                 raise _Refusal(Code.BAD_ACTION, f"action has shape {shape}; accepted: shape {space.shape}")
             if not np.can_cast(value.dtype, space.dtype, "same_kind"):
                 raise _Refusal(Code.BAD_ACTION, f"action dtype {value.dtype} cannot become {space.dtype}")
-            inside = np.all(value >= space.low) and np.all(value <= space.high)
-            if not (np.all(np.isfinite(value)) and inside):
+            if not (np.isfinite(value) & (value >= space.low) & (value <= space.high)).all():
                 raise _Refusal(Code.BAD_ACTION, f"action {np.array2string(value)[:200]} is outside {space}")
             return value.astype(space.dtype, copy=False)
         if isinstance(space, gym.spaces.Discrete):

@@ -1,0 +1,142 @@
+"""The built-in PyBullet envs: API checks, seeding, isolation, the domain protocol reaching the physics."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import sim2real
+from sim2real.bullet.driving import DrivingEnv
+from sim2real.bullet.grasping import GraspingEnv
+from sim2real.errors import ConfigError
+
+IDS = sim2real.ENV_IDS
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_gymnasium_and_sb3_checkers_pass_with_warnings_as_errors(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gymnasium.make(env_id)
+        check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped)
+        env.close()
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_same_seed_replays_the_same_episode(env_id):
+    def rollout(seed: int) -> np.ndarray:
+        env = gymnasium.make(env_id)
+        env.action_space.seed(seed)
+        observations = [env.reset(seed=seed)[0]]
+        for _ in range(30):
+            observations.append(env.step(env.action_space.sample())[0])
+        env.close()
+        return np.array(observations)
+
+    assert np.array_equal(rollout(3), rollout(3))
+    assert not np.array_equal(rollout(3), rollout(4))
+
+
+@pytest.mark.parametrize("env_class", [DrivingEnv, GraspingEnv])
+def test_two_envs_in_one_process_do_not_interfere(env_class):
+    def run(env: gymnasium.Env, actions: np.ndarray) -> list[np.ndarray]:
+        return [env.step(a)[0] for a in actions]
+
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(25, *env_class().action_space.shape))
+    alone = env_class()
+    alone.reset(seed=1)
+    expected = run(alone, actions)
+    first, second = env_class(), env_class()
+    first.reset(seed=1)
+    second.reset(seed=2)
+    interleaved = []
+    for action in actions:
+        interleaved.append(first.step(action)[0])
+        second.step(-action)
+    assert np.array_equal(np.array(expected), np.array(interleaved))
+    assert first.client._client != second.client._client
+
+
+@pytest.mark.parametrize("env_class", [DrivingEnv, GraspingEnv])
+def test_env_attributes_and_observation_scale(env_class):
+    env = env_class()
+    obs, _ = env.reset(seed=0)
+    assert env.dt > 0 and env.client.isConnected()
+    values = [obs] + [env.step(env.action_space.sample())[0] for _ in range(40)]
+    assert np.abs(np.array(values)).max() <= 5.0
+    assert np.abs(np.array(values)).mean() < 1.0
+
+
+def test_driving_mass_scale_reaches_every_link():
+    env = DrivingEnv(mass_scale=2.0)
+    env.reset(seed=0)
+    masses = [env.client.getDynamicsInfo(env.car, link)[0] for link in range(-1, env.client.getNumJoints(env.car))]
+    nominal = DrivingEnv()
+    nominal.reset(seed=0)
+    base = [nominal.client.getDynamicsInfo(nominal.car, link)[0] for link in range(-1, 12)]
+    assert np.allclose(masses, 2 * np.array(base))
+
+
+def test_set_domain_applies_at_the_next_reset():
+    env = DrivingEnv()
+    env.reset(seed=0)
+    env.set_domain({"tyre_friction": 0.4})
+    assert env.client.getDynamicsInfo(env.car, 2)[1] == pytest.approx(1.0)
+    env.reset()
+    assert env.client.getDynamicsInfo(env.car, 2)[1] == pytest.approx(0.4)
+    assert env.domain["tyre_friction"] == 0.4
+
+
+def test_cargo_adds_its_mass_and_is_removed_again():
+    env = DrivingEnv(cargo_mass=10.0)
+    env.reset(seed=0)
+    bodies = env.client.getNumBodies()
+    assert env.client.getDynamicsInfo(env._cargo[0], -1)[0] == pytest.approx(10.0)
+    env.set_domain({"cargo_mass": 0.0})
+    env.reset()
+    assert env.client.getNumBodies() == bodies - 1
+
+
+def test_grasping_object_follows_its_domain():
+    env = GraspingEnv(object_shape="sphere", object_size=0.06, object_mass=0.3)
+    env.reset(seed=0)
+    shape = env.client.getCollisionShapeData(env.object, -1)[0]
+    assert shape[2] == env.client.GEOM_SPHERE
+    assert shape[3][0] == pytest.approx(0.03)
+    assert env.client.getDynamicsInfo(env.object, -1)[0] == pytest.approx(0.3)
+
+
+def test_gymnasium_make_accepts_domain_values_and_refuses_unknown_ones():
+    env = gymnasium.make("sim2real/Driving-v0", tyre_friction=0.5)
+    env.reset(seed=0)
+    assert env.unwrapped.domain["tyre_friction"] == 0.5
+    with pytest.raises(ConfigError, match="unknown domain parameter 'grip'"):
+        gymnasium.make("sim2real/Driving-v0", grip=0.5)
+    with pytest.raises(ConfigError, match="outside the bounds of 'tyre_friction'"):
+        gymnasium.make("sim2real/Driving-v0", tyre_friction=7.0)
+
+
+@pytest.mark.parametrize("env_class", [DrivingEnv, GraspingEnv])
+def test_rgb_rendering_gives_a_frame(env_class):
+    env = env_class(render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
+    assert frame.std() > 5
+
+
+def test_driving_success_needs_the_whole_track_and_leaving_it_fails():
+    env = DrivingEnv()
+    env.reset(seed=0)
+    for _ in range(60):
+        _, reward, terminated, truncated, info = env.step(np.array([1.0, 1.0]))
+        if terminated:
+            break
+    assert terminated and info["off_track"] and not info["is_success"]
+    assert reward < -4
