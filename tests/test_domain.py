@@ -66,7 +66,7 @@ def test_same_seed_same_sequence_other_seed_other_sequence():
 
 def test_scale_narrows_and_widens_around_the_centre():
     narrow, wide = draws(Uniform(0.0, 2.0), scale=0.5), draws(Uniform(0.0, 2.0), scale=1.5)
-    assert 0.5 <= narrow.min() and narrow.max() <= 1.5
+    assert narrow.min() >= 0.5 and narrow.max() <= 1.5
     assert wide.min() < 0.0 and wide.max() > 2.0
     assert stats.kstest(wide, stats.uniform(-0.5, 3.0).cdf).pvalue > 0.01
 

@@ -135,7 +135,7 @@ def test_driving_success_needs_the_whole_track_and_leaving_it_fails():
     env = DrivingEnv()
     env.reset(seed=0)
     for _ in range(60):
-        _, reward, terminated, truncated, info = env.step(np.array([1.0, 1.0]))
+        _, reward, terminated, _, info = env.step(np.array([1.0, 1.0]))
         if terminated:
             break
     assert terminated and info["off_track"] and not info["is_success"]

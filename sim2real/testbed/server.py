@@ -441,16 +441,16 @@ class TestbedServer:
             raise _Refusal(
                 Code.EPISODE, f"episode {eid} is not this session's current episode ({current}); reset first"
             )
-        if False:
+        if seq == episode.last_seq and episode.last_reply is not None:
             self._counts["replayed"] += 1
             conn.send(episode.last_reply)
             return
         expected = episode.last_seq + 1
-        if seq < expected - 1:
+        if seq < expected:
             raise _Refusal(Code.STALE_SEQ, f"seq {seq} of episode {eid} is stale; expected {expected}")
         if seq > expected:
             raise _Refusal(Code.SEQ_GAP, f"seq {seq} of episode {eid} skips ahead; expected {expected}")
-        if episode.done and seq == expected:
+        if episode.done:
             raise _Refusal(Code.EPISODE_OVER, f"episode {eid} ended at seq {episode.last_seq}; reset first")
         action = self._check_action(value)
         start = time.perf_counter()
