@@ -1,5 +1,6 @@
 """sim2real: pretrain policies in PyBullet, transfer them to shifted targets, and measure the gain."""
 
+from sim2real import bullet  # noqa: F401  - first, so pybullet is imported without its stdout banner
 from sim2real.catalog import TaskSpec, load
 from sim2real.domain import DomainParam
 from sim2real.errors import ConfigError, Sim2RealError

@@ -151,3 +151,7 @@ def _dump(data: Any) -> str:
 def main() -> None:
     """Entry point of the console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -159,11 +159,13 @@ def test_a_major_version_mismatch_is_refused_by_the_server_naming_both(
 
 def test_a_major_version_mismatch_is_refused_by_the_client_naming_both() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5.0)
     space = p.encode_space(PointMass().action_space)
 
     def fake_server() -> None:
         conn, _ = listener.accept()
         with conn:
+            conn.settimeout(5.0)
             conn.recv(65536)
             welcome = {"type": p.WELCOME, "version": "9.1", "session": "s", "observation_space": space,
                        "action_space": space}
@@ -377,7 +379,7 @@ def test_a_silent_client_gets_the_env_held(server: TestbedServer) -> None:
         env.reset()
         env.step(np.array([1.0, 1.0]))
         waited = _wait_for(lambda: server.env.unwrapped.holds == 1)
-        assert HOLD_AFTER < waited < HOLD_AFTER + 0.5
+        assert HOLD_AFTER - 0.05 < waited < HOLD_AFTER + 0.5
         assert server.stats["holds"] == 1
         time.sleep(0.3)
         assert server.env.unwrapped.holds == 1

@@ -1,9 +1,11 @@
 """SafetyShield: the last check between a policy and a robot.
 
-A non-finite action is never sent: the episode ends (truncated, ``info["aborted"]``). Every other
-action is clipped into [low, high] and to at most ``max_delta`` away from the previously applied
-action, and too many clamped actions in a row end the episode too. Requested and applied actions
-are in every step's info and in ``log``.
+A non-finite action is never sent: the episode ends (truncated, ``info["aborted"]``, reward 0, the
+last observation). Every other action is clipped into [low, high] and to at most ``max_delta`` away
+from the previously applied action (the first action after a reset is only clipped to the bounds).
+The ``max_consecutive_clamps``-th clamped action in a row is still applied (it is safe), then the
+episode ends the same way. Requested and applied actions are in every step's info and in ``log``
+(the current episode's). Applied actions are cast to the action dtype without rounding past a bound.
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""Training through the CLI, bundles and the zoo: real learning, reproducible curves, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from sim2real.evaluate import evaluate_policy
+from sim2real.training import EVAL_SEED, train
+from sim2real.zoo import BundleError, load_card, load_policy
+
+CLI = [sys.executable, "-m", "sim2real.cli"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def driving_bundle(tmp_path_factory) -> Path:
+    """A driving policy trained through the CLI for 30k steps (about 40 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("bundle") / "driving-small"
+    result = run_cli("train", "driving", "--steps", "30000", "--episodes", "20", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_cli_training_learns_and_its_card_matches_an_independent_evaluation(driving_bundle: Path):
+    card = load_card(driving_bundle)
+    assert card["source_success"] >= 0.8, card  # a random policy scores 0 here
+    assert set(card["targets"]) == {"source", "wet", "truck", "real"}
+    independent = evaluate_policy(driving_bundle, "driving", target="wet", episodes=20, seed=EVAL_SEED)
+    assert independent["success_rate"] == card["targets"]["wet"]["success"]
+    assert independent["mean_return"] == pytest.approx(card["targets"]["wet"]["return"], abs=1e-3)
+    assert (driving_bundle / "card.md").read_text().startswith("# driving-small")
+    assert list((driving_bundle / "tensorboard").iterdir())
+
+
+def test_a_bundle_loads_with_plain_stable_baselines3(driving_bundle: Path):
+    model = PPO.load(driving_bundle / "model.zip")
+    assert model.observation_space.shape == (24,)
+
+
+def test_evaluate_cli_writes_episodes_and_summary_and_resumes(driving_bundle: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    first = run_cli("evaluate", str(driving_bundle), "--task", "driving", "--episodes", "3", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    second = run_cli("evaluate", str(driving_bundle), "--task", "driving", "--episodes", "5", "--out", str(out))
+    assert second.returncode == 0, second.stderr
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == [0, 1, 2, 3, 4]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 5 and summary["resumed"] == 3
+    assert {"success_rate", "mean_return", "aborted"} <= set(summary)
+
+
+def test_same_seed_gives_the_same_learning_curve():
+    def run() -> tuple[list, torch.Tensor]:
+        result = train("pendulum", algo="ppo", steps=1024, n_envs=2, seed=5, eval_every=512, eval_episodes=2,
+                       card_episodes=2, hyperparameters={"n_steps": 256, "batch_size": 128})
+        return result.history, torch.cat([p.flatten() for p in result.model.policy.parameters()])
+
+    (history_a, weights_a), (history_b, weights_b) = run(), run()
+    assert history_a == history_b
+    assert torch.equal(weights_a, weights_b)
+
+
+def test_a_policy_whose_spaces_do_not_fit_names_both(driving_bundle: Path):
+    result = run_cli("evaluate", str(driving_bundle), "--task", "grasping", "--episodes", "1")
+    assert result.returncode == 2
+    assert "Box(-5.0, 5.0, (24,)" in result.stderr and "(18,)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_zip_and_incomplete_card_are_clear_errors(driving_bundle: Path, tmp_path: Path):
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip at all")
+    with pytest.raises(BundleError, match="not a stable-baselines3 model zip"):
+        load_policy(broken)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.zip").write_bytes((driving_bundle / "model.zip").read_bytes())
+    (bundle / "card.json").write_text(json.dumps({"task": "driving"}))
+    with pytest.raises(BundleError, match="lacks the field.*algo.*a card needs"):
+        load_policy(bundle)
+
+
+def test_a_plain_sb3_zip_is_detected_and_loaded(driving_bundle: Path, tmp_path: Path):
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(driving_bundle / "model.zip") as source, zipfile.ZipFile(plain, "w") as copy:
+        for item in source.infolist():
+            copy.writestr(item, source.read(item.filename))
+    model = load_policy(plain)
+    obs = np.zeros(24, dtype=np.float32)
+    assert model.predict(obs, deterministic=True)[0].shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["zoo", "show", "no-such-policy"], "unknown policy 'no-such-policy' (zoo:"),
+        (["train", "flying"], "unknown task 'flying'"),
+        (["train", "driving", "--target", "snow"], "unknown target 'snow'"),
+        (["train", "driving", "--algo", "dqn"], "unknown algorithm 'dqn'"),
+        (["evaluate", "nowhere.zip", "--task", "driving"], "no such policy file: nowhere.zip"),
+        (["evaluate", "x.zip", "--task", "driving", "--episodes", "0"], "--episodes must be > 0"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_code_2(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
