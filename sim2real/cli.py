@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -125,7 +124,7 @@ def evaluate(
         raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
     summary = evaluate_policy(policy, task, target=target, episodes=episodes, seed=seed, testbed=testbed, gif=gif,
                               out=out, deterministic=not stochastic)
-    table = Table("metric", "value", title=f"{policy} on {task}:{target}")
+    table = Table("metric", "value", title=f"{policy} on {testbed or f'{task}:{target}'}")
     low, high = summary.get("success_ci") or (0, 0)
     table.add_row("episodes", f"{summary['episodes']} ({summary['aborted']} aborted)")
     if summary["success_rate"] is not None:
@@ -144,8 +143,27 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True)
+@app.command()
+@user_errors
+def serve(
+    task: Task,
+    target: Annotated[str, typer.Option(help="domain the stand-in simulates ('real': the physical stand-in)")] = "real",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 5555,
+    hold_after: Annotated[float, typer.Option(help="seconds of client silence before the safe hold")] = 0.5,
+) -> None:
+    """Serve a task's target as a testbed stand-in (the same protocol a real robot's server speaks)."""
+    import functools
+
+    from sim2real import catalog
+    from sim2real.factory import make_env
+    from sim2real.testbed.server import serve as serve_env
+
+    spec = catalog.load(task)
+    spec.target(target)
+    factory = functools.partial(make_env, spec, target)
+    console.print(f"Serving [bold]{spec.name}:{target}[/] on tcp://{host}:{port} (Ctrl-C to stop)")
+    serve_env(factory, host, port, hold_after=hold_after, on_ready=lambda bound: console.print(f"LISTENING {bound}"))
 
 
 def main() -> None:

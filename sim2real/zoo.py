@@ -77,16 +77,16 @@ def load_card(policy: str | Path) -> dict[str, Any]:
 
 
 def detect_algo(zip_path: Path) -> str:
-    """Which SB3 algorithm saved a zip, read from its `data` entry (no unpickling)."""
+    """Which SB3 algorithm saved a zip, told by the hyperparameters its `data` entry lists (no unpickling)."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             data = json.loads(archive.read("data"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
         raise BundleError(f"{zip_path} is not a stable-baselines3 model zip: {exc}") from exc
-    module = str(data.get("policy_class", {}).get(":serialized:", "")) + json.dumps(data.get("policy_class", ""))
-    for name in ALGORITHMS:
-        if f"stable_baselines3.{name}" in module or f"{name}.policies" in module:
-            return name
+    if {"clip_range", "n_epochs"} <= set(data):
+        return "ppo"
+    if {"tau", "target_entropy"} <= set(data):
+        return "sac"
     raise BundleError(f"{zip_path}: cannot tell its algorithm (supported: {allowed(ALGORITHMS)})")
 
 

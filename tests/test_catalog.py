@@ -41,7 +41,7 @@ def test_a_path_works_wherever_a_name_does():
 
 def test_target_domain_overrides_the_nominal_values():
     spec = sim2real.load("driving")
-    assert spec.domain("wet")["tyre_friction"] == 0.7
+    assert spec.domain("wet")["tyre_friction"] == 0.75
     assert spec.domain("source")["tyre_friction"] == 1.0
 
 

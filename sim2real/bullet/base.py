@@ -11,7 +11,7 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
-from sim2real.bullet.quiet import c_stdout_silenced
+from sim2real.bullet.quiet import c_output_silenced
 from sim2real.domain import DomainParam, Value, nominal_values, validate_values
 
 
@@ -31,7 +31,7 @@ class BulletEnv(gym.Env):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode {render_mode!r} is not supported (allowed: None, 'rgb_array')")
         self.render_mode = render_mode
-        with c_stdout_silenced():
+        with c_output_silenced():
             self.client = BulletClient(connection_mode=pybullet.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self._domain: dict[str, Value] = nominal_values(self.DOMAIN_PARAMS)

@@ -1,8 +1,8 @@
-"""Grasping: a Franka Panda picks an object off the floor with Cartesian moves and a parallel gripper.
+"""Grasping: a Franka Panda picks an object off the floor with Cartesian moves, a wrist yaw and a parallel gripper.
 
-The object's mass, size, friction and shape and the gripper's force are domain parameters: a
-heavier, slipperier part slides out of a grip that held the source object, and a parcel of
-another shape and size needs another approach.
+The object's mass, size, aspect ratio, friction and shape and the gripper's force are domain
+parameters: a heavier, slipperier part slides out of a grip that held the source object, and a
+long parcel fits between the fingers only when the gripper is turned across its long side.
 """
 
 from __future__ import annotations
@@ -22,15 +22,19 @@ FINGERS = (9, 10)
 GRASP_TARGET = 11
 REST_POSE = (0.0, 0.2, 0.0, -2.2, 0.0, 2.4, 0.785)
 DOWN = (1.0, 0.0, 0.0, 0.0)  # quaternion: gripper pointing at the floor
+MAX_YAW = math.pi / 2
+MAX_LENGTH = 0.12  # metres: the long side of a stretched box, capped so that it stays liftable
 WORKSPACE = np.array([0.5, 0.0, 0.0])
 SHAPES = ("box", "cylinder", "sphere")
-OBS_SIZE = 18
+OBS_SIZE = 19
 
 DOMAIN_PARAMS = {
     p.name: p
     for p in (
         DomainParam("object_mass", 0.1, 0.02, 1.0, unit="kg", description="mass of the object"),
         DomainParam("object_size", 0.04, 0.02, 0.07, unit="m", description="edge or diameter of the object"),
+        DomainParam("object_aspect", 1.0, 1.0, 3.0, unit="×",
+                    description="length/width of a box (1 = cube; the long side is capped at 12 cm)"),
         DomainParam("object_friction", 1.0, 0.1, 2.0, description="lateral friction of the object (fingers are 1.0)"),
         DomainParam("gripper_force_scale", 1.0, 0.2, 3.0, unit="×", description="finger closing force"),
         DomainParam("object_shape", "box", choices=SHAPES, description="geometry of the object"),
@@ -40,13 +44,15 @@ DOMAIN_PARAMS = {
 
 
 class GraspingEnv(BulletEnv):
-    """Pick up an object with a Franka Panda: reach, close the gripper, lift it 5 cm.
+    """Pick up an object with a Franka Panda: reach, turn the gripper, close it, lift the object 5 cm.
 
-    Action (4): end-effector displacement (x, y, z; up to `max_move` metres per step) and gripper
-    command (−1 open … +1 closed).
-    Observation (18, scaled to about [-1, 1]): gripper position and velocity, finger opening,
+    Action (5): end-effector displacement (x, y, z; up to `max_move` metres per step), gripper yaw
+    change (up to `max_turn` radians per step, the yaw held within ±π/2) and gripper command
+    (−1 open … +1 closed).
+    Observation (19, scaled to about [-1, 1]): gripper position and velocity, finger opening,
     object position relative to the gripper, object height and velocity, finger contacts,
-    object yaw (sin, cos of 4×yaw, as a box is symmetric), time left.
+    object yaw relative to the gripper's (sin, cos of 2×, as a box is symmetric), gripper yaw,
+    time left.
     Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
     step; +5 and the episode ends when the object is 5 cm up (``info["is_success"]``).
     """
@@ -60,6 +66,7 @@ class GraspingEnv(BulletEnv):
         max_steps: int = 50,
         lift_height: float = 0.05,
         max_move: float = 0.02,
+        max_turn: float = 0.25,
         finger_force: float = 20.0,
         spawn_range: float = 0.08,
         start_height: tuple[float, float] = (0.15, 0.20),
@@ -71,11 +78,12 @@ class GraspingEnv(BulletEnv):
     ) -> None:
         super().__init__(render_mode, domain)
         self.max_steps, self.lift_height, self.max_move = max_steps, lift_height, max_move
+        self.max_turn = max_turn
         self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
         self.substeps, self.substep_dt = substeps, substep_dt
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
         self.dt = substeps * substep_dt
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
         self.robot = self.object = -1
 
@@ -94,21 +102,22 @@ class GraspingEnv(BulletEnv):
             c.changeDynamics(self.robot, finger, lateralFriction=1.0, spinningFriction=0.001)
 
     def _apply_domain(self, values: Mapping[str, Value], changed: set[str]) -> None:
-        if changed & {"object_shape", "object_size"} or self.object < 0:
-            self._make_object(str(values["object_shape"]), float(values["object_size"]))
+        if changed & {"object_shape", "object_size", "object_aspect"} or self.object < 0:
+            self._make_object(str(values["object_shape"]), float(values["object_size"]),
+                              float(values["object_aspect"]))
         self.client.changeDynamics(self.object, -1, mass=float(values["object_mass"]),
                                    lateralFriction=float(values["object_friction"]), spinningFriction=0.001,
                                    rollingFriction=0.0001)
         self._grip_force = self.finger_force * float(values["gripper_force_scale"])
         self._arm_gain = 0.3 * float(values["arm_gain_scale"])
 
-    def _make_object(self, shape: str, size: float) -> None:
+    def _make_object(self, shape: str, size: float, aspect: float) -> None:
         c = self.client
         if self.object >= 0:
             c.removeBody(self.object)
         half = size / 2
         if shape == "box":
-            kwargs: dict[str, Any] = {"halfExtents": [half, half, half]}
+            kwargs: dict[str, Any] = {"halfExtents": [half, min(half * aspect, MAX_LENGTH / 2), half]}
             self._rest_height = half
         elif shape == "cylinder":
             kwargs = {"radius": half, "height": size}
@@ -131,28 +140,36 @@ class GraspingEnv(BulletEnv):
         self._reset_physics()
         c, rng = self.client, self.np_random
         offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
-        yaw = rng.uniform(-math.pi / 4, math.pi / 4)
+        yaw = rng.uniform(-math.pi / 2, math.pi / 2)
         c.resetBasePositionAndOrientation(self.object, [0.5 + offset[0], offset[1], self._rest_height],
                                           c.getQuaternionFromEuler([0, 0, yaw]))
         start_offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
         self._target = np.array([0.5 + offset[0] + start_offset[0], offset[1] + start_offset[1],
                                  rng.uniform(*self.start_height)])
-        for joint, angle in zip(ARM, self._solve_ik(self._target), strict=True):
+        self._width, self._yaw, self._steps = 0.08, 0.0, 0
+        for joint, angle in zip(ARM, self._solve_ik(self._target, self._yaw), strict=True):
             c.resetJointState(self.robot, joint, angle)
         for finger in FINGERS:
             c.resetJointState(self.robot, finger, 0.04)
-        self._width, self._steps = 0.08, 0
-        self._command_joints(self._solve_ik(self._target))
+        self._command_joints(self._solve_ik(self._target, self._yaw))
         obs = self._observe()
         self._potential = self._phi()
         return obs, {"domain": self.domain}
 
-    def _solve_ik(self, position: np.ndarray) -> list[float]:
-        joints = self.client.calculateInverseKinematics(
-            self.robot, GRASP_TARGET, position.tolist(), DOWN,
+    def _solve_ik(self, position: np.ndarray, yaw: float) -> list[float]:
+        """Arm joints that put the grasp target at `position`, pointing down and turned by `yaw`.
+
+        The last joint's axis runs through the grasp target, so the turn is added to it alone after
+        solving for the unturned gripper (seeded with the current joints, the turn taken out).
+        """
+        seed = [state[0] for state in self.client.getJointStates(self.robot, ARM + FINGERS)]
+        seed[6] += yaw
+        joints = list(self.client.calculateInverseKinematics(
+            self.robot, GRASP_TARGET, position.tolist(), DOWN, currentPositions=seed,
             maxNumIterations=self.ik_iterations, residualThreshold=1e-4,
-        )
-        return list(joints[:7])
+        )[:7])
+        joints[6] -= yaw
+        return joints
 
     def _command_joints(self, arm: list[float]) -> None:
         c = self.client
@@ -165,8 +182,10 @@ class GraspingEnv(BulletEnv):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         move = np.clip(np.asarray(action[:3], dtype=float), -1.0, 1.0) * self.max_move
         self._target = np.clip(self._target + move, [0.3, -0.25, 0.0], [0.7, 0.25, 0.35])
-        self._width = 0.04 * (1.0 - min(max(float(action[3]), -1.0), 1.0))
-        self._command_joints(self._solve_ik(self._target))
+        turn = min(max(float(action[3]), -1.0), 1.0) * self.max_turn
+        self._yaw = min(max(self._yaw + turn, -MAX_YAW), MAX_YAW)
+        self._width = 0.04 * (1.0 - min(max(float(action[4]), -1.0), 1.0))
+        self._command_joints(self._solve_ik(self._target, self._yaw))
         for _ in range(self.substeps):
             self.client.stepSimulation()
         self._steps += 1
@@ -198,7 +217,7 @@ class GraspingEnv(BulletEnv):
         relative = [position[i] - gripper[i] for i in range(3)]
         self._distance = math.sqrt(sum(r * r for r in relative))
         self._lift = position[2] - self._rest_height
-        yaw = c.getEulerFromQuaternion(orientation)[2]
+        relative_yaw = 2 * (c.getEulerFromQuaternion(orientation)[2] - self._yaw)
         values = (
             (gripper[0] - WORKSPACE[0]) / 0.2, gripper[1] / 0.2, gripper[2] / 0.2,
             *(v / 0.5 for v in gripper_velocity),
@@ -206,7 +225,7 @@ class GraspingEnv(BulletEnv):
             *(r / 0.1 for r in relative),
             self._lift / self.lift_height,
             *(v / 0.5 for v in velocity),
-            self._contacts / 2, math.sin(4 * yaw), math.cos(4 * yaw),
+            self._contacts / 2, math.sin(relative_yaw), math.cos(relative_yaw), self._yaw / MAX_YAW,
             1.0 - self._steps / self.max_steps,
         )
         return np.array([min(max(v, -5.0), 5.0) for v in values], dtype=np.float32)

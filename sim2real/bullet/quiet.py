@@ -1,4 +1,4 @@
-"""Silence what PyBullet's C code prints on stdout (its build time on import, argv[0] on connect)."""
+"""Silence what PyBullet's C code prints (its build-time banner on import, argv[0] on connect)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,31 @@ import os
 import sys
 from collections.abc import Iterator
 
-
 _LIBC = ctypes.CDLL(None)
 
 
 @contextlib.contextmanager
-def c_stdout_silenced() -> Iterator[None]:
-    """Point file descriptor 1 at /dev/null for the duration, so C-level printf output is dropped."""
+def c_output_silenced() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at /dev/null for the duration, so C-level printf output is dropped."""
     try:
         sys.stdout.flush()
-        saved = os.dup(1)
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
     except (OSError, ValueError):
         yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         yield
     finally:
-        _LIBC.fflush(None)  # C stdio buffers what it printed; drop it before fd 1 is restored
-        os.dup2(saved, 1)
-        os.close(saved)
+        _LIBC.fflush(None)  # C stdio buffers what it printed; drop it before the descriptors are restored
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(devnull)
 
 
-with c_stdout_silenced():
+with c_output_silenced():
     import pybullet  # noqa: F401  - imported here once, quietly; later imports reuse the module

@@ -1,0 +1,199 @@
+"""Where harness units run: a local process pool (the default) or a Ray cluster, results streamed back as they finish.
+
+A backend takes a picklable function and named work items and yields ``(name, result)`` pairs in
+completion order. Each unit gets one core and one torch thread: the parallelism is across units.
+When a unit fails, work not yet started is cancelled (Ray interrupts running tasks too), units already
+finished are still yielded, and a :class:`WorkerError` naming every failed unit is raised at the end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from sim2real.errors import Sim2RealError, allowed
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BACKENDS = ("local", "ray")
+RAY_HINT = 'pip install "sim2real[ray]" (or pip install ray)'
+_PARENT_POLL_SECONDS = 1.0
+
+
+class WorkerError(Sim2RealError):
+    """One or more units failed in a worker: names each unit and its error."""
+
+
+class Backend(Protocol):
+    """Runs `fn` on every item and yields (name, result) as each one finishes."""
+
+    def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]: ...
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one torch thread (as in a worker), restoring the caller's setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _failure(failures: list[tuple[str, BaseException]]) -> WorkerError:
+    """One error naming every failed unit."""
+    by_error: dict[str, list[str]] = {}
+    for key, exc in failures:
+        by_error.setdefault(f"{type(exc).__name__}: {exc}", []).append(key)
+    lines = "; ".join(f"{', '.join(keys)}: {error}" for error, keys in by_error.items())
+    return WorkerError(f"{len(failures)} unit(s) failed ({lines}); the finished units are saved, rerun to resume")
+
+
+class LocalBackend:
+    """Units in a pool of `workers` processes on this machine (one unit in process when there is nothing to share).
+
+    Workers are started with "spawn": torch and pybullet are not safe to fork once initialised,
+    and spawn is the same on Linux and macOS. A worker exits on its own when the process that
+    started it dies (even by SIGKILL), so an interrupted run leaves no orphans behind.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        workers = os.cpu_count() or 1 if workers is None else workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise Sim2RealError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
+
+    def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:
+        """Yield (name, fn(item)) for every item, in the order they finish."""
+        processes = min(self.workers, len(items))
+        if processes == 0:
+            return
+        if processes == 1:
+            yield from self._in_process(fn, items)
+            return
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker)
+        failures: list[tuple[str, BaseException]] = []
+        drained = False
+        try:
+            futures: dict[Future[R], str] = {pool.submit(fn, item): key for key, item in items.items()}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is None:
+                    yield futures[future], future.result()
+                    continue
+                if not failures:
+                    for other in futures:
+                        other.cancel()
+                failures.append((futures[future], error))
+            drained = True
+        finally:
+            pool.shutdown(wait=drained, cancel_futures=True)
+        if failures:
+            raise _failure(failures) from failures[0][1]
+
+    @staticmethod
+    def _in_process(fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:
+        """Run the items one after the other in this process, with one torch thread like a worker."""
+        for key, item in items.items():
+            with single_thread():
+                try:
+                    result = fn(item)
+                except Exception as exc:
+                    raise _failure([(key, exc)]) from exc
+            yield key, result
+
+
+def _init_worker() -> None:
+    """Pool worker start-up: one torch thread, and exit when the parent process goes away."""
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Poll the parent's pid: once the worker is re-parented, its run is gone, so stop at once."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def import_ray() -> ModuleType:
+    """The ray module, or an error saying how to install the optional extra."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise Sim2RealError(f"the Ray backend needs Ray, an optional extra: {RAY_HINT}") from exc
+    return ray
+
+
+def _ray_task(fn: Callable[[T], R], item: T) -> R:
+    """What a Ray task runs: the unit, with one torch thread (the task holds one CPU)."""
+    torch.set_num_threads(1)
+    return fn(item)
+
+
+class RayBackend:
+    """Units as Ray tasks of one CPU each, on a running cluster (`address`) or a local Ray started for the run.
+
+    Every node needs sim2real (and the task's env package) installed; the work items carry
+    everything else, the pretrained model included, so no shared filesystem is needed.
+    """
+
+    def __init__(self, address: str | None = None) -> None:
+        self.ray = import_ray()
+        self.address = address
+
+    def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:
+        """Yield (name, fn(item)) for every item, in the order the tasks finish (ray.wait)."""
+        ray = self.ray
+        owned = not ray.is_initialized()
+        if owned:
+            ray.init(address=self.address)
+        task = ray.remote(num_cpus=1)(_ray_task)
+        refs: dict[Any, str] = {task.remote(fn, item): key for key, item in items.items()}
+        pending = list(refs)
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.TaskCancelledError:
+                        continue
+                    except Exception as exc:
+                        if not failures:
+                            for other in pending:
+                                ray.cancel(other)
+                        failures.append((refs[ref], exc))
+                        continue
+                    yield refs[ref], result
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            if owned:
+                ray.shutdown()
+        if failures:
+            raise _failure(failures) from failures[0][1]
+
+
+def make_backend(name: str, workers: int | None = None, address: str | None = None) -> Backend:
+    """The backend called `name`: "local" (a process pool of `workers`) or "ray" (at `address`)."""
+    if name == "local":
+        return LocalBackend(workers)
+    if name == "ray":
+        return RayBackend(address)
+    raise Sim2RealError(f"unknown backend '{name}' (allowed: {allowed(BACKENDS)})")

@@ -1,0 +1,602 @@
+"""The transfer harness: a plan of (target, strategy, seed) units, run in parallel and resumably, then the report.
+
+Each unit adapts the pretrained policy to a target with one strategy and one training seed and
+evaluates it on the plan's step grid (0, eval_every, ..., budget). The evaluation at grid step
+``t`` is of the newest weights trained on at most ``t`` target env steps: a PPO update that
+would use steps past ``t`` comes after it. Evaluations use their own env, deterministic actions
+and the episode seeds ``EVAL_SEED + i`` for every unit, so the curves of all strategies are
+paired episode by episode; they never touch the training env or any RNG, so a unit's training is
+the same whatever the grid.
+
+On disk (``out_dir``): ``plan.json`` (what the run is; a rerun with another plan is refused),
+``gap.json`` (the zero-shot gap per target, measured before any training), ``results.jsonl``
+(one record per evaluation, appended by the parent process alone, a unit at a time, fsynced at
+the end of each unit) and the report. A rerun keeps the units whose every grid step is on disk,
+rewrites ``results.jsonl`` atomically without the lines of a unit cut short, and runs only the
+missing units, so the file never holds an evaluation twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
+from sim2real import catalog, zoo
+from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.errors import Sim2RealError, allowed
+from sim2real.evaluation import report
+from sim2real.evaluation.backends import make_backend
+from sim2real.evaluation.rollout import evaluate
+from sim2real.factory import make_env
+from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
+from sim2real.training import EVAL_SEED, build_vec_env, versions
+from sim2real.transfer import STRATEGIES, Strategy, adapt, get_strategy
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, concurrent runs into one directory are not detected
+    fcntl = None
+
+PLAN_FILE = "plan.json"
+GAP_FILE = "gap.json"
+RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".lock"
+
+ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"
+VERDICTS = (ZERO_SHOT, TRANSFER, RETRAIN)
+LITTLE_RETAINED = 0.1
+"""Below this share of its source edge over random actions, a policy is 'near zero' on the target."""
+
+
+class HarnessError(Sim2RealError):
+    """A transfer plan or run directory cannot be used as asked: names the bad value and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: adapt the pretrained policy to `target` with `strategy`, trained with `seed`."""
+
+    target: str
+    strategy: Strategy
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A stable name for the unit, stored in each of its records: target/strategy/seed."""
+        return f"{self.target}/{self.strategy.name}/{self.seed}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a transfer run does: every target × strategy × seed, each with `budget` target steps.
+
+    `policy` is a zoo name, a bundle directory or an SB3 zip; seeds are 0..seeds-1; each unit is
+    evaluated with `episodes` episodes at steps 0, eval_every, 2·eval_every, ... and at `budget`.
+    """
+
+    spec: TaskSpec
+    policy: str
+    targets: tuple[str, ...]
+    strategies: tuple[Strategy, ...]
+    seeds: int
+    budget: int
+    eval_every: int
+    episodes: int
+
+    def __post_init__(self) -> None:
+        """Check everything that needs no model, so a bad plan fails before any work."""
+        for name, meaning in (("seeds", "training seeds per target and strategy"),
+                              ("budget", "target env steps per unit"),
+                              ("eval_every", "target env steps between evaluations"),
+                              ("episodes", "episodes per evaluation")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise HarnessError(f"{name} ({meaning}) must be an integer >= 1, got {value!r}")
+        if self.budget < self.eval_every:
+            raise HarnessError(f"the budget ({self.budget} steps) is smaller than eval_every ({self.eval_every}); "
+                               f"choose eval_every <= budget, e.g. {max(1, self.budget // 5)}")
+        if not self.targets:
+            raise HarnessError(f"no target given (targets of {self.spec.name}: {allowed(self.spec.targets)})")
+        for target in self.targets:
+            self.spec.target(target)
+        _unique("target", self.targets)
+        for strategy in self.strategies:
+            if not isinstance(strategy, Strategy):
+                raise HarnessError(f"expected a Strategy, got {strategy!r} (known strategies: {allowed(STRATEGIES)})")
+        names = [strategy.name for strategy in self.strategies]
+        _unique("strategy", names)
+        if report.BASELINE not in names:
+            raise HarnessError(f"the strategies {allowed(names)} lack '{report.BASELINE}': every gain is measured "
+                               f"against it, add it to the strategies")
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The evaluation grid: 0, eval_every, 2·eval_every, ... and the budget itself."""
+        grid = list(range(0, self.budget + 1, self.eval_every))
+        if grid[-1] != self.budget:
+            grid.append(self.budget)
+        return tuple(grid)
+
+    def units(self) -> list[Unit]:
+        """Every (target, strategy, seed), a seed's strategies together so paired results come early."""
+        return [Unit(target, strategy, seed) for target in self.targets for seed in range(self.seeds)
+                for strategy in self.strategies]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data for plan.json and the report's settings."""
+        return {
+            "task": self.spec.name,
+            "spec_hash": self.spec.spec_hash,
+            "policy": self.policy,
+            "targets": list(self.targets),
+            "strategies": [strategy.to_dict() for strategy in self.strategies],
+            "seeds": self.seeds,
+            "budget": self.budget,
+            "eval_every": self.eval_every,
+            "episodes": self.episodes,
+            "eval_seed": EVAL_SEED,
+            "steps": list(self.steps),
+        }
+
+
+def _unique(kind: str, names: Sequence[str]) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise HarnessError(f"{kind} {allowed(repeated)} appears more than once; give each {kind} once")
+
+
+def make_plan(
+    task: str | Path | TaskSpec,
+    policy: str | Path,
+    targets: str | Sequence[str],
+    strategies: Sequence[str | Strategy] | None = None,
+    *,
+    seeds: int | None = None,
+    budget: int | None = None,
+    eval_every: int | None = None,
+    episodes: int | None = None,
+) -> Plan:
+    """A validated plan; what is not given comes from the task's `transfer` defaults.
+
+    Without `eval_every`, a given budget keeps the task's number of evaluations (budget / k).
+    """
+    spec = catalog.load(task)
+    defaults = spec.transfer
+    if eval_every is None:
+        evaluations = max(1, defaults.budget // defaults.eval_every)
+        eval_every = defaults.eval_every if budget is None else max(1, budget // evaluations)
+    chosen = tuple(defaults.strategies if strategies is None else strategies)
+    return Plan(
+        spec=spec,
+        policy=str(policy),
+        targets=(targets,) if isinstance(targets, str) else tuple(targets),
+        strategies=tuple(s if isinstance(s, Strategy) else get_strategy(s) for s in chosen),
+        seeds=defaults.seeds if seeds is None else seeds,
+        budget=defaults.budget if budget is None else budget,
+        eval_every=eval_every,
+        episodes=defaults.episodes if episodes is None else episodes,
+    )
+
+
+def check_policy(plan: Plan) -> None:
+    """Load the pretrained policy on every target and prepare it with every strategy, training nothing.
+
+    Catches, before any budget is spent, a policy whose spaces do not fit the task (both spaces
+    named) and a strategy the model cannot take (e.g. freeze_base on a single hidden layer).
+    """
+    for target in plan.targets:
+        env = make_env(plan.spec, target)
+        try:
+            model = zoo.load_policy(plan.policy, env)
+            for strategy in plan.strategies:
+                adapt(model, env, strategy, seed=0)
+        finally:
+            env.close()
+
+
+@dataclass(frozen=True)
+class PolicyBlob:
+    """The pretrained model's bytes and card, shipped with every unit.
+
+    Every unit then adapts exactly the model that plan.json's hash names, even if the file
+    changes during the run, and a Ray worker needs no shared filesystem.
+    """
+
+    name: str
+    model: bytes
+    card: Mapping[str, Any] | None
+
+    @classmethod
+    def read(cls, policy: str | Path) -> PolicyBlob:
+        """Read a zoo name, bundle directory or SB3 zip."""
+        path = zoo.resolve(policy)
+        if path.is_dir():
+            return cls(path.name, (path / zoo.MODEL_FILE).read_bytes(), zoo.load_card(path))
+        return cls(path.stem, path.read_bytes(), None)
+
+    @property
+    def sha256(self) -> str:
+        """A short hash of the model zip, recorded in plan.json."""
+        return hashlib.sha256(self.model).hexdigest()[:16]
+
+    def write(self, directory: Path) -> Path:
+        """Recreate the policy under `directory`; returns what load_policy takes (bundle dir or zip)."""
+        if self.card is None:
+            path = directory / zoo.MODEL_FILE
+            path.write_bytes(self.model)
+            return path
+        bundle = directory / self.name
+        bundle.mkdir()
+        (bundle / zoo.MODEL_FILE).write_bytes(self.model)
+        (bundle / "card.json").write_text(json.dumps(self.card))
+        return bundle
+
+
+class GridEvaluation(BaseCallback):
+    """Evaluate during learn() at each grid step t, with the newest weights trained on at most t target steps.
+
+    The weights change only after a rollout (PPO) or a train_freq chunk (SAC): at a rollout's end
+    every grid step it passed is evaluated with the weights that collected it, and after the
+    update (the next rollout's start, or the end of training) the grid step it ended on.
+    """
+
+    def __init__(self, steps: Sequence[int], on_evaluation: Callable[[BaseAlgorithm, int], None]) -> None:
+        super().__init__()
+        self.pending = deque(steps)
+        self.on_evaluation = on_evaluation
+
+    def _flush(self, inclusive: bool) -> None:
+        done = self.model.num_timesteps
+        while self.pending and (self.pending[0] < done or (inclusive and self.pending[0] == done)):
+            self.on_evaluation(self.model, self.pending.popleft())
+
+    def _on_rollout_start(self) -> None:
+        self._flush(inclusive=True)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._flush(inclusive=False)
+
+    def _on_training_end(self) -> None:
+        self._flush(inclusive=True)
+
+
+def _n_envs(spec: TaskSpec, model: BaseAlgorithm) -> int:
+    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
+    algo = next(name for name, cls in zoo.ALGORITHMS.items() if isinstance(model, cls))
+    return spec.train.config(algo).n_envs
+
+
+def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float) -> dict[str, Any]:
+    return {
+        "unit": unit.key,
+        "target": unit.target,
+        "strategy": unit.strategy.name,
+        "seed": unit.seed,
+        "steps": steps,
+        "success": summary["success_rate"],
+        "return": summary["mean_return"],
+        "episodes": episodes,
+        "wall_seconds": round(wall, 3),
+        "options": unit.strategy.to_dict(),
+    }
+
+
+def run_unit(unit: Unit, plan: Plan) -> list[dict[str, Any]]:
+    """Adapt the plan's policy to the unit's target, train `budget` target steps, evaluate on the grid.
+
+    Training runs in this process (DummyVecEnv with the task's n_envs: the pool already uses
+    the cores). zero_shot trains nothing: its single evaluation holds at every grid step, since
+    the same weights, deterministic actions and episode seeds give the same result.
+    """
+    started = time.perf_counter()
+    eval_env = make_env(plan.spec, unit.target)
+    records: list[dict[str, Any]] = []
+
+    def on_evaluation(model: BaseAlgorithm, steps: int) -> None:
+        summary = evaluate(model, eval_env, plan.episodes, seed=EVAL_SEED)
+        records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started))
+
+    try:
+        pretrained = zoo.load_policy(plan.policy, eval_env)
+        if not unit.strategy.trains:
+            summary = evaluate(adapt(pretrained, eval_env, unit.strategy, seed=unit.seed), eval_env, plan.episodes,
+                               seed=EVAL_SEED)
+            wall = time.perf_counter() - started
+            return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
+        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=_n_envs(plan.spec, pretrained),
+                             seed=unit.seed, parallel=False)
+        try:
+            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
+            model.set_logger(Logger(None, []))
+            grid = GridEvaluation(plan.steps, on_evaluation)
+            model.learn(plan.budget, callback=grid)
+            if grid.pending:
+                raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
+                                   f"evaluations at {allowed(grid.pending)}")
+        finally:
+            venv.close()
+    finally:
+        eval_env.close()
+    return records
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs for one unit: the plan, the unit and the policy's bytes."""
+
+    plan: Plan
+    unit: Unit
+    policy: PolicyBlob
+
+
+def _execute(job: _Job) -> list[dict[str, Any]]:
+    """Worker entry point: recreate the policy in a temporary directory and run the unit on it."""
+    with TemporaryDirectory(prefix="sim2real-unit-") as directory:
+        policy = job.policy.write(Path(directory))
+        return run_unit(job.unit, replace(job.plan, policy=str(policy)))
+
+
+class _UniformRandom:
+    """Uniformly random actions from a seeded copy of the action space: the floor of the zero-shot gap."""
+
+    def __init__(self, space: gym.Space, seed: int) -> None:
+        self.space = copy.deepcopy(space)
+        self.space.seed(seed)
+
+    def predict(self, observation: Any, deterministic: bool = True) -> tuple[Any, None]:
+        """A random action, whatever the observation."""
+        return self.space.sample(), None
+
+
+def _level(policy: Any, env: gym.Env, episodes: int) -> dict[str, float]:
+    try:
+        summary = evaluate(policy, env, episodes, seed=EVAL_SEED)
+    finally:
+        env.close()
+    return {"success": summary["success_rate"], "return": summary["mean_return"]}
+
+
+def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorithm, target: str,
+                  episodes: int) -> dict[str, Any]:
+    """Success and return of the pretrained policy on the source and on `target`, and of random actions on `target`.
+
+    Measured before any budget is spent, to tell whether transfer is worth it (see `recommend`).
+    `retained` is the share of the policy's source edge over random actions it keeps on the
+    target, in the task's threshold metric (None when it has no edge on the source).
+    """
+    spec = catalog.load(spec)
+    spec.target(target)
+    env = make_env(spec, target)
+    try:
+        model = policy if isinstance(policy, BaseAlgorithm) else zoo.load_policy(policy, env)
+        random_actions = _UniformRandom(env.action_space, EVAL_SEED)
+    finally:
+        env.close()
+    results = {"zero_shot": _level(model, make_env(spec, target), episodes),
+               "source": _level(model, make_env(spec, SOURCE), episodes),
+               "random": _level(random_actions, make_env(spec, target), episodes)}
+    metric = spec.threshold.metric
+    source, zero, floor = (results[name][metric] for name in ("source", "zero_shot", "random"))
+    edge = source - floor
+    return {
+        "target": target,
+        "episodes": episodes,
+        "metric": metric,
+        "threshold": spec.threshold.value,
+        **results,
+        "gap": source - zero,
+        "retained": (zero - floor) / edge if edge > 0 else None,
+    }
+
+
+def _show(metric: str, value: float) -> str:
+    return f"{value:.0%}" if metric == "success" else f"{value:.1f}"
+
+
+def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
+    """The verdict on a zero-shot gap ("zero_shot", "transfer" or "retrain") and a sentence saying why.
+
+    zero_shot: the policy already meets the threshold on the target. retrain: it keeps less than
+    LITTLE_RETAINED of its edge over random actions there, so adapting it is unlikely to beat
+    scratch by much. transfer: in between, where starting from the pretrained weights should pay.
+    """
+    metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
+    source, zero, floor = (gap[name][metric] for name in ("source", "zero_shot", "random"))
+    label = "success rate" if metric == "success" else "mean return"
+    numbers = (f"{label} on {target} {_show(metric, zero)} zero-shot, {_show(metric, source)} on the source, "
+               f"{_show(metric, floor)} with random actions; threshold {_show(metric, threshold)}")
+    if zero >= threshold:
+        return ZERO_SHOT, (f"Zero-shot is enough on {target}: the pretrained policy meets the threshold without "
+                           f"training ({numbers}). Transfer can only confirm it.")
+    note = "" if source >= threshold else " It misses the threshold on the source as well."
+    retained = gap["retained"]
+    if retained is None or retained < LITTLE_RETAINED:
+        return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does barely better "
+                         f"than random actions there ({numbers}).{note} Consider retraining on the target "
+                         f"(scratch is the baseline) or pretraining with wider randomization.")
+    return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {retained:.0%} of its edge over "
+                      f"random actions ({numbers}).{note} Adapting it should reach the threshold sooner than scratch.")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, for a progress bar: units done of total, the unit just finished, an ETA in seconds."""
+
+    done: int
+    total: int
+    unit: str | None
+    elapsed: float
+    eta: float | None
+    message: str | None = None
+
+
+class _Tracker:
+    """Counts finished units and estimates the time left from the units finished in this session."""
+
+    def __init__(self, total: int, done: int, progress: Callable[[Progress], None] | None) -> None:
+        self.total, self.done, self.progress = total, done, progress
+        self.resumed = done
+        self.started = time.perf_counter()
+
+    def report(self, unit: str | None = None, message: str | None = None) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.started
+        fresh = self.done - self.resumed
+        eta = elapsed / fresh * (self.total - self.done) if fresh else None
+        self.progress(Progress(self.done, self.total, unit, elapsed, eta, message))
+
+    def unit_done(self, unit: str) -> None:
+        self.done += 1
+        self.report(unit)
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an advisory lock on the run directory: two runs appending to one results.jsonl would duplicate units."""
+    with open(out / LOCK_FILE, "w") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise HarnessError(f"another run is writing into {out}; wait for it or choose another --out") from exc
+        yield
+
+
+def _claim(out: Path, description: Mapping[str, Any]) -> None:
+    """Write plan.json, or check that the one there describes this plan (the policy's path may differ)."""
+    path = out / PLAN_FILE
+    if not path.exists():
+        if (out / RESULTS_FILE).exists():
+            raise HarnessError(f"{out} holds {RESULTS_FILE} but no {PLAN_FILE}: it is not a transfer run directory "
+                               f"this version can resume; choose another --out")
+        write_json_atomic(path, dict(description))
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
+    differences = [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
+                   for key in sorted(set(previous) | set(description))
+                   if key != "policy" and previous.get(key) != description.get(key)]
+    if differences:
+        raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
+                           f"settings to resume it, or choose another --out")
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _resume(path: Path, plan: Plan) -> set[str]:
+    """The units complete on disk; results.jsonl is rewritten atomically without any other line.
+
+    A unit is complete when every grid step is present. Lines of a unit cut short (the parent
+    died while writing it) and repeated steps are dropped, so appending the rerun units never
+    duplicates an evaluation.
+    """
+    if not path.exists():
+        return set()
+    records = read_jsonl(path)
+    by_unit: dict[str, dict[Any, dict[str, Any]]] = {}
+    for record in records:
+        by_unit.setdefault(record.get("unit"), {}).setdefault(record.get("steps"), record)
+    kept: list[dict[str, Any]] = []
+    complete = set()
+    for unit in plan.units():
+        found = by_unit.get(unit.key, {})
+        if all(step in found for step in plan.steps):
+            complete.add(unit.key)
+            kept += [found[step] for step in plan.steps]
+    if len(kept) != len(records):
+        write_bytes_atomic(path, b"".join(_line(record) for record in kept))
+    return complete
+
+
+def _gaps(out: Path, plan: Plan, tracker: _Tracker) -> dict[str, dict[str, Any]]:
+    """The zero-shot gap and verdict per target: read from gap.json, or measured now and written there."""
+    path = out / GAP_FILE
+    gaps = json.loads(path.read_text()) if path.exists() else {}
+    if set(gaps) != set(plan.targets):
+        gaps = {}
+        for target in plan.targets:
+            gap = zero_shot_gap(plan.spec, plan.policy, target, plan.episodes)
+            verdict, advice = recommend(gap)
+            gaps[target] = {**gap, "verdict": verdict, "advice": advice}
+        write_json_atomic(path, gaps)
+    for gap in gaps.values():
+        tracker.report(message=gap["advice"])
+    return gaps
+
+
+def load_results(out_dir: str | Path, plan: Plan) -> list[dict[str, Any]]:
+    """The records of the plan's units in results.jsonl, in plan order (unit, then step): stable reports."""
+    order = {unit.key: index for index, unit in enumerate(plan.units())}
+    records = [r for r in read_jsonl(Path(out_dir) / RESULTS_FILE) if r.get("unit") in order]
+    return sorted(records, key=lambda r: (order[r["unit"]], r["steps"]))
+
+
+def run(
+    plan: Plan,
+    out_dir: str | Path,
+    workers: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Path:
+    """Run the plan's missing units into `out_dir` (resuming a previous run of the same plan) and write the report.
+
+    Everything that can be wrong with the plan, the policy or the backend is checked before any
+    training. Units run on `backend` ("local": a pool of `workers` processes, default one per
+    core; "ray": a cluster at `ray_address`, or a local Ray); their records come back to this
+    process, which alone appends them to results.jsonl. `progress` is called at the start, with
+    the zero-shot advice, and after each unit.
+    """
+    executor = make_backend(backend, workers=workers, address=ray_address)
+    check_policy(plan)
+    blob = PolicyBlob.read(plan.policy)
+    description = {**plan.to_dict(), "policy_sha256": blob.sha256}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    units = plan.units()
+    with _exclusive(out):
+        _claim(out, description)
+        results = out / RESULTS_FILE
+        complete = _resume(results, plan)
+        tracker = _Tracker(len(units), len(complete), progress)
+        tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
+        gaps = _gaps(out, plan, tracker)
+        jobs = {unit.key: _Job(plan, unit, blob) for unit in units if unit.key not in complete}
+        with JsonlWriter(results) as writer:
+            for key, records in executor.run(_execute, jobs):
+                for record in records:
+                    writer.write(record)
+                writer.fsync()
+                tracker.unit_done(key)
+        records = load_results(out, plan)
+        summary = report.summarize(records, plan.spec.threshold, plan.budget)
+        settings = {
+            "plan": description,
+            "versions": versions(),
+            "recommendation": "\n\n".join(gap["advice"] for gap in gaps.values()),
+            "zero_shot_gap": gaps,
+        }
+        report.write_report(out, summary, records, settings)
+    return out

@@ -1,0 +1,55 @@
+"""Evaluate a policy on a robot testbed: RemoteEnv behind a SafetyShield, episodes on disk as they end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim2real.catalog import TaskSpec
+from sim2real.evaluation.rollout import evaluate
+from sim2real.testbed.client import RemoteEnv
+from sim2real.testbed.protocol import TestbedError
+from sim2real.testbed.safety import SafetyShield
+from sim2real.zoo import load_policy
+
+
+def evaluate_on_testbed(
+    policy: str | Path,
+    spec: TaskSpec,
+    address: str,
+    *,
+    episodes: int,
+    seed: int = 0,
+    out: Path | None = None,
+    deterministic: bool = True,
+    max_delta: float | None = None,
+    step_timeout: float = 2.0,
+) -> dict[str, Any]:
+    """Run `episodes` on the testbed at `address`; a lost server raises TestbedError with finished episodes kept.
+
+    The policy's spaces are checked against the server's in the handshake; every action passes the
+    shield (finite, within bounds, at most `max_delta` change per step). With `out`, a rerun resumes.
+    """
+    model = load_policy(policy)
+    remote = RemoteEnv(address, expected_spaces=model, step_timeout=step_timeout)
+    env = SafetyShield(remote, max_delta=max_delta)
+    try:
+        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic,
+                           extra_summary=lambda: {"latency_ms": latency_percentiles(remote.latencies_ms)})
+    except TestbedError as exc:
+        where = f"; finished episodes are in {out / 'episodes.jsonl'}, rerun to resume" if out else ""
+        raise TestbedError(f"testbed {address}: {exc}{where}") from exc
+    finally:
+        env.close()
+    summary.update({"policy": str(policy), "task": spec.name, "testbed": address})
+    return summary
+
+
+def latency_percentiles(latencies_ms: list[float] | Any) -> dict[str, float | None]:
+    """p50 and p99 of the step round trips, in milliseconds."""
+    values = np.asarray(list(latencies_ms), dtype=float)
+    if values.size == 0:
+        return {"p50": None, "p99": None}
+    return {"p50": round(float(np.percentile(values, 50)), 4), "p99": round(float(np.percentile(values, 99)), 4)}
