@@ -21,7 +21,6 @@ ARM = tuple(range(7))
 FINGERS = (9, 10)
 GRASP_TARGET = 11
 REST_POSE = (0.0, 0.2, 0.0, -2.2, 0.0, 2.4, 0.785)
-DOWN = (1.0, 0.0, 0.0, 0.0)  # quaternion: gripper pointing at the floor
 MAX_YAW = math.pi / 2
 MAX_LENGTH = 0.12  # metres: the long side of a stretched box, capped so that it stays liftable
 WORKSPACE = np.array([0.5, 0.0, 0.0])
@@ -41,6 +40,11 @@ DOMAIN_PARAMS = {
         DomainParam("arm_gain_scale", 1.0, 0.3, 2.0, unit="×", description="arm position-servo gain"),
     )
 }
+
+
+def _pointing_down(yaw: float) -> tuple[float, float, float, float]:
+    """The quaternion of a gripper pointing at the floor, turned by `yaw` about the vertical."""
+    return (math.cos(yaw / 2), math.sin(yaw / 2), 0.0, 0.0)
 
 
 class GraspingEnv(BulletEnv):
@@ -159,16 +163,16 @@ class GraspingEnv(BulletEnv):
     def _solve_ik(self, position: np.ndarray, yaw: float) -> list[float]:
         """Arm joints that put the grasp target at `position`, pointing down and turned by `yaw`.
 
-        The last joint's axis runs through the grasp target, so the turn is added to it alone after
-        solving for the unturned gripper (seeded with the current joints, the turn taken out).
+        The IK keeps the gripper's present yaw, so that it moves the arm only to reach; the last
+        joint, whose axis runs through the grasp target, then adds the rest of the turn alone.
         """
-        seed = [state[0] for state in self.client.getJointStates(self.robot, ARM + FINGERS)]
-        seed[6] += yaw
-        joints = list(self.client.calculateInverseKinematics(
-            self.robot, GRASP_TARGET, position.tolist(), DOWN, currentPositions=seed,
+        c = self.client
+        present = c.getEulerFromQuaternion(c.getLinkState(self.robot, GRASP_TARGET)[5])[2]
+        joints = list(c.calculateInverseKinematics(
+            self.robot, GRASP_TARGET, position.tolist(), _pointing_down(present),
             maxNumIterations=self.ik_iterations, residualThreshold=1e-4,
         )[:7])
-        joints[6] -= yaw
+        joints[6] -= yaw - present
         return joints
 
     def _command_joints(self, arm: list[float]) -> None:

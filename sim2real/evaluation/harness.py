@@ -377,9 +377,9 @@ def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorith
                   episodes: int) -> dict[str, Any]:
     """Success and return of the pretrained policy on the source and on `target`, and of random actions on `target`.
 
-    Measured before any budget is spent, to tell whether transfer is worth it (see `recommend`).
-    `retained` is the share of the policy's source edge over random actions it keeps on the
-    target, in the task's threshold metric (None when it has no edge on the source).
+    Measured before any budget is spent, to tell whether transfer is worth it (see `recommend`);
+    `gap` is the drop from source to target and `retained` the share of its edge over random
+    actions the policy keeps on the target, both in the task's threshold metric.
     """
     spec = catalog.load(spec)
     spec.target(target)
@@ -389,21 +389,36 @@ def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorith
         random_actions = _UniformRandom(env.action_space, EVAL_SEED)
     finally:
         env.close()
-    results = {"zero_shot": _level(model, make_env(spec, target), episodes),
-               "source": _level(model, make_env(spec, SOURCE), episodes),
-               "random": _level(random_actions, make_env(spec, target), episodes)}
-    metric = spec.threshold.metric
-    source, zero, floor = (results[name][metric] for name in ("source", "zero_shot", "random"))
-    edge = source - floor
-    return {
+    gap: dict[str, Any] = {
         "target": target,
         "episodes": episodes,
-        "metric": metric,
+        "metric": spec.threshold.metric,
         "threshold": spec.threshold.value,
-        **results,
-        "gap": source - zero,
-        "retained": (zero - floor) / edge if edge > 0 else None,
+        "zero_shot": _level(model, make_env(spec, target), episodes),
+        "source": _level(model, make_env(spec, SOURCE), episodes),
+        "random": _level(random_actions, make_env(spec, target), episodes),
     }
+    source, zero, _ = _levels(gap)
+    return {**gap, "gap": source - zero, "retained": _retained(gap)}
+
+
+def _levels(gap: Mapping[str, Any]) -> tuple[float, float, float]:
+    """The source, zero-shot and random-action levels of a gap, in its threshold metric."""
+    metric = gap["metric"]
+    return gap["source"][metric], gap["zero_shot"][metric], gap["random"][metric]
+
+
+def _retained(gap: Mapping[str, Any]) -> float | None:
+    """Share of the source edge over random actions kept on the target; None without a real edge on the source.
+
+    An edge is real when it covers at least LITTLE_RETAINED of the way from random actions to the
+    threshold: below that, evaluation noise would decide the ratio.
+    """
+    source, zero, floor = _levels(gap)
+    edge = source - floor
+    if edge <= 0 or edge < LITTLE_RETAINED * abs(gap["threshold"] - floor):
+        return None
+    return (zero - floor) / edge
 
 
 def _show(metric: str, value: float) -> str:
@@ -413,21 +428,26 @@ def _show(metric: str, value: float) -> str:
 def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     """The verdict on a zero-shot gap ("zero_shot", "transfer" or "retrain") and a sentence saying why.
 
-    zero_shot: the policy already meets the threshold on the target. retrain: it keeps less than
-    LITTLE_RETAINED of its edge over random actions there, so adapting it is unlikely to beat
-    scratch by much. transfer: in between, where starting from the pretrained weights should pay.
+    zero_shot: the policy already meets the threshold on the target. retrain: it has no real edge
+    over random actions on the source, or keeps less than LITTLE_RETAINED of it on the target, so
+    adapting it is unlikely to beat scratch by much. transfer: in between, where starting from the
+    pretrained weights should pay. Reads `metric`, `threshold`, `target` and the three levels.
     """
     metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
-    source, zero, floor = (gap[name][metric] for name in ("source", "zero_shot", "random"))
+    source, zero, floor = _levels(gap)
     label = "success rate" if metric == "success" else "mean return"
     numbers = (f"{label} on {target} {_show(metric, zero)} zero-shot, {_show(metric, source)} on the source, "
                f"{_show(metric, floor)} with random actions; threshold {_show(metric, threshold)}")
     if zero >= threshold:
         return ZERO_SHOT, (f"Zero-shot is enough on {target}: the pretrained policy meets the threshold without "
                            f"training ({numbers}). Transfer can only confirm it.")
+    retained = _retained(gap)
+    if retained is None:
+        return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does hardly better "
+                         f"than random actions even on the source ({numbers}). Train a better source policy, or "
+                         f"train on the target (scratch is the baseline).")
     note = "" if source >= threshold else " It misses the threshold on the source as well."
-    retained = gap["retained"]
-    if retained is None or retained < LITTLE_RETAINED:
+    if retained < LITTLE_RETAINED:
         return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does barely better "
                          f"than random actions there ({numbers}).{note} Consider retraining on the target "
                          f"(scratch is the baseline) or pretraining with wider randomization.")

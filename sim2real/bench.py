@@ -1,0 +1,93 @@
+"""Benchmarks for `make bench`: each prints a ratio against a baseline measured in the same run.
+
+- driving env step vs the raw ``stepSimulation`` calls it makes (target ≤ 1.25×);
+- grasping env steps per second on one core at its control rate (target ≥ 2,000/s), and vs raw physics;
+- testbed round trip over loopback, the env's own step time excluded (target p50 ≤ 0.3 ms, p99 ≤ 1 ms);
+- the transfer harness with 2 workers vs 1 on 4 units (target ≥ 1.7×).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sim2real.bullet.driving import DrivingEnv
+from sim2real.bullet.grasping import GraspingEnv
+
+
+def env_step_cost(env_class: type, steps: int = 3000, seed: int = 0) -> dict[str, Any]:
+    """CPU time per env step (resets excluded) vs the time spent inside the stepSimulation calls it makes."""
+    env = env_class()
+    env.reset(seed=seed)
+    physics = _TimedStepSimulation(env.client.stepSimulation)
+    env.client.stepSimulation = physics  # an instance attribute wins over BulletClient's __getattr__
+    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+    step_seconds = 0.0
+    for action in actions:
+        physics_before = physics.seconds
+        started = time.process_time()
+        _, _, terminated, truncated, _ = env.step(action)
+        step_seconds += time.process_time() - started
+        if terminated or truncated:
+            reset_physics = physics.seconds - physics_before
+            env.reset()
+            physics.seconds = physics_before + reset_physics
+    env.close()
+    return {
+        "env_us_per_step": 1e6 * step_seconds / steps,
+        "raw_us_per_step": 1e6 * physics.seconds / steps,
+        "ratio": step_seconds / physics.seconds,
+        "steps_per_second": steps / step_seconds,
+        "control_hz": 1 / env.dt,
+    }
+
+
+class _TimedStepSimulation:
+    """Wraps a client's stepSimulation and adds up the CPU time spent inside it."""
+
+    def __init__(self, step: Callable[[], Any]) -> None:
+        self.step, self.seconds = step, 0.0
+
+    def __call__(self) -> Any:
+        started = time.process_time()
+        result = self.step()
+        self.seconds += time.process_time() - started
+        return result
+
+
+def env_throughput(env_class: type, steps: int = 3000, seed: int = 0) -> float:
+    """Env steps per CPU second with random actions, resets included."""
+    env = env_class()
+    env.reset(seed=seed)
+    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+
+    def run() -> None:
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    started = time.process_time()
+    run()
+    seconds = time.process_time() - started
+    env.close()
+    return steps / seconds
+
+
+def run_all(harness: bool = True) -> dict[str, Any]:
+    """Run every benchmark and return the numbers (the CLI prints them as a table)."""
+    from sim2real.testbed.latency import measure_round_trip
+
+    results: dict[str, Any] = {
+        "driving": env_step_cost(DrivingEnv),
+        "grasping": {**env_step_cost(GraspingEnv), "throughput_with_resets": env_throughput(GraspingEnv)},
+        "testbed": measure_round_trip(n_steps=3000, obs_dim=24, act_dim=2),
+    }
+    if harness:
+        from sim2real.evaluation.bench_harness import measure_speedup
+
+        results["harness"] = measure_speedup(units=4)
+    return results
