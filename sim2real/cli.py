@@ -166,6 +166,34 @@ def serve(
     serve_env(factory, host, port, hold_after=hold_after, on_ready=lambda bound: console.print(f"LISTENING {bound}"))
 
 
+@app.command()
+@user_errors
+def bench(
+    harness: Annotated[bool, typer.Option(help="also time the transfer harness, 2 workers vs 1")] = True,
+) -> None:
+    """Speed benchmarks: each a ratio against a baseline measured in the same run."""
+    from sim2real.bench import run_all
+
+    console.print("Benchmarking (about a minute)...")
+    results = run_all(harness=harness)
+    table = Table("benchmark", "measured", "baseline (same run)", "ratio", "target")
+    driving, grasping, testbed = results["driving"], results["grasping"], results["testbed"]
+    table.add_row("driving env step", f"{driving['env_us_per_step']:.0f} µs",
+                  f"{driving['raw_us_per_step']:.0f} µs in its stepSimulation calls", f"{driving['ratio']:.2f}×",
+                  "≤ 1.25×")
+    table.add_row("grasping env step", f"{grasping['env_us_per_step']:.0f} µs",
+                  f"{grasping['raw_us_per_step']:.0f} µs in its stepSimulation calls", f"{grasping['ratio']:.2f}×", "")
+    table.add_row("grasping throughput (1 core)", f"{grasping['throughput_with_resets']:,.0f} steps/s",
+                  f"at {grasping['control_hz']:.0f} Hz, resets included", "", "≥ 2,000 steps/s")
+    table.add_row("testbed round trip", f"p50 {testbed['p50']:.3f} ms, p99 {testbed['p99']:.3f} ms",
+                  "env step time excluded", "", "p50 ≤ 0.3, p99 ≤ 1 ms")
+    if "harness" in results:
+        speed = results["harness"]
+        table.add_row("harness, 4 units", f"{speed['seconds_2_workers']:.1f} s with 2 workers",
+                      f"{speed['seconds_1_worker']:.1f} s with 1", f"{speed['speedup']:.2f}×", "≥ 1.7×")
+    console.print(table)
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

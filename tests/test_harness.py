@@ -1,0 +1,315 @@
+"""The transfer harness: plans and units, validation before training, step accounting, resume after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+
+from sim2real import catalog
+from sim2real.errors import ConfigError, Sim2RealError
+from sim2real.evaluation import harness
+from sim2real.evaluation.backends import LocalBackend, WorkerError
+from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
+from sim2real.records import read_jsonl
+from sim2real.training import make_model
+from sim2real.transfer import FineTune, TransferError
+from sim2real.zoo import BundleError, save_bundle
+
+TASK = """
+name: tiny
+description: a short Pendulum for harness tests
+id: Pendulum-v1
+kwargs: {max_episode_steps: 50}
+params:
+  mass: {nominal: 1.0, low: 0.2, high: 5.0, bind: {attr: m}}
+targets:
+  heavy: {kind: far, description: a heavier bob, params: {mass: 2.5}}
+train:
+  algo: ppo
+  ppo:
+    steps: 512
+    n_envs: 1
+    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
+threshold: {return: -200}
+transfer: {budget: 512, eval_every: 256, episodes: 2, seeds: 2, strategies: [zero_shot, finetune, scratch]}
+"""
+CARD = {"task": "tiny", "algo": "ppo", "randomized": False, "train_steps": 128, "seed": 0, "source_success": 0.0,
+        "targets": {}}
+METRICS = ("jumpstart", "asymptotic_gain", "transfer_ratio", "time_to_threshold", "sample_efficiency_gain",
+           "p_improvement")
+KILLED_RUN = """
+import sys
+from sim2real.evaluation import harness
+task, policy, out = sys.argv[1:4]
+harness.run(harness.make_plan(task, policy, "heavy"), out, workers=2)
+"""
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("task") / "tiny.yaml"
+    path.write_text(TASK)
+    return path
+
+
+@pytest.fixture(scope="module")
+def policy(task, tmp_path_factory) -> Path:
+    spec = catalog.load(task)
+    env = gym.make("Pendulum-v1", max_episode_steps=50)
+    model = make_model("ppo", env, spec.train.config().hyperparameters, seed=0).learn(128)
+    return save_bundle(model, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
+
+
+@pytest.fixture(scope="module")
+def plan(task, policy) -> harness.Plan:
+    return harness.make_plan(task, policy, "heavy")
+
+
+@pytest.fixture(scope="module")
+def complete_run(plan, tmp_path_factory) -> Path:
+    """An uninterrupted run in this process (one worker): the reference for resumed runs."""
+    return harness.run(plan, tmp_path_factory.mktemp("runs") / "complete", workers=1)
+
+
+def without_wall_time(records: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in r.items() if k != "wall_seconds"} for r in records),
+                  key=lambda r: (r["unit"], r["steps"]))
+
+
+def report_numbers(run_dir: Path) -> dict:
+    report = json.loads((run_dir / "report.json").read_text())
+    report.pop("settings")
+    return report
+
+
+def test_units_cross_targets_strategies_and_seeds(plan):
+    keys = [unit.key for unit in plan.units()]
+    assert keys == ["heavy/zero_shot/0", "heavy/finetune/0", "heavy/scratch/0",
+                    "heavy/zero_shot/1", "heavy/finetune/1", "heavy/scratch/1"]
+    assert plan.steps == (0, 256, 512)
+    assert plan.to_dict()["strategies"][1] == FineTune().to_dict()
+
+
+def test_the_grid_ends_at_the_budget_and_keeps_the_tasks_number_of_evaluations(task, policy):
+    assert harness.make_plan(task, policy, "heavy", budget=600, eval_every=250).steps == (0, 250, 500, 600)
+    assert harness.make_plan(task, policy, "heavy", budget=1024).steps == (0, 512, 1024)
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"budget": 100, "eval_every": 200}, HarnessError, r"budget \(100 steps\) is smaller than eval_every \(200\)"),
+    ({"strategies": ["zero_shot", "warp", "scratch"]}, TransferError,
+     r"unknown transfer strategy 'warp'; known strategies: zero_shot, scratch, finetune"),
+    ({"targets": ["moon"]}, ConfigError, r"unknown target 'moon' \(allowed: source, heavy\)"),
+    ({"seeds": 0}, HarnessError, r"seeds \(training seeds .*\) must be an integer >= 1, got 0"),
+    ({"episodes": 0}, HarnessError, r"episodes \(episodes per evaluation\) must be an integer >= 1, got 0"),
+    ({"strategies": ["zero_shot", "finetune"]}, HarnessError, r"lack 'scratch'"),
+    ({"strategies": ["scratch", "scratch"]}, HarnessError, r"strategy scratch appears more than once"),
+])
+def test_a_bad_plan_is_refused_with_the_value_and_what_is_accepted(task, policy, changes, error, message):
+    arguments = {"targets": "heavy", **changes}
+    with pytest.raises(error, match=message):
+        harness.make_plan(task, policy, **arguments)
+
+
+def test_a_policy_for_other_spaces_is_refused_before_training(task, tmp_path):
+    other = PPO("MlpPolicy", gym.make("MountainCarContinuous-v0"), n_steps=64, batch_size=64, seed=0)
+    bundle = save_bundle(other, tmp_path / "car", {**CARD, "task": "car"})
+    plan = harness.make_plan(task, bundle, "heavy")
+    with pytest.raises(BundleError, match=r"observation space Box.*\(2,\).*but the env has Box.*\(3,\)"):
+        harness.run(plan, tmp_path / "run", workers=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_ray_says_how_to_install_it(plan, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(Sim2RealError, match=r'pip install "sim2real\[ray\]"'):
+        harness.run(plan, tmp_path / "run", backend="ray")
+    with pytest.raises(Sim2RealError, match=r"unknown backend 'slurm' \(allowed: local, ray\)"):
+        harness.run(plan, tmp_path / "run", backend="slurm")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_writes_every_evaluation_of_every_unit_and_the_report(complete_run, plan):
+    records = read_jsonl(complete_run / RESULTS_FILE)
+    assert len(records) == len(plan.units()) * len(plan.steps)
+    for unit in plan.units():
+        mine = [r for r in records if r["unit"] == unit.key]
+        assert [r["steps"] for r in mine] == [0, 256, 512]
+        assert {(r["strategy"], r["target"], r["seed"], r["episodes"]) for r in mine} == {
+            (unit.strategy.name, "heavy", unit.seed, 2)}
+        assert all(r["options"] == unit.strategy.to_dict() for r in mine)
+    zero_shot = [r for r in records if r["strategy"] == "zero_shot"]
+    assert len({r["return"] for r in zero_shot}) == 1
+    report = json.loads((complete_run / "report.json").read_text())
+    for entry in report["strategies"].values():
+        assert all(set(entry[name]) >= {"iqm", "ci"} for name in METRICS)
+        assert isinstance(entry["negative_transfer"], bool)
+    settings = report["settings"]
+    assert settings["plan"] == json.loads((complete_run / PLAN_FILE).read_text())
+    assert settings["recommendation"] == settings["zero_shot_gap"]["heavy"]["advice"]
+    assert settings["versions"]["sim2real"]
+    assert {"report.md", "curves.png", "gain.png", GAP_FILE} <= {p.name for p in complete_run.iterdir()}
+
+
+def test_evaluations_use_the_newest_weights_trained_on_at_most_that_many_steps(task, policy, monkeypatch):
+    # PPO updates every 64 steps; the grid (0, 100, 200, 256) falls between updates.
+    plan = harness.make_plan(task, policy, "heavy", budget=256, eval_every=100, seeds=1)
+    seen = []
+    evaluate = harness.evaluate
+
+    def spy(model, *args, **kwargs):
+        seen.append(model._n_updates // model.n_epochs * model.n_steps)
+        return evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "evaluate", spy)
+    unit = next(u for u in plan.units() if u.strategy.name == "finetune")
+    records = harness.run_unit(unit, plan)
+    assert [r["steps"] for r in records] == [0, 100, 200, 256]
+    assert seen == [0, 64, 192, 256]
+
+
+def test_same_seeds_give_the_same_records(plan):
+    unit = plan.units()[1]
+    assert without_wall_time(harness.run_unit(unit, plan)) == without_wall_time(harness.run_unit(unit, plan))
+
+
+def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(complete_run, plan, tmp_path,
+                                                                            monkeypatch):
+    run_dir = shutil.copytree(complete_run, tmp_path / "run")
+    results = run_dir / RESULTS_FILE
+    lines = results.read_text().splitlines(keepends=True)
+    dropped, cut = "heavy/finetune/1", "heavy/scratch/0"
+    kept = [line for line in lines if json.loads(line)["unit"] != dropped]
+    first_cut = next(i for i, line in enumerate(kept) if json.loads(line)["unit"] == cut)
+    kept = [line for i, line in enumerate(kept) if json.loads(line)["unit"] != cut or i == first_cut]
+    results.write_text("".join(kept) + kept[0][:25])  # a unit cut short and a torn last line
+    executed, progress = [], []
+    run_unit = harness.run_unit
+
+    def counting(unit, plan):
+        executed.append(unit.key)
+        return run_unit(unit, plan)
+
+    monkeypatch.setattr(harness, "run_unit", counting)
+    harness.run(plan, run_dir, workers=1, progress=progress.append)
+    assert sorted(executed) == sorted([dropped, cut])
+    records = read_jsonl(results)
+    assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
+    assert without_wall_time(records) == without_wall_time(read_jsonl(complete_run / RESULTS_FILE))
+    assert report_numbers(run_dir) == report_numbers(complete_run)
+    assert [p.done for p in progress if p.unit] == [5, 6]
+    assert progress[0] == Progress(4, 6, None, progress[0].elapsed, None, "4 of 6 units already complete")
+    assert progress[-1].eta == 0
+
+
+def test_a_run_of_another_plan_is_refused_naming_what_differs(complete_run, task, policy):
+    other = harness.make_plan(task, policy, "heavy", budget=1024, eval_every=256)
+    with pytest.raises(HarnessError, match=r"budget: 512 there, 1024 here; .*steps: \[0, 256, 512\] there"):
+        harness.run(other, complete_run, workers=1)
+
+
+def _live_processes(group: int) -> list[int]:
+    """Pids in a process group that are not zombies (Linux /proc)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find left-over workers")
+def test_a_run_killed_at_a_random_moment_resumes_to_the_same_results(complete_run, plan, task, policy, tmp_path):
+    rng = np.random.default_rng(20240611)
+    run_dir = tmp_path / "killed"
+    results = run_dir / RESULTS_FILE
+    log = (tmp_path / "child.log").open("w")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(task), str(policy), str(run_dir)],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        started = lambda: results.exists() and results.stat().st_size > 0  # noqa: E731
+        while child.poll() is None and not started() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 10
+        while _live_processes(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _live_processes(child.pid), "pool workers outlived their killed parent"
+    finally:
+        if _live_processes(child.pid):
+            os.killpg(child.pid, signal.SIGKILL)
+        log.close()
+    assert (run_dir / PLAN_FILE).exists(), (tmp_path / "child.log").read_text()
+    harness.run(plan, run_dir, workers=1)
+    records = read_jsonl(results)
+    assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
+    assert without_wall_time(records) == without_wall_time(read_jsonl(complete_run / RESULTS_FILE))
+    assert report_numbers(run_dir) == report_numbers(complete_run)
+
+
+def gap(metric="success", threshold=0.8, source=0.9, zero_shot=0.5, random=0.0):
+    level = {"success": 0.0, "return": 0.0}
+    return {"target": "icy", "metric": metric, "threshold": threshold, "source": {**level, metric: source},
+            "zero_shot": {**level, metric: zero_shot}, "random": {**level, metric: random}}
+
+
+@pytest.mark.parametrize(("case", "verdict", "words"), [
+    (gap(zero_shot=0.85), "zero_shot", "Zero-shot is enough on icy"),
+    (gap(zero_shot=0.5), "transfer", "keeps 56% of its edge"),
+    (gap(source=0.6, zero_shot=0.3), "transfer", "misses the threshold on the source as well"),
+    (gap(zero_shot=0.05), "retrain", "barely better than random actions there"),
+    (gap(source=0.05, zero_shot=0.0), "retrain", "even on the source"),
+    (gap("return", -200, source=-150, zero_shot=-700, random=-1200), "transfer", "keeps 48%"),
+    (gap("return", -200, source=-150, zero_shot=-1150, random=-1200), "retrain", "barely better"),
+    (gap("return", -200, source=-150, zero_shot=-180, random=-1200), "zero_shot", "-180.0 zero-shot"),
+])
+def test_the_recommendation_follows_the_zero_shot_gap(case, verdict, words):
+    got, text = harness.recommend(case)
+    assert got == verdict
+    assert words in text
+
+
+def test_the_zero_shot_gap_is_recorded_with_its_verdict(complete_run):
+    gaps = json.loads((complete_run / GAP_FILE).read_text())
+    heavy = gaps["heavy"]
+    assert heavy["metric"] == "return" and heavy["episodes"] == 2
+    assert heavy["gap"] == pytest.approx(heavy["source"]["return"] - heavy["zero_shot"]["return"])
+    assert (heavy["verdict"], heavy["advice"]) == harness.recommend(heavy)
+
+
+def test_a_failing_unit_is_named(monkeypatch):
+    def fail(item):
+        raise ValueError(f"bad {item}")
+
+    with pytest.raises(WorkerError, match=r"1 unit\(s\) failed \(a: ValueError: bad 1\)"):
+        list(LocalBackend(1).run(fail, {"a": 1}))
+
+
+@pytest.mark.ray
+def test_the_ray_backend_gives_the_records_of_the_local_one(complete_run, plan, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        harness.run(plan, tmp_path / "ray", backend="ray")
+    finally:
+        ray.shutdown()
+    assert without_wall_time(read_jsonl(tmp_path / "ray" / RESULTS_FILE)) == without_wall_time(
+        read_jsonl(complete_run / RESULTS_FILE))
+    assert report_numbers(tmp_path / "ray") == report_numbers(complete_run)

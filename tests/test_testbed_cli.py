@@ -1,0 +1,78 @@
+"""`sim2real evaluate --testbed` end to end: a real server process, killed mid-run, and a rerun that resumes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from stable_baselines3 import PPO
+
+import sim2real
+from sim2real.testbed.server import ServerProcess
+
+STAND_IN = ("sim2real.factory:make_env", {"task": "driving", "target": "real"})
+
+
+@pytest.fixture(scope="module")
+def policy_zip(tmp_path_factory) -> Path:
+    """An untrained driving policy: short episodes, enough to exercise the bridge."""
+    path = tmp_path_factory.mktemp("policy") / "untrained.zip"
+    PPO("MlpPolicy", sim2real.make_env("driving"), seed=0, policy_kwargs={"net_arch": [16]}).save(path)
+    return path
+
+
+def evaluate_cli(policy: Path, port: int, out: Path, episodes: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "sim2real.cli", "evaluate", str(policy), "--task", "driving", "--testbed",
+               f"tcp://127.0.0.1:{port}", "--episodes", str(episodes), "--out", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def episode_indices(out: Path) -> list[int]:
+    path = out / "episodes.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["index"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_killed_server_is_reported_and_a_rerun_resumes_to_exactly_n(policy_zip: Path, tmp_path: Path):
+    out, episodes = tmp_path / "run", 40
+    server = ServerProcess(*STAND_IN)
+    client = evaluate_cli(policy_zip, server.port, out, episodes)
+    deadline = time.monotonic() + 60
+    while len(episode_indices(out)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.process.kill()
+    killed_at = time.monotonic()
+    server.process.wait()
+    server.stop()
+    _, stderr = client.communicate(timeout=30)
+    assert client.returncode != 0
+    assert time.monotonic() - killed_at < 5
+    assert "testbed" in stderr and "Traceback" not in stderr
+    done = episode_indices(out)
+    assert 3 <= len(done) < episodes and done == list(range(len(done)))
+
+    with ServerProcess(*STAND_IN) as fresh:
+        rerun = evaluate_cli(policy_zip, fresh.port, out, episodes)
+        stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    assert episode_indices(out) == list(range(episodes))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == episodes and summary["resumed"] == len(done)
+    assert summary["latency_ms"]["p50"] > 0
+
+
+def test_a_policy_that_does_not_fit_the_server_is_refused_naming_both(tmp_path: Path):
+    grasp_policy = tmp_path / "grasp.zip"
+    PPO("MlpPolicy", sim2real.make_env("grasping"), seed=0, policy_kwargs={"net_arch": [8]}).save(grasp_policy)
+    with ServerProcess(*STAND_IN) as server:
+        client = evaluate_cli(grasp_policy, server.port, tmp_path / "out", 2)
+        _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 2
+    grasp_shape = sim2real.make_env("grasping").observation_space.shape
+    assert f"policy expects Box(-5.0, 5.0, {grasp_shape}" in stderr
+    assert "offers Box(-5.0, 5.0, (24,)" in stderr
