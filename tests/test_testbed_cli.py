@@ -58,7 +58,7 @@ def test_killed_server_is_reported_and_a_rerun_resumes_to_exactly_n(policy_zip: 
 
     with ServerProcess(*STAND_IN) as fresh:
         rerun = evaluate_cli(policy_zip, fresh.port, out, episodes)
-        stdout, stderr = rerun.communicate(timeout=120)
+        _, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
     assert episode_indices(out) == list(range(episodes))
     summary = json.loads((out / "summary.json").read_text())
