@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +165,111 @@ def serve(
     factory = functools.partial(make_env, spec, target)
     console.print(f"Serving [bold]{spec.name}:{target}[/] on tcp://{host}:{port} (Ctrl-C to stop)")
     serve_env(factory, host, port, hold_after=hold_after, on_ready=lambda bound: console.print(f"LISTENING {bound}"))
+
+
+@app.command()
+@user_errors
+def transfer(
+    task: Task,
+    target: Annotated[str, typer.Option(help="target to transfer to (comma-separate several)")],
+    policy: Annotated[str | None, typer.Option(help="zoo name, bundle or SB3 zip (default: TASK-ALGO-nominal)")] = None,
+    strategies: Annotated[str | None, typer.Option(help="comma-separated (default: the task's)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds per strategy (default: the task's)")] = None,
+    budget: Annotated[int | None, typer.Option(help="target env steps per unit (default: the task's)")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="target env steps between evaluations")] = None,
+    episodes: Annotated[int | None, typer.Option(help="episodes per evaluation")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
+    backend: Annotated[str, typer.Option(help="local or ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default: runs/transfer-TASK-TARGET)")] = None,
+) -> None:
+    """Adapt a pretrained policy to a target with each strategy, against scratch, over seeds; then report."""
+    from sim2real import catalog
+    from sim2real.evaluation import harness
+
+    spec = catalog.load(task)
+    policy = policy or f"{spec.name}-{spec.train.algo}-nominal"
+    targets = [t.strip() for t in target.split(",") if t.strip()]
+    chosen = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    plan = harness.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
+                             episodes=episodes)
+    out = out or Path("runs") / f"transfer-{spec.name}-{'-'.join(targets)}"
+    console.print(f"Transfer [bold]{policy}[/] → {spec.name}:{','.join(targets)}: {len(plan.units())} units, "
+                  f"{plan.budget:,} steps each, evaluated every {plan.eval_every:,}")
+    run_dir = harness.run(plan, out, workers=workers, backend=backend, ray_address=address,
+                          progress=_progress_printer())
+    _print_report(run_dir)
+
+
+def _progress_printer() -> Callable[[Any], None]:
+    def show(progress: Any) -> None:
+        if progress.message:
+            console.print(progress.message, highlight=False)
+        if progress.unit:
+            eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
+            console.print(f"  [{progress.done}/{progress.total}] {progress.unit} done{eta}", highlight=False)
+
+    return show
+
+
+def _print_report(run_dir: Path) -> None:
+    data = json.loads((run_dir / "report.json").read_text())
+    table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", "final", "negative transfer",
+                  title=f"{run_dir} (IQM [95% CI] over seeds)")
+    for name, metrics in data["strategies"].items():
+        table.add_row(name, _interval(metrics, "sample_efficiency_gain", "×"), _interval(metrics, "transfer_ratio"),
+                      _interval(metrics, "jumpstart"), _interval(metrics, "final"),
+                      "[bold red]YES[/]" if metrics.get("negative_transfer") else "no")
+    console.print(table)
+    flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]
+    if flagged:
+        console.print(f"[bold red]NEGATIVE TRANSFER:[/] {', '.join(flagged)} did worse than training from scratch "
+                      f"(transfer-ratio CI wholly below 0).")
+    console.print(f"Report: {run_dir / 'report.md'}, figures: {run_dir / 'curves.png'}, {run_dir / 'gain.png'}")
+
+
+def _interval(metrics: dict[str, Any], name: str, unit: str = "") -> str:
+    value = metrics.get(name)
+    if not isinstance(value, dict) or value.get("iqm") is None:
+        return "—"
+    low, high = value["ci"]
+    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a transfer run directory")]) -> None:
+    """Regenerate report.json, report.md and the figures of a transfer run from its results.jsonl."""
+    from sim2real.evaluation import harness
+
+    harness.write_run_report(run_dir)
+    _print_report(run_dir)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="where the report, figures and GIFs go")] = Path("runs/demo"),
+    workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
+) -> None:
+    """The whole story on the shipped policies: zero-shot table, transfer experiments, testbed, figures, GIFs."""
+    from sim2real.demo import run_demo
+
+    summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
+                       progress=_progress_printer())
+    table = Table("policy", "source", "near", "far", "real", title="Zero-shot success (deterministic policy)")
+    by_policy: dict[str, dict[str, float]] = {}
+    for row in summary["zero_shot"]:
+        by_policy.setdefault(row["policy"], {})[row["kind"]] = row["success"]
+    for name, kinds in by_policy.items():
+        table.add_row(name, *(f"{kinds[k]:.0%}" if k in kinds else "—" for k in ("source", "near", "far", "real")))
+    console.print(table)
+    for data in summary["transfer"].values():
+        _print_report(Path(data["run_dir"]))
+    testbed = summary["testbed"]
+    console.print(f"Testbed: success {testbed['success_rate']:.0%} over {testbed['episodes']} episodes, "
+                  f"round trip p50 {testbed['latency_ms']['p50']:.3f} ms")
+    console.print(f"Done in {summary['wall_seconds']:.0f} s. Open [bold]{out / 'report.md'}[/].")
 
 
 @app.command()

@@ -112,6 +112,14 @@ def test_grasping_object_follows_its_domain():
     assert env.client.getDynamicsInfo(env.object, -1)[0] == pytest.approx(0.3)
 
 
+def test_grasping_box_aspect_stretches_one_side():
+    env = GraspingEnv(object_size=0.04, object_aspect=2.5)
+    env.reset(seed=0)
+    shape = env.client.getCollisionShapeData(env.object, -1)[0]
+    assert shape[2] == env.client.GEOM_BOX
+    assert shape[3] == pytest.approx((0.04, 0.1, 0.04))
+
+
 def test_gymnasium_make_accepts_domain_values_and_refuses_unknown_ones():
     env = gymnasium.make("sim2real/Driving-v0", tyre_friction=0.5)
     env.reset(seed=0)

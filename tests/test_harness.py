@@ -131,6 +131,13 @@ def test_a_policy_for_other_spaces_is_refused_before_training(task, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_strategy_the_policy_cannot_take_is_refused_before_training(task, policy, tmp_path):
+    plan = harness.make_plan(task, policy, "heavy", ["freeze_base", "scratch"])
+    with pytest.raises(TransferError, match=r"freeze_base: no base to freeze, every network has a single hidden"):
+        harness.run(plan, tmp_path / "run", workers=1)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_missing_ray_says_how_to_install_it(plan, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(Sim2RealError, match=r'pip install "sim2real\[ray\]"'):
@@ -194,6 +201,10 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
     first_cut = next(i for i, line in enumerate(kept) if json.loads(line)["unit"] == cut)
     kept = [line for i, line in enumerate(kept) if json.loads(line)["unit"] != cut or i == first_cut]
     results.write_text("".join(kept) + kept[0][:25])  # a unit cut short and a torn last line
+    harness.write_run_report(run_dir)  # a report of what is complete, as `sim2real report` gives mid-run
+    partial = json.loads((run_dir / "report.json").read_text())
+    assert partial["settings"]["complete_units"] == "4 of 6"
+    assert [(u["strategy"], u["seed"]) for u in partial["skipped"]] == [("zero_shot", 0), ("finetune", 0)]
     executed, progress = [], []
     run_unit = harness.run_unit
 

@@ -54,11 +54,13 @@ class GraspingEnv(BulletEnv):
     change (up to `max_turn` radians per step, the yaw held within ±π/2) and gripper command
     (−1 open … +1 closed).
     Observation (19, scaled to about [-1, 1]): gripper position and velocity, finger opening,
-    object position relative to the gripper, object height and velocity, finger contacts,
-    object yaw relative to the gripper's (sin, cos of 2×, as a box is symmetric), gripper yaw,
-    time left.
+    object position relative to the gripper, object height and velocity, finger contacts, the
+    object's long axis relative to the gripper (sin, cos of 2× its relative yaw, weighted by the
+    elongation of its top view as image moments give it: 0 for a cube, cylinder or ball), gripper
+    yaw, time left.
     Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
-    step; +5 and the episode ends when the object is 5 cm up (``info["is_success"]``).
+    step − `turn_cost`·|yaw command| (turn only when it pays); +5 and the episode ends when the
+    object is 5 cm up (``info["is_success"]``). Objects spawn at |yaw| drawn from `spawn_yaw`.
     """
 
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
@@ -73,6 +75,8 @@ class GraspingEnv(BulletEnv):
         max_turn: float = 0.25,
         finger_force: float = 20.0,
         spawn_range: float = 0.08,
+        spawn_yaw: tuple[float, float] = (0.0, math.pi / 2),
+        turn_cost: float = 0.01,
         start_height: tuple[float, float] = (0.15, 0.20),
         substeps: int = 5,
         substep_dt: float = 1 / 120,
@@ -82,7 +86,7 @@ class GraspingEnv(BulletEnv):
     ) -> None:
         super().__init__(render_mode, domain)
         self.max_steps, self.lift_height, self.max_move = max_steps, lift_height, max_move
-        self.max_turn = max_turn
+        self.max_turn, self.spawn_yaw, self.turn_cost = max_turn, tuple(spawn_yaw), turn_cost
         self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
         self.substeps, self.substep_dt = substeps, substep_dt
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
@@ -120,8 +124,10 @@ class GraspingEnv(BulletEnv):
         if self.object >= 0:
             c.removeBody(self.object)
         half = size / 2
+        length = min(size * aspect, MAX_LENGTH) if shape == "box" else size
+        self._elongation = (length**2 - size**2) / (length**2 + size**2)
         if shape == "box":
-            kwargs: dict[str, Any] = {"halfExtents": [half, min(half * aspect, MAX_LENGTH / 2), half]}
+            kwargs: dict[str, Any] = {"halfExtents": [half, length / 2, half]}
             self._rest_height = half
         elif shape == "cylinder":
             kwargs = {"radius": half, "height": size}
@@ -144,7 +150,7 @@ class GraspingEnv(BulletEnv):
         self._reset_physics()
         c, rng = self.client, self.np_random
         offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
-        yaw = rng.uniform(-math.pi / 2, math.pi / 2)
+        yaw = rng.uniform(*self.spawn_yaw) * rng.choice((-1.0, 1.0))
         c.resetBasePositionAndOrientation(self.object, [0.5 + offset[0], offset[1], self._rest_height],
                                           c.getQuaternionFromEuler([0, 0, yaw]))
         start_offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
@@ -186,7 +192,8 @@ class GraspingEnv(BulletEnv):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         move = np.clip(np.asarray(action[:3], dtype=float), -1.0, 1.0) * self.max_move
         self._target = np.clip(self._target + move, [0.3, -0.25, 0.0], [0.7, 0.25, 0.35])
-        turn = min(max(float(action[3]), -1.0), 1.0) * self.max_turn
+        turn_command = min(max(float(action[3]), -1.0), 1.0)
+        turn = turn_command * self.max_turn
         self._yaw = min(max(self._yaw + turn, -MAX_YAW), MAX_YAW)
         self._width = 0.04 * (1.0 - min(max(float(action[4]), -1.0), 1.0))
         self._command_joints(self._solve_ik(self._target, self._yaw))
@@ -195,7 +202,7 @@ class GraspingEnv(BulletEnv):
         self._steps += 1
         obs = self._observe()
         potential = self._phi()
-        reward = potential - self._potential - 0.01
+        reward = potential - self._potential - 0.01 - self.turn_cost * abs(turn_command)
         self._potential = potential
         success = self._lift >= self.lift_height and self._contacts == 2
         if success:
@@ -229,7 +236,8 @@ class GraspingEnv(BulletEnv):
             *(r / 0.1 for r in relative),
             self._lift / self.lift_height,
             *(v / 0.5 for v in velocity),
-            self._contacts / 2, math.sin(relative_yaw), math.cos(relative_yaw), self._yaw / MAX_YAW,
+            self._contacts / 2, self._elongation * math.sin(relative_yaw), self._elongation * math.cos(relative_yaw),
+            self._yaw / MAX_YAW,
             1.0 - self._steps / self.max_steps,
         )
         return np.array([min(max(v, -5.0), 5.0) for v in values], dtype=np.float32)

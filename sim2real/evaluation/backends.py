@@ -158,6 +158,8 @@ class RayBackend:
 
     def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:
         """Yield (name, fn(item)) for every item, in the order the tasks finish (ray.wait)."""
+        if not items:
+            return
         ray = self.ray
         owned = not ray.is_initialized()
         if owned:
@@ -178,7 +180,7 @@ class RayBackend:
                         if not failures:
                             for other in pending:
                                 ray.cancel(other)
-                        failures.append((refs[ref], exc))
+                        failures.append((refs[ref], getattr(exc, "cause", None) or exc))
                         continue
                     yield refs[ref], result
         finally:

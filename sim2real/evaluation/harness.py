@@ -13,7 +13,8 @@ On disk (``out_dir``): ``plan.json`` (what the run is; a rerun with another plan
 (one record per evaluation, appended by the parent process alone, a unit at a time, fsynced at
 the end of each unit) and the report. A rerun keeps the units whose every grid step is on disk,
 rewrites ``results.jsonl`` atomically without the lines of a unit cut short, and runs only the
-missing units, so the file never holds an evaluation twice.
+missing units, so the file never holds an evaluation twice. ``write_run_report`` rebuilds the
+report from those files alone, counting complete units only (``sim2real report RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, zoo
-from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.catalog import SOURCE, TaskSpec, Threshold
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation import report
 from sim2real.evaluation.backends import make_backend
@@ -150,6 +151,8 @@ class Plan:
             "episodes": self.episodes,
             "eval_seed": EVAL_SEED,
             "steps": list(self.steps),
+            "threshold": {"metric": self.spec.threshold.metric, "value": self.spec.threshold.value},
+            "units": [unit.key for unit in self.units()],
         }
 
 
@@ -203,7 +206,7 @@ def check_policy(plan: Plan) -> None:
         try:
             model = zoo.load_policy(plan.policy, env)
             for strategy in plan.strategies:
-                adapt(model, env, strategy, seed=0)
+                adapt(model, env, strategy)
         finally:
             env.close()
 
@@ -324,7 +327,7 @@ def run_unit(unit: Unit, plan: Plan) -> list[dict[str, Any]]:
                              seed=unit.seed, parallel=False)
         try:
             model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
-            model.set_logger(Logger(None, []))
+            model.set_logger(Logger(None, []))  # silent: no stdout, no tensorboard dir copied from the bundle
             grid = GridEvaluation(plan.steps, on_evaluation)
             model.learn(plan.budget, callback=grid)
             if grid.pending:
@@ -525,29 +528,30 @@ def _line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
+def _complete(records: Sequence[Mapping[str, Any]], units: Sequence[str],
+              steps: Sequence[int]) -> dict[str, list[Mapping[str, Any]]]:
+    """The records of each unit whose every grid step is present, in plan order (the first record of a step wins)."""
+    by_unit: dict[Any, dict[Any, Mapping[str, Any]]] = {}
+    for record in records:
+        by_unit.setdefault(record.get("unit"), {}).setdefault(record.get("steps"), record)
+    return {unit: [by_unit[unit][step] for step in steps] for unit in units
+            if all(step in by_unit.get(unit, {}) for step in steps)}
+
+
 def _resume(path: Path, plan: Plan) -> set[str]:
     """The units complete on disk; results.jsonl is rewritten atomically without any other line.
 
-    A unit is complete when every grid step is present. Lines of a unit cut short (the parent
-    died while writing it) and repeated steps are dropped, so appending the rerun units never
-    duplicates an evaluation.
+    Lines of a unit cut short (the parent died while writing it) and repeated steps are dropped,
+    so appending the rerun units never duplicates an evaluation.
     """
     if not path.exists():
         return set()
     records = read_jsonl(path)
-    by_unit: dict[str, dict[Any, dict[str, Any]]] = {}
-    for record in records:
-        by_unit.setdefault(record.get("unit"), {}).setdefault(record.get("steps"), record)
-    kept: list[dict[str, Any]] = []
-    complete = set()
-    for unit in plan.units():
-        found = by_unit.get(unit.key, {})
-        if all(step in found for step in plan.steps):
-            complete.add(unit.key)
-            kept += [found[step] for step in plan.steps]
+    complete = _complete(records, [unit.key for unit in plan.units()], plan.steps)
+    kept = [record for unit in complete.values() for record in unit]
     if len(kept) != len(records):
         write_bytes_atomic(path, b"".join(_line(record) for record in kept))
-    return complete
+    return set(complete)
 
 
 def _gaps(out: Path, plan: Plan, tracker: _Tracker) -> dict[str, dict[str, Any]]:
@@ -566,11 +570,31 @@ def _gaps(out: Path, plan: Plan, tracker: _Tracker) -> dict[str, dict[str, Any]]
     return gaps
 
 
-def load_results(out_dir: str | Path, plan: Plan) -> list[dict[str, Any]]:
-    """The records of the plan's units in results.jsonl, in plan order (unit, then step): stable reports."""
-    order = {unit.key: index for index, unit in enumerate(plan.units())}
-    records = [r for r in read_jsonl(Path(out_dir) / RESULTS_FILE) if r.get("unit") in order]
-    return sorted(records, key=lambda r: (order[r["unit"]], r["steps"]))
+def write_run_report(run_dir: str | Path) -> dict[str, Path]:
+    """(Re)write the report of a run directory from its plan.json, gap.json and results.jsonl alone.
+
+    Only complete units count, in plan order, so a report of a run still going (or cut short)
+    is sound and the same records always give the same report. What `sim2real report` runs.
+    """
+    out = Path(run_dir)
+    missing = [name for name in (PLAN_FILE, RESULTS_FILE) if not (out / name).is_file()]
+    if missing:
+        raise HarnessError(f"{out} is not a transfer run directory: it lacks {allowed(missing)}")
+    plan = json.loads((out / PLAN_FILE).read_text())
+    complete = _complete(read_jsonl(out / RESULTS_FILE), plan["units"], plan["steps"])
+    if not complete:
+        raise HarnessError(f"{out}: no unit is complete yet ({len(plan['units'])} planned), nothing to report")
+    records = [record for unit in complete.values() for record in unit]
+    summary = report.summarize(records, Threshold(**plan["threshold"]), plan["budget"])
+    gaps = json.loads((out / GAP_FILE).read_text()) if (out / GAP_FILE).is_file() else {}
+    settings = {
+        "plan": plan,
+        "versions": versions(),
+        "recommendation": "\n\n".join(gap["advice"] for gap in gaps.values()),
+        "zero_shot_gap": gaps,
+        "complete_units": f"{len(complete)} of {len(plan['units'])}",
+    }
+    return report.write_report(out, summary, records, settings)
 
 
 def run(
@@ -602,7 +626,7 @@ def run(
         complete = _resume(results, plan)
         tracker = _Tracker(len(units), len(complete), progress)
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
-        gaps = _gaps(out, plan, tracker)
+        _gaps(out, plan, tracker)
         jobs = {unit.key: _Job(plan, unit, blob) for unit in units if unit.key not in complete}
         with JsonlWriter(results) as writer:
             for key, records in executor.run(_execute, jobs):
@@ -610,13 +634,5 @@ def run(
                     writer.write(record)
                 writer.fsync()
                 tracker.unit_done(key)
-        records = load_results(out, plan)
-        summary = report.summarize(records, plan.spec.threshold, plan.budget)
-        settings = {
-            "plan": description,
-            "versions": versions(),
-            "recommendation": "\n\n".join(gap["advice"] for gap in gaps.values()),
-            "zero_shot_gap": gaps,
-        }
-        report.write_report(out, summary, records, settings)
+        write_run_report(out)
     return out

@@ -72,6 +72,7 @@ class AlgorithmSupport:
             if attribute is None:
                 raise TransferError(f"cannot read the hyperparameter {name!r} back from a {type(model).__name__}")
             values[name] = copy.deepcopy(getattr(model, attribute))
+        values["tensorboard_log"] = None  # the pretrained run's log folder (often inside its bundle) is not ours
         return values
 
     def overrides(self, model: BaseAlgorithm, strategy: Strategy) -> dict[str, Any]:

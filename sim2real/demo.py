@@ -1,0 +1,169 @@
+"""The main job end to end on the shipped policies: zero-shot table, transfer experiments, testbed, figures, GIFs.
+
+`sim2real demo` calls :func:`run_demo`; everything lands in one directory with a report.md that
+links the rest. Budgets are chosen to finish in about ten minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim2real import catalog
+from sim2real.catalog import SOURCE
+from sim2real.evaluate import evaluate_policy, record_gif
+from sim2real.evaluation import harness
+from sim2real.records import write_bytes_atomic, write_json_atomic
+from sim2real.testbed.evaluation import evaluate_on_testbed
+from sim2real.testbed.server import ServerProcess
+from sim2real.transfer import adapt
+from sim2real.zoo import list_zoo, load_card, load_policy
+
+STRATEGIES = ("zero_shot", "finetune", "freeze_base", "reinit_head", "scratch")
+
+
+@dataclass(frozen=True)
+class TransferCase:
+    """One transfer experiment of the demo: a far target of a task, from a shipped policy."""
+
+    task: str
+    target: str
+    policy: str
+    budget: int
+    eval_every: int
+    episodes: int = 10
+    seeds: int = 3
+
+
+CASES = (
+    TransferCase("driving", "truck", "driving-ppo-nominal", budget=24_000, eval_every=6_000),
+    TransferCase("grasping", "warehouse", "grasping-ppo-nominal", budget=24_000, eval_every=6_000),
+)
+
+
+def zero_shot_table(episodes: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every shipped policy on every target of its task: success and mean return, measured now."""
+    rows = []
+    for name in list_zoo():
+        card = load_card(name)
+        spec = catalog.load(card["task"])
+        for target in (SOURCE, *spec.targets):
+            summary = evaluate_policy(name, spec, target=target, episodes=episodes, seed=harness.EVAL_SEED)
+            kind = "source" if target == SOURCE else spec.targets[target].kind
+            rows.append({"policy": name, "task": spec.name, "target": target, "kind": kind,
+                         "success": summary["success_rate"], "return": summary["mean_return"]})
+        say(f"zero-shot: {name} done")
+    return rows
+
+
+def transfer_case(case: TransferCase, out: Path, workers: int | None,
+                  progress: Callable[[harness.Progress], None] | None) -> dict[str, Any]:
+    """Run one transfer experiment with the harness; returns its report.json content and paths."""
+    plan = harness.make_plan(case.task, case.policy, case.target, STRATEGIES, seeds=case.seeds, budget=case.budget,
+                             eval_every=case.eval_every, episodes=case.episodes)
+    run_dir = harness.run(plan, out, workers=workers, progress=progress)
+    return {**json.loads((run_dir / "report.json").read_text()), "run_dir": str(run_dir)}
+
+
+def best_strategy(report: dict[str, Any]) -> str:
+    """The trained strategy with the highest final success (IQM), scratch excluded."""
+    candidates = {name: data for name, data in report["strategies"].items() if name not in ("scratch", "zero_shot")}
+    return max(candidates, key=lambda name: candidates[name].get("final", {}).get("iqm", 0.0))
+
+
+def before_after_gifs(case: TransferCase, strategy: str, out: Path) -> list[Path]:
+    """GIFs of the pretrained policy on the target, and of it after a short adaptation with `strategy`."""
+    from sim2real.factory import make_env
+    from sim2real.training import build_vec_env
+
+    spec = catalog.load(case.task)
+    before = load_policy(case.policy, make_env(spec, case.target))
+    paths = [record_gif(before, spec, case.target, out / f"{case.task}-{case.target}-before.gif", episodes=2)]
+    venv = build_vec_env(spec, case.target, False, spec.train.config().n_envs, seed=0)
+    try:
+        after = adapt(before, venv, strategy, seed=0)
+        if getattr(after, "num_timesteps", 0) == 0 and strategy != "zero_shot":
+            after.learn(case.budget)
+    finally:
+        venv.close()
+    paths.append(record_gif(after, spec, case.target, out / f"{case.task}-{case.target}-after-{strategy}.gif",
+                            episodes=2))
+    return paths
+
+
+def testbed_run(out: Path, episodes: int = 20) -> dict[str, Any]:
+    """The randomized driving policy on a local stand-in server of the `real` target, over the protocol."""
+    with ServerProcess("sim2real.factory:make_env", {"task": "driving", "target": "real"}) as server:
+        return evaluate_on_testbed("driving-ppo-dr", catalog.load("driving"), server.address, episodes=episodes,
+                                   out=out)
+
+
+def run_demo(out: Path, *, episodes: int = 50, workers: int | None = None, gifs: bool = True,
+             say: Callable[[str], None] = print,
+             progress: Callable[[harness.Progress], None] | None = None) -> dict[str, Any]:
+    """The whole story into `out`: report.md, zero_shot.json, one transfer run per far target, testbed, GIFs."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    say("1/4 zero-shot: every shipped policy on every target")
+    table = zero_shot_table(episodes, say)
+    write_json_atomic(out / "zero_shot.json", table)
+    reports = {}
+    for index, case in enumerate(CASES, start=2):
+        say(f"{index}/4 transfer: {case.task} → {case.target} from {case.policy}")
+        reports[case.task] = transfer_case(case, out / f"{case.task}-{case.target}", workers, progress)
+    say("4/4 testbed: driving-ppo-dr on a stand-in of the real car, over TCP")
+    testbed = testbed_run(out / "testbed")
+    made_gifs: list[Path] = []
+    if gifs:
+        for case in CASES:
+            made_gifs += before_after_gifs(case, best_strategy(reports[case.task]), out / "gifs")
+    summary = {"zero_shot": table, "transfer": reports, "testbed": testbed,
+               "gifs": [str(p.relative_to(out)) for p in made_gifs],
+               "wall_seconds": round(time.perf_counter() - started, 1)}
+    write_json_atomic(out / "demo.json", summary)
+    write_bytes_atomic(out / "report.md", render_report(summary).encode())
+    return summary
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """The demo's report.md: tables and links to each transfer run's own report and figures."""
+    lines = ["# sim2real demo", "", f"Finished in {summary['wall_seconds']:.0f} s.", "",
+             "## Zero-shot: every shipped policy on every target", "",
+             "| policy | target | kind | success | mean return |", "|---|---|---|---|---|"]
+    lines += [f"| {r['policy']} | {r['target']} | {r['kind']} | {r['success']:.0%} | {r['return']:.2f} |"
+              for r in summary["zero_shot"]]
+    for case in CASES:
+        report = summary["transfer"][case.task]
+        run = f"{case.task}-{case.target}"
+        lines += ["", f"## Transfer: {case.task} → {case.target} (from {case.policy})", "",
+                  report.get("recommendation", {}).get("text", "") if isinstance(report.get("recommendation"), dict)
+                  else str(report.get("recommendation", "")), "",
+                  "| strategy | sample-efficiency gain | transfer ratio | jumpstart | negative transfer |",
+                  "|---|---|---|---|---|"]
+        for name, data in report["strategies"].items():
+            lines.append(f"| {name} | {_cell(data, 'sample_efficiency_gain', '×')} | "
+                         f"{_cell(data, 'transfer_ratio')} | {_cell(data, 'jumpstart')} | "
+                         f"{'**YES**' if data.get('negative_transfer') else 'no'} |")
+        lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
+                  f"Full report: [{run}/report.md]({run}/report.md)"]
+    testbed = summary["testbed"]
+    lines += ["", "## Testbed: driving-ppo-dr on the real stand-in, over TCP", "",
+              f"{testbed['episodes']} episodes, success {testbed['success_rate']:.0%}, mean return "
+              f"{testbed['mean_return']:.2f}, round trip p50 {testbed['latency_ms']['p50']:.3f} ms / p99 "
+              f"{testbed['latency_ms']['p99']:.3f} ms. Episodes: testbed/episodes.jsonl.", ""]
+    if summary["gifs"]:
+        lines += ["## Before and after transfer", ""] + [f"![{gif}]({gif})" for gif in summary["gifs"]] + [""]
+    return "\n".join(lines)
+
+
+def _cell(data: dict[str, Any], metric: str, unit: str = "") -> str:
+    value = data.get(metric)
+    if not isinstance(value, dict) or value.get("iqm") is None:
+        return "—"
+    low, high = value["ci"]
+    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
+

@@ -1,0 +1,65 @@
+"""Every command the README shows runs: blocks fenced as ```bash readme-test are executed in order."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+CLI = [sys.executable, "-m", "sim2real.cli"]
+
+
+def readme_commands(kind: str) -> list[list[str]]:
+    """The `sim2real ...` command lines of the README's ```bash <kind> blocks, comments stripped."""
+    commands = []
+    for block in re.findall(rf"```bash {kind}\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "sim2real":
+                commands.append(words[1:])
+    return commands
+
+
+def test_the_readme_has_tested_blocks():
+    assert len(readme_commands("readme-test")) >= 5
+    assert len(readme_commands("readme-testbed")) == 2
+
+
+@pytest.mark.parametrize("args", readme_commands("readme-test"), ids=lambda a: " ".join(a[:2]))
+def test_readme_command_runs(args: list[str], tmp_path_factory):
+    workdir = tmp_path_factory.getbasetemp() / "readme"
+    workdir.mkdir(exist_ok=True)
+    result = subprocess.run([*CLI, *args], cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_readme_testbed_commands_run(tmp_path: Path):
+    serve_args, evaluate_args = readme_commands("readme-testbed")
+    port = str(free_port())
+    serve_args = [port if previous == "--port" else word for previous, word in zip(["", *serve_args], serve_args)]
+    evaluate_args = [word.replace(":5555", f":{port}") for word in evaluate_args if word != "&"]
+    server = subprocess.Popen([*CLI, *[w for w in serve_args if w != "&"]], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
+            assert line or server.poll() is None, server.stderr.read()
+        result = subprocess.run([*CLI, *evaluate_args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "runs" / "testbed" / "summary.json").exists()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
