@@ -49,7 +49,8 @@ def free_port() -> int:
 def test_readme_testbed_commands_run(tmp_path: Path):
     serve_args, evaluate_args = readme_commands("readme-testbed")
     port = str(free_port())
-    serve_args = [port if previous == "--port" else word for previous, word in zip(["", *serve_args], serve_args, strict=True)]
+    previous_words = ["", *serve_args[:-1]]
+    serve_args = [port if before == "--port" else word for before, word in zip(previous_words, serve_args, strict=True)]
     evaluate_args = [word.replace(":5555", f":{port}") for word in evaluate_args if word != "&"]
     server = subprocess.Popen([*CLI, *[w for w in serve_args if w != "&"]], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
