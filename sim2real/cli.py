@@ -54,6 +54,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="bundle directory (default: runs/TASK-ALGO-dr|nominal)")] = None,
     n_envs: Annotated[int | None, typer.Option(help="parallel envs (default: the task's)")] = None,
     episodes: Annotated[int, typer.Option(help="episodes per target for the card")] = 100,
+    tensorboard: Annotated[Path, typer.Option(help="TensorBoard log folder")] = Path("runs/tensorboard"),
 ) -> None:
     """Pretrain a policy and write a bundle (model.zip, card.json, card.md)."""
     from sim2real import catalog
@@ -69,7 +70,8 @@ def train(
 
     console.print(f"Training {algo.upper()} on [bold]{spec.name}[/] ({target}{', randomized' if randomize else ''})")
     result = run_training(spec, target=target, randomize=randomize, algo=algo, steps=steps, seed=seed, out=out,
-                          n_envs=n_envs, card_episodes=episodes, progress_bar=sys.stdout.isatty(), on_eval=report)
+                          n_envs=n_envs, card_episodes=episodes, progress_bar=sys.stdout.isatty(), on_eval=report,
+                          tensorboard_log=tensorboard)
     _print_card(result.card)
     console.print(f"Bundle written to [bold]{out}[/] ({result.card['wall_seconds']:.0f} s)")
 

@@ -144,6 +144,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
@@ -152,6 +153,12 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
         Path(temp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_json_atomic(path: PathLike, obj: Any) -> None:

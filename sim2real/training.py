@@ -140,9 +140,13 @@ def train(
     eval_episodes: int | None = None,
     card_episodes: int = 100,
     progress_bar: bool = False,
+    tensorboard_log: Path | None = None,
     on_eval: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train `algo` on the task's `target` domain and, with `out`, write a bundle evaluated on every target."""
+    """Train `algo` on the task's `target` domain and, with `out`, write a bundle evaluated on every target.
+
+    TensorBoard logs go to `tensorboard_log` when given (kept out of the bundle, which ships).
+    """
     spec = catalog.load(task)
     spec.target(target)
     algo = algo or spec.train.algo
@@ -154,8 +158,7 @@ def train(
     params = {**config.hyperparameters, **(hyperparameters or {})}
     torch.set_num_threads(1)
     venv = build_vec_env(spec, target, randomize, n_envs, seed)
-    tensorboard = str(out / "tensorboard") if out is not None else None
-    model = make_model(algo, venv, params, seed, tensorboard)
+    model = make_model(algo, venv, params, seed, str(tensorboard_log) if tensorboard_log is not None else None)
     checkpoint = BestCheckpoint(spec, target, eval_every or spec.train.eval_every,
                                 eval_episodes or spec.train.eval_episodes, on_eval)
     started = time.perf_counter()

@@ -1,0 +1,70 @@
+"""The shipped policy zoo: cards reproduce, shifts matter, randomization earns its keep; full learning runs (slow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim2real.evaluate import evaluate_policy
+from sim2real.training import EVAL_SEED, train
+from sim2real.zoo import list_zoo, load_card, policies_dir
+
+SHIPPED = ("driving-ppo-nominal", "driving-ppo-dr", "grasping-ppo-nominal", "grasping-ppo-dr")
+
+
+def success(policy: str, task: str, target: str, episodes: int = 100) -> float:
+    return evaluate_policy(policy, task, target=target, episodes=episodes, seed=EVAL_SEED)["success_rate"]
+
+
+def test_the_zoo_ships_four_small_bundles_with_complete_cards():
+    assert set(SHIPPED) <= set(list_zoo())
+    for name in SHIPPED:
+        card = load_card(name)
+        assert (policies_dir() / name / "model.zip").stat().st_size < 2_000_000
+        assert card["eval_episodes"] == 100
+        assert {"source", *card["targets"]} == set(card["targets"])
+
+
+@pytest.mark.parametrize("name", ["driving-ppo-nominal", "driving-ppo-dr"])
+def test_re_evaluating_a_driving_bundle_reproduces_its_source_success(name):
+    card = load_card(name)
+    assert success(name, card["task"], "source") == pytest.approx(card["source_success"], abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_re_evaluating_every_target_reproduces_the_card_within_5_points(name):
+    card = load_card(name)
+    for target, result in card["targets"].items():
+        assert success(name, card["task"], target) == pytest.approx(result["success"], abs=0.05), target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["driving", "grasping"])
+def test_shifts_matter_for_the_nominal_policy(task):
+    card = load_card(f"{task}-ppo-nominal")
+    source = card["targets"]["source"]["success"]
+    for result in card["targets"].values():
+        if result["kind"] == "far":
+            assert result["success"] < 0.5
+        if result["kind"] == "near":
+            assert 0.4 * source <= result["success"] <= 0.9 * source
+
+
+@pytest.mark.slow
+def test_randomization_earns_its_keep_on_the_real_car():
+    randomized = load_card("driving-ppo-dr")["targets"]["real"]["success"]
+    nominal = load_card("driving-ppo-nominal")["targets"]["real"]["success"]
+    assert randomized >= 0.8
+    assert randomized - nominal >= 0.10
+
+
+@pytest.mark.slow
+def test_driving_ppo_reaches_95_percent_within_60k_steps():
+    result = train("driving", steps=60_000, card_episodes=100)
+    assert result.card["source_success"] >= 0.95
+
+
+@pytest.mark.slow
+def test_grasping_ppo_reaches_90_percent_within_150k_steps():
+    result = train("grasping", steps=150_000, card_episodes=100)
+    assert result.card["source_success"] >= 0.90
