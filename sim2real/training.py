@@ -200,7 +200,7 @@ def score_card(model: BaseAlgorithm, spec: TaskSpec, episodes: int) -> dict[str,
         targets[name] = {"kind": kind, "success": summary["success_rate"], "return": round(summary["mean_return"], 3),
                          "episodes": episodes}
     return {"source_success": targets[SOURCE]["success"], "source_return": targets[SOURCE]["return"],
-            "eval_episodes": episodes, "targets": targets}
+            "eval_episodes": episodes, "eval_seed": EVAL_SEED, "targets": targets}
 
 
 def _jsonable(value: Any) -> Any:

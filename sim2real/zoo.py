@@ -144,7 +144,8 @@ def render_card(card: Mapping[str, Any]) -> str:
                      f" {result.get('episodes', '')} |")
     lines += [
         "",
-        "Success is measured with the deterministic policy, randomization off, episodes seeded 0..N-1.",
+        f"Success is measured with the deterministic policy, randomization off, episode i reset with seed"
+        f" {card.get('eval_seed', 1_000_000):,} + i.",
         "",
         "```python",
         f"from stable_baselines3 import {card['algo'].upper()}",
