@@ -216,11 +216,11 @@ def _progress_printer() -> Callable[[Any], None]:
 
 def _print_report(run_dir: Path) -> None:
     data = json.loads((run_dir / "report.json").read_text())
-    table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", "final", "negative transfer",
-                  title=f"{run_dir} (IQM [95% CI] over seeds)")
+    table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", f"final {data['metric']}",
+                  "negative transfer", title=f"{run_dir} (IQM [95% CI] over seeds)")
     for name, metrics in data["strategies"].items():
         table.add_row(name, _interval(metrics, "sample_efficiency_gain", "×"), _interval(metrics, "transfer_ratio"),
-                      _interval(metrics, "jumpstart"), _interval(metrics, "final"),
+                      _interval(metrics, "jumpstart"), _interval(metrics["final"], data["metric"]),
                       "[bold red]YES[/]" if metrics.get("negative_transfer") else "no")
     console.print(table)
     flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,6 +57,7 @@ PLAN_FILE = "plan.json"
 GAP_FILE = "gap.json"
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".lock"
+MODELS_DIR = "models"
 
 ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"
 VERDICTS = (ZERO_SHOT, TRANSFER, RETRAIN)
@@ -301,12 +303,13 @@ def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, w
     }
 
 
-def run_unit(unit: Unit, plan: Plan) -> list[dict[str, Any]]:
+def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dict[str, Any]]:
     """Adapt the plan's policy to the unit's target, train `budget` target steps, evaluate on the grid.
 
     Training runs in this process (DummyVecEnv with the task's n_envs: the pool already uses
     the cores). zero_shot trains nothing: its single evaluation holds at every grid step, since
-    the same weights, deterministic actions and episode seeds give the same result.
+    the same weights, deterministic actions and episode seeds give the same result. With
+    `models_dir`, the trained model is kept there as `model_path(models_dir, unit)`.
     """
     started = time.perf_counter()
     eval_env = make_env(plan.spec, unit.target)
@@ -333,6 +336,8 @@ def run_unit(unit: Unit, plan: Plan) -> list[dict[str, Any]]:
             if grid.pending:
                 raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
                                    f"evaluations at {allowed(grid.pending)}")
+            if models_dir is not None:
+                _save_model(model, model_path(models_dir, unit.key))
         finally:
             venv.close()
     finally:
@@ -340,20 +345,33 @@ def run_unit(unit: Unit, plan: Plan) -> list[dict[str, Any]]:
     return records
 
 
+def model_path(models_dir: Path, unit_key: str) -> Path:
+    """Where a unit's trained model is kept: one zip per unit, named after its key."""
+    return Path(models_dir) / (unit_key.replace("/", "__") + ".zip")
+
+
+def _save_model(model: BaseAlgorithm, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp.zip")
+    model.save(staging)
+    os.replace(staging, path)
+
+
 @dataclass(frozen=True)
 class _Job:
-    """What a worker needs for one unit: the plan, the unit and the policy's bytes."""
+    """What a worker needs for one unit: the plan, the unit, the policy's bytes, where to keep the model."""
 
     plan: Plan
     unit: Unit
     policy: PolicyBlob
+    models_dir: Path | None = None
 
 
 def _execute(job: _Job) -> list[dict[str, Any]]:
     """Worker entry point: recreate the policy in a temporary directory and run the unit on it."""
     with TemporaryDirectory(prefix="sim2real-unit-") as directory:
         policy = job.policy.write(Path(directory))
-        return run_unit(job.unit, replace(job.plan, policy=str(policy)))
+        return run_unit(job.unit, replace(job.plan, policy=str(policy)), job.models_dir)
 
 
 class _UniformRandom:
@@ -604,6 +622,7 @@ def run(
     backend: str = "local",
     ray_address: str | None = None,
     progress: Callable[[Progress], None] | None = None,
+    save_models: bool = False,
 ) -> Path:
     """Run the plan's missing units into `out_dir` (resuming a previous run of the same plan) and write the report.
 
@@ -611,7 +630,8 @@ def run(
     training. Units run on `backend` ("local": a pool of `workers` processes, default one per
     core; "ray": a cluster at `ray_address`, or a local Ray); their records come back to this
     process, which alone appends them to results.jsonl. `progress` is called at the start, with
-    the zero-shot advice, and after each unit.
+    the zero-shot advice, and after each unit. With `save_models`, each unit's trained model is
+    kept in out_dir/models/ (see `model_path`).
     """
     executor = make_backend(backend, workers=workers, address=ray_address)
     check_policy(plan)
@@ -627,7 +647,8 @@ def run(
         tracker = _Tracker(len(units), len(complete), progress)
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
         _gaps(out, plan, tracker)
-        jobs = {unit.key: _Job(plan, unit, blob) for unit in units if unit.key not in complete}
+        models_dir = out / MODELS_DIR if save_models else None
+        jobs = {unit.key: _Job(plan, unit, blob, models_dir) for unit in units if unit.key not in complete}
         with JsonlWriter(results) as writer:
             for key, records in executor.run(_execute, jobs):
                 for record in records:
