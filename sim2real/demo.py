@@ -133,8 +133,7 @@ def render_report(summary: dict[str, Any]) -> str:
         report = summary["transfer"][case.task]
         run = f"{case.task}-{case.target}"
         lines += ["", f"## Transfer: {case.task} → {case.target} (from {case.policy})", "",
-                  report.get("recommendation", {}).get("text", "") if isinstance(report.get("recommendation"), dict)
-                  else str(report.get("recommendation", "")), "",
+                  f"**When to transfer:** {report['settings'].get('recommendation', '')}", "",
                   "| strategy | sample-efficiency gain | transfer ratio | jumpstart | negative transfer |",
                   "|---|---|---|---|---|"]
         for name, data in report["strategies"].items():

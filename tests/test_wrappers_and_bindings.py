@@ -229,3 +229,16 @@ def _wrapper_names(env: gym.Env) -> list[str]:
         names.append(type(env).__name__)
         env = env.env
     return names
+
+
+def test_the_pendulum_plug_in_randomizes_trains_and_evaluates_on_a_shifted_target():
+    from sim2real.training import train
+
+    result = train("pendulum", randomize=True, algo="ppo", steps=2048, n_envs=2, card_episodes=5, eval_every=1024,
+                   eval_episodes=2, hyperparameters={"n_steps": 256, "batch_size": 128})
+    card = result.card
+    assert card["randomized"] and card["train_steps"] == 2048
+    assert [h["steps"] for h in result.history][:2] == [1024, 2048]
+    assert set(card["targets"]) == {"source", "heavy", "light"}
+    # the same policy and episode seeds on another bob: the shifted physics gives another outcome
+    assert card["targets"]["heavy"]["return"] != card["targets"]["source"]["return"]
