@@ -43,8 +43,9 @@ _TRANSFER_KEYS = {"budget", "eval_every", "episodes", "seeds", "strategies"}
 def envs_dir() -> Path:
     """Where the shipped task YAMLs live: the source tree's envs/, or the copy inside the wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "envs", here / "_data" / "envs"):
-        if candidate.is_dir():
+    source_tree = (here.parent / "pyproject.toml").is_file()
+    for candidate in ((here.parent / "envs") if source_tree else None, here / "_data" / "envs"):
+        if candidate is not None and candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"no envs/ folder next to {here} or inside the installed package")
 

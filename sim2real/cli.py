@@ -19,8 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The shipped pretrained policies.")
 app.add_typer(zoo_app, name="zoo")
-console = Console()
-err = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get full tables
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

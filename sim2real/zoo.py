@@ -31,8 +31,9 @@ class BundleError(Sim2RealError):
 def policies_dir() -> Path:
     """Where the shipped bundles live: the source tree's policies/, or the copy inside the wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "policies", here / "_data" / "policies"):
-        if candidate.is_dir():
+    source_tree = (here.parent / "pyproject.toml").is_file()
+    for candidate in ((here.parent / "policies") if source_tree else None, here / "_data" / "policies"):
+        if candidate is not None and candidate.is_dir():
             return candidate
     return here.parent / "policies"
 
