@@ -215,12 +215,15 @@ def _progress_printer() -> Callable[[Any], None]:
 
 
 def _print_report(run_dir: Path) -> None:
+    from sim2real.evaluation.report import format_aggregate
+
     data = json.loads((run_dir / "report.json").read_text())
     table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", f"final {data['metric']}",
                   "negative transfer", title=f"{run_dir} (IQM [95% CI] over seeds)")
     for name, metrics in data["strategies"].items():
-        table.add_row(name, _interval(metrics, "sample_efficiency_gain", "×"), _interval(metrics, "transfer_ratio"),
-                      _interval(metrics, "jumpstart"), _interval(metrics["final"], data["metric"]),
+        table.add_row(name, format_aggregate(metrics, "sample_efficiency_gain", "×"),
+                      format_aggregate(metrics, "transfer_ratio"), format_aggregate(metrics, "jumpstart"),
+                      format_aggregate(metrics["final"], data["metric"]),
                       "[bold red]YES[/]" if metrics.get("negative_transfer") else "no")
     console.print(table)
     flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]
@@ -228,14 +231,6 @@ def _print_report(run_dir: Path) -> None:
         console.print(f"[bold red]NEGATIVE TRANSFER:[/] {', '.join(flagged)} did worse than training from scratch "
                       f"(transfer-ratio CI wholly below 0).")
     console.print(f"Report: {run_dir / 'report.md'}, figures: {run_dir / 'curves.png'}, {run_dir / 'gain.png'}")
-
-
-def _interval(metrics: dict[str, Any], name: str, unit: str = "") -> str:
-    value = metrics.get(name)
-    if not isinstance(value, dict) or value.get("iqm") is None:
-        return "—"
-    low, high = value["ci"]
-    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
 
 
 @app.command()

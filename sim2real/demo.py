@@ -17,6 +17,7 @@ from sim2real import catalog
 from sim2real.catalog import SOURCE
 from sim2real.evaluate import evaluate_policy, record_gif
 from sim2real.evaluation import harness
+from sim2real.evaluation.report import format_aggregate
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.testbed.evaluation import evaluate_on_testbed
 from sim2real.testbed.server import ServerProcess
@@ -137,8 +138,8 @@ def render_report(summary: dict[str, Any]) -> str:
                   "| strategy | sample-efficiency gain | transfer ratio | jumpstart | negative transfer |",
                   "|---|---|---|---|---|"]
         for name, data in report["strategies"].items():
-            lines.append(f"| {name} | {_cell(data, 'sample_efficiency_gain', '×')} | "
-                         f"{_cell(data, 'transfer_ratio')} | {_cell(data, 'jumpstart')} | "
+            lines.append(f"| {name} | {format_aggregate(data, 'sample_efficiency_gain', '×')} | "
+                         f"{format_aggregate(data, 'transfer_ratio')} | {format_aggregate(data, 'jumpstart')} | "
                          f"{'**YES**' if data.get('negative_transfer') else 'no'} |")
         lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
                   f"Full report: [{run}/report.md]({run}/report.md)"]
@@ -150,12 +151,4 @@ def render_report(summary: dict[str, Any]) -> str:
     if summary["gifs"]:
         lines += ["## Before and after transfer", ""] + [f"![{gif}]({gif})" for gif in summary["gifs"]] + [""]
     return "\n".join(lines)
-
-
-def _cell(data: dict[str, Any], metric: str, unit: str = "") -> str:
-    value = data.get(metric)
-    if not isinstance(value, dict) or value.get("iqm") is None:
-        return "—"
-    low, high = value["ci"]
-    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
 

@@ -502,3 +502,12 @@ def write_report(run_dir: PathLike, summary: Mapping[str, Any], records: Iterabl
     write_bytes_atomic(paths["curves.png"], plot_curves(curves, summary))
     write_bytes_atomic(paths["gain.png"], plot_gain(summary))
     return paths
+
+
+def format_aggregate(metrics: Mapping[str, Any], name: str, unit: str = "") -> str:
+    """`IQM [low, high]` of one aggregated metric for tables; an em dash when it is missing."""
+    value = metrics.get(name)
+    if not isinstance(value, Mapping) or value.get("iqm") is None:
+        return "—"
+    low, high = value["ci"]
+    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
