@@ -24,7 +24,7 @@ from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, Harne
 from sim2real.records import read_jsonl
 from sim2real.training import make_model
 from sim2real.transfer import FineTune, TransferError
-from sim2real.zoo import BundleError, save_bundle
+from sim2real.zoo import BundleError, load_policy, save_bundle
 
 TASK = """
 name: tiny
@@ -208,9 +208,9 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
     executed, progress = [], []
     run_unit = harness.run_unit
 
-    def counting(unit, plan):
+    def counting(unit, plan, models_dir=None):
         executed.append(unit.key)
-        return run_unit(unit, plan)
+        return run_unit(unit, plan, models_dir)
 
     monkeypatch.setattr(harness, "run_unit", counting)
     harness.run(plan, run_dir, workers=1, progress=progress.append)
@@ -324,3 +324,11 @@ def test_the_ray_backend_gives_the_records_of_the_local_one(complete_run, plan, 
     assert without_wall_time(read_jsonl(tmp_path / "ray" / RESULTS_FILE)) == without_wall_time(
         read_jsonl(complete_run / RESULTS_FILE))
     assert report_numbers(tmp_path / "ray") == report_numbers(complete_run)
+
+
+def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path):
+    plan = harness.make_plan(task, policy, "heavy", ["finetune", "scratch"], seeds=1)
+    run_dir = harness.run(plan, tmp_path / "run", workers=1, save_models=True)
+    for unit in plan.units():
+        model = load_policy(harness.model_path(run_dir / harness.MODELS_DIR, unit.key))
+        assert model.num_timesteps == plan.budget
