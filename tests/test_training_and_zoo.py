@@ -124,3 +124,15 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_gif_records_the_episodes(tmp_path: Path):
+    import imageio.v3 as iio
+
+    gif = tmp_path / "wet.gif"
+    result = run_cli("evaluate", "driving-ppo-dr", "--task", "driving", "--target", "wet", "--episodes", "1",
+                     "--gif", str(gif))
+    assert result.returncode == 0, result.stderr
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] > 20 and frames.shape[1:] == (240, 320, 3)
+    assert frames.std() > 5
