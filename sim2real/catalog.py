@@ -24,6 +24,7 @@ from sim2real.domain import (
     validate_values,
 )
 from sim2real.errors import ConfigError, allowed
+from sim2real.paths import data_dir
 
 SOURCE = "source"
 ALGOS = ("ppo", "sac")
@@ -42,12 +43,10 @@ _TRANSFER_KEYS = {"budget", "eval_every", "episodes", "seeds", "strategies"}
 
 def envs_dir() -> Path:
     """Where the shipped task YAMLs live: the source tree's envs/, or the copy inside the wheel."""
-    here = Path(__file__).resolve().parent
-    source_tree = (here.parent / "pyproject.toml").is_file()
-    for candidate in ((here.parent / "envs") if source_tree else None, here / "_data" / "envs"):
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no envs/ folder next to {here} or inside the installed package")
+    root = data_dir("envs")
+    if not root.is_dir():
+        raise FileNotFoundError(f"no envs/ folder in the checkout or inside the installed package ({root})")
+    return root
 
 
 @dataclass(frozen=True)

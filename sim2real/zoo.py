@@ -17,6 +17,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.errors import Sim2RealError, allowed
+from sim2real.paths import data_dir
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -30,12 +31,7 @@ class BundleError(Sim2RealError):
 
 def policies_dir() -> Path:
     """Where the shipped bundles live: the source tree's policies/, or the copy inside the wheel."""
-    here = Path(__file__).resolve().parent
-    source_tree = (here.parent / "pyproject.toml").is_file()
-    for candidate in ((here.parent / "policies") if source_tree else None, here / "_data" / "policies"):
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    return here.parent / "policies"
+    return data_dir("policies")
 
 
 def list_zoo() -> list[str]:
