@@ -39,7 +39,10 @@ def test_re_evaluating_every_target_reproduces_the_card_within_5_points(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["driving", "grasping"])
+@pytest.mark.parametrize("task", [
+    "driving",
+    pytest.param("grasping", marks=pytest.mark.xfail(strict=True, reason="warehouse is 89 % zero-shot: not far yet")),
+])
 def test_shifts_matter_for_the_nominal_policy(task):
     card = load_card(f"{task}-ppo-nominal")
     source = card["targets"]["source"]["success"]
