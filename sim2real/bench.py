@@ -27,14 +27,13 @@ def env_step_cost(env_class: type, steps: int = 3000, seed: int = 0) -> dict[str
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
     step_seconds = 0.0
     for action in actions:
-        physics_before = physics.seconds
         started = time.process_time()
         _, _, terminated, truncated, _ = env.step(action)
         step_seconds += time.process_time() - started
         if terminated or truncated:
-            reset_physics = physics.seconds - physics_before
+            before_reset = physics.seconds
             env.reset()
-            physics.seconds = physics_before + reset_physics
+            physics.seconds = before_reset  # resets are not steps: leave their physics out
     env.close()
     return {
         "env_us_per_step": 1e6 * step_seconds / steps,

@@ -15,13 +15,15 @@ from typing import Any
 
 from sim2real import catalog
 from sim2real.catalog import SOURCE
-from sim2real.evaluate import evaluate_policy, record_gif
+from sim2real.evaluate import record_gif
 from sim2real.evaluation import harness
 from sim2real.evaluation.report import format_aggregate
+from sim2real.evaluation.rollout import evaluate
+from sim2real.factory import make_env
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.testbed.evaluation import evaluate_on_testbed
 from sim2real.testbed.server import ServerProcess
-from sim2real.zoo import list_zoo, load_card, load_policy
+from sim2real.zoo import check_spaces, list_zoo, load_card, load_policy
 
 STRATEGIES = ("zero_shot", "finetune", "freeze_base", "reinit_head", "scratch")
 
@@ -49,10 +51,13 @@ def zero_shot_table(episodes: int, say: Callable[[str], None]) -> list[dict[str,
     """Every shipped policy on every target of its task: success and mean return, measured now."""
     rows = []
     for name in list_zoo():
-        card = load_card(name)
-        spec = catalog.load(card["task"])
+        spec = catalog.load(load_card(name)["task"])
+        model = load_policy(name)
         for target in (SOURCE, *spec.targets):
-            summary = evaluate_policy(name, spec, target=target, episodes=episodes, seed=harness.EVAL_SEED)
+            env = make_env(spec, target)
+            check_spaces(model, env, name)
+            summary = evaluate(model, env, episodes, seed=harness.EVAL_SEED)
+            env.close()
             kind = "source" if target == SOURCE else spec.targets[target].kind
             rows.append({"policy": name, "task": spec.name, "target": target, "kind": kind,
                          "success": summary["success_rate"], "return": summary["mean_return"]})
@@ -77,8 +82,6 @@ def best_strategy(report: dict[str, Any]) -> str:
 
 def before_after_gifs(case: TransferCase, strategy: str, run_dir: Path, out: Path) -> list[Path]:
     """GIFs of the pretrained policy on the target, and of the seed-0 model the harness trained with `strategy`."""
-    from sim2real.factory import make_env
-
     spec = catalog.load(case.task)
     before = load_policy(case.policy, make_env(spec, case.target))
     after = load_policy(harness.model_path(run_dir / harness.MODELS_DIR, f"{case.target}/{strategy}/0"))

@@ -7,6 +7,7 @@ next to its card. `load_policy` takes a zoo name, a bundle directory or a plain 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,14 +115,19 @@ def check_spaces(model: BaseAlgorithm, env: gym.Env, name: str = "the policy") -
 
 def save_bundle(model: BaseAlgorithm, directory: Path, card: Mapping[str, Any]) -> Path:
     """Write model.zip, card.json and card.md into `directory` (each replaced atomically)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = directory / ".model.tmp.zip"
-    model.save(staging)
-    write_bytes_atomic(directory / MODEL_FILE, staging.read_bytes())
-    staging.unlink()
+    save_model_atomic(model, directory / MODEL_FILE)
     write_json_atomic(directory / "card.json", dict(card))
     write_bytes_atomic(directory / "card.md", render_card(card).encode())
     return directory
+
+
+def save_model_atomic(model: BaseAlgorithm, path: Path) -> Path:
+    """Save an SB3 model to `path` so a reader never sees half a zip: saved beside it, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.stem}.tmp.zip")
+    model.save(staging)
+    os.replace(staging, path)
+    return path
 
 
 def render_card(card: Mapping[str, Any]) -> str:

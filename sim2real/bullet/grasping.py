@@ -24,6 +24,7 @@ REST_POSE = (0.0, 0.2, 0.0, -2.2, 0.0, 2.4, 0.785)
 MAX_YAW = math.pi / 2
 MAX_LENGTH = 0.12  # metres: the long side of a stretched box, capped so that it stays liftable
 WORKSPACE = np.array([0.5, 0.0, 0.0])
+REACH_LOW, REACH_HIGH = np.array([0.3, -0.25, 0.0]), np.array([0.7, 0.25, 0.35])  # where the gripper may go
 SHAPES = ("box", "cylinder", "sphere")
 OBS_SIZE = 19
 
@@ -191,7 +192,7 @@ class GraspingEnv(BulletEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         move = np.clip(np.asarray(action[:3], dtype=float), -1.0, 1.0) * self.max_move
-        self._target = np.clip(self._target + move, [0.3, -0.25, 0.0], [0.7, 0.25, 0.35])
+        self._target = np.clip(self._target + move, REACH_LOW, REACH_HIGH)
         turn_command = min(max(float(action[3]), -1.0), 1.0)
         turn = turn_command * self.max_turn
         self._yaw = min(max(self._yaw + turn, -MAX_YAW), MAX_YAW)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -337,7 +336,7 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
                 raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
                                    f"evaluations at {allowed(grid.pending)}")
             if models_dir is not None:
-                _save_model(model, model_path(models_dir, unit.key))
+                zoo.save_model_atomic(model, model_path(models_dir, unit.key))
         finally:
             venv.close()
     finally:
@@ -348,13 +347,6 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
 def model_path(models_dir: Path, unit_key: str) -> Path:
     """Where a unit's trained model is kept: one zip per unit, named after its key."""
     return Path(models_dir) / (unit_key.replace("/", "__") + ".zip")
-
-
-def _save_model(model: BaseAlgorithm, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp.zip")
-    model.save(staging)
-    os.replace(staging, path)
 
 
 @dataclass(frozen=True)
