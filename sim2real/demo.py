@@ -23,6 +23,7 @@ from sim2real.factory import make_env
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.testbed.evaluation import evaluate_on_testbed
 from sim2real.testbed.server import ServerProcess
+from sim2real.training import EVAL_SEED
 from sim2real.zoo import check_spaces, list_zoo, load_card, load_policy
 
 STRATEGIES = ("zero_shot", "finetune", "freeze_base", "reinit_head", "scratch")
@@ -56,7 +57,7 @@ def zero_shot_table(episodes: int, say: Callable[[str], None]) -> list[dict[str,
         for target in (SOURCE, *spec.targets):
             env = make_env(spec, target)
             check_spaces(model, env, name)
-            summary = evaluate(model, env, episodes, seed=harness.EVAL_SEED)
+            summary = evaluate(model, env, episodes, seed=EVAL_SEED)
             env.close()
             kind = "source" if target == SOURCE else spec.targets[target].kind
             rows.append({"policy": name, "task": spec.name, "target": target, "kind": kind,

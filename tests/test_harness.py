@@ -19,6 +19,7 @@ from stable_baselines3 import PPO
 from sim2real import catalog
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.evaluation import harness
+from sim2real.evaluation import unit as unit_module
 from sim2real.evaluation.backends import LocalBackend, WorkerError
 from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
 from sim2real.records import read_jsonl
@@ -51,6 +52,7 @@ METRICS = ("jumpstart", "asymptotic_gain", "transfer_ratio", "time_to_threshold"
 KILLED_RUN = """
 import sys
 from sim2real.evaluation import harness
+from sim2real.evaluation import unit as unit_module
 task, policy, out = sys.argv[1:4]
 harness.run(harness.make_plan(task, policy, "heavy"), out, workers=2)
 """
@@ -173,22 +175,22 @@ def test_evaluations_use_the_newest_weights_trained_on_at_most_that_many_steps(t
     # PPO updates every 64 steps; the grid (0, 100, 200, 256) falls between updates.
     plan = harness.make_plan(task, policy, "heavy", budget=256, eval_every=100, seeds=1)
     seen = []
-    evaluate = harness.evaluate
+    evaluate = unit_module.evaluate
 
     def spy(model, *args, **kwargs):
         seen.append(model._n_updates // model.n_epochs * model.n_steps)
         return evaluate(model, *args, **kwargs)
 
-    monkeypatch.setattr(harness, "evaluate", spy)
+    monkeypatch.setattr(unit_module, "evaluate", spy)
     unit = next(u for u in plan.units() if u.strategy.name == "finetune")
-    records = harness.run_unit(unit, plan)
+    records = unit_module.run_unit(unit, plan)
     assert [r["steps"] for r in records] == [0, 100, 200, 256]
     assert seen == [0, 64, 192, 256]
 
 
 def test_same_seeds_give_the_same_records(plan):
     unit = plan.units()[1]
-    assert without_wall_time(harness.run_unit(unit, plan)) == without_wall_time(harness.run_unit(unit, plan))
+    assert without_wall_time(unit_module.run_unit(unit, plan)) == without_wall_time(unit_module.run_unit(unit, plan))
 
 
 def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(complete_run, plan, tmp_path,
@@ -206,13 +208,13 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
     assert partial["settings"]["complete_units"] == "4 of 6"
     assert [(u["strategy"], u["seed"]) for u in partial["skipped"]] == [("zero_shot", 0), ("finetune", 0)]
     executed, progress = [], []
-    run_unit = harness.run_unit
+    run_unit = unit_module.run_unit
 
     def counting(unit, plan, models_dir=None):
         executed.append(unit.key)
         return run_unit(unit, plan, models_dir)
 
-    monkeypatch.setattr(harness, "run_unit", counting)
+    monkeypatch.setattr(unit_module, "run_unit", counting)
     harness.run(plan, run_dir, workers=1, progress=progress.append)
     assert sorted(executed) == sorted([dropped, cut])
     records = read_jsonl(results)
@@ -332,3 +334,15 @@ def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path
     for unit in plan.units():
         model = load_policy(harness.model_path(run_dir / harness.MODELS_DIR, unit.key))
         assert model.num_timesteps == plan.budget
+
+
+def test_workers_started_ahead_run_the_units_and_are_stopped_when_unused():
+    backend = LocalBackend(2)
+    backend.start(4)
+    assert dict(backend.run(abs, {"a": -1, "b": -2, "c": 3})) == {"a": 1, "b": 2, "c": 3}
+    backend.start(4)
+    processes = list(backend._pool._processes.values())
+    backend.close()
+    for process in processes:
+        process.join(timeout=30)
+    assert backend._pool is None and not any(process.is_alive() for process in processes)

@@ -33,7 +33,7 @@ def _timed_run(plan: harness.Plan, out: Path, workers: int) -> tuple[float, floa
     return total, marks[-1][0] - units_start
 
 
-def measure_speedup(units: int = 4, budget: int = 8192, episodes: int = 3) -> dict[str, Any]:
+def measure_speedup(units: int = 4, budget: int = 32768, episodes: int = 3) -> dict[str, Any]:
     """Time `units` small units (half finetune, half scratch) with 1 and with 2 workers: seconds and ratios."""
     spec = catalog.load(TASK)
     seeds = max(1, units // 2)

@@ -20,32 +20,44 @@ report from those files alone, counting complete units only (``sim2real report R
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, zoo
 from sim2real.catalog import SOURCE, TaskSpec, Threshold
-from sim2real.errors import Sim2RealError, allowed
+from sim2real.errors import allowed
 from sim2real.evaluation import report
-from sim2real.evaluation.backends import make_backend
+from sim2real.evaluation.backends import Backend, make_backend
+from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, check_policy, make_plan
 from sim2real.evaluation.rollout import evaluate
+from sim2real.evaluation.unit import Job, execute, model_path
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
-from sim2real.training import EVAL_SEED, build_vec_env, versions
-from sim2real.transfer import STRATEGIES, Strategy, adapt, get_strategy
+from sim2real.training import EVAL_SEED, versions
+
+__all__ = [
+    "GAP_FILE",
+    "MODELS_DIR",
+    "PLAN_FILE",
+    "RESULTS_FILE",
+    "HarnessError",
+    "Plan",
+    "Progress",
+    "make_plan",
+    "model_path",
+    "recommend",
+    "run",
+    "write_run_report",
+    "zero_shot_gap",
+]
 
 try:
     import fcntl
@@ -62,308 +74,6 @@ ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"
 VERDICTS = (ZERO_SHOT, TRANSFER, RETRAIN)
 LITTLE_RETAINED = 0.1
 """Below this share of its source edge over random actions, a policy is 'near zero' on the target."""
-
-
-class HarnessError(Sim2RealError):
-    """A transfer plan or run directory cannot be used as asked: names the bad value and what is accepted."""
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of work: adapt the pretrained policy to `target` with `strategy`, trained with `seed`."""
-
-    target: str
-    strategy: Strategy
-    seed: int
-
-    @property
-    def key(self) -> str:
-        """A stable name for the unit, stored in each of its records: target/strategy/seed."""
-        return f"{self.target}/{self.strategy.name}/{self.seed}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a transfer run does: every target × strategy × seed, each with `budget` target steps.
-
-    `policy` is a zoo name, a bundle directory or an SB3 zip; seeds are 0..seeds-1; each unit is
-    evaluated with `episodes` episodes at steps 0, eval_every, 2·eval_every, ... and at `budget`.
-    """
-
-    spec: TaskSpec
-    policy: str
-    targets: tuple[str, ...]
-    strategies: tuple[Strategy, ...]
-    seeds: int
-    budget: int
-    eval_every: int
-    episodes: int
-
-    def __post_init__(self) -> None:
-        """Check everything that needs no model, so a bad plan fails before any work."""
-        for name, meaning in (("seeds", "training seeds per target and strategy"),
-                              ("budget", "target env steps per unit"),
-                              ("eval_every", "target env steps between evaluations"),
-                              ("episodes", "episodes per evaluation")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HarnessError(f"{name} ({meaning}) must be an integer >= 1, got {value!r}")
-        if self.budget < self.eval_every:
-            raise HarnessError(f"the budget ({self.budget} steps) is smaller than eval_every ({self.eval_every}); "
-                               f"choose eval_every <= budget, e.g. {max(1, self.budget // 5)}")
-        if not self.targets:
-            raise HarnessError(f"no target given (targets of {self.spec.name}: {allowed(self.spec.targets)})")
-        for target in self.targets:
-            self.spec.target(target)
-        _unique("target", self.targets)
-        for strategy in self.strategies:
-            if not isinstance(strategy, Strategy):
-                raise HarnessError(f"expected a Strategy, got {strategy!r} (known strategies: {allowed(STRATEGIES)})")
-        names = [strategy.name for strategy in self.strategies]
-        _unique("strategy", names)
-        if report.BASELINE not in names:
-            raise HarnessError(f"the strategies {allowed(names)} lack '{report.BASELINE}': every gain is measured "
-                               f"against it, add it to the strategies")
-
-    @property
-    def steps(self) -> tuple[int, ...]:
-        """The evaluation grid: 0, eval_every, 2·eval_every, ... and the budget itself."""
-        grid = list(range(0, self.budget + 1, self.eval_every))
-        if grid[-1] != self.budget:
-            grid.append(self.budget)
-        return tuple(grid)
-
-    def units(self) -> list[Unit]:
-        """Every (target, strategy, seed), a seed's strategies together so paired results come early."""
-        return [Unit(target, strategy, seed) for target in self.targets for seed in range(self.seeds)
-                for strategy in self.strategies]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data for plan.json and the report's settings."""
-        return {
-            "task": self.spec.name,
-            "spec_hash": self.spec.spec_hash,
-            "policy": self.policy,
-            "targets": list(self.targets),
-            "strategies": [strategy.to_dict() for strategy in self.strategies],
-            "seeds": self.seeds,
-            "budget": self.budget,
-            "eval_every": self.eval_every,
-            "episodes": self.episodes,
-            "eval_seed": EVAL_SEED,
-            "steps": list(self.steps),
-            "threshold": {"metric": self.spec.threshold.metric, "value": self.spec.threshold.value},
-            "units": [unit.key for unit in self.units()],
-        }
-
-
-def _unique(kind: str, names: Sequence[str]) -> None:
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise HarnessError(f"{kind} {allowed(repeated)} appears more than once; give each {kind} once")
-
-
-def make_plan(
-    task: str | Path | TaskSpec,
-    policy: str | Path,
-    targets: str | Sequence[str],
-    strategies: Sequence[str | Strategy] | None = None,
-    *,
-    seeds: int | None = None,
-    budget: int | None = None,
-    eval_every: int | None = None,
-    episodes: int | None = None,
-) -> Plan:
-    """A validated plan; what is not given comes from the task's `transfer` defaults.
-
-    Without `eval_every`, a given budget keeps the task's number of evaluations (budget / k).
-    """
-    spec = catalog.load(task)
-    defaults = spec.transfer
-    if eval_every is None:
-        evaluations = max(1, defaults.budget // defaults.eval_every)
-        eval_every = defaults.eval_every if budget is None else max(1, budget // evaluations)
-    chosen = tuple(defaults.strategies if strategies is None else strategies)
-    return Plan(
-        spec=spec,
-        policy=str(policy),
-        targets=(targets,) if isinstance(targets, str) else tuple(targets),
-        strategies=tuple(s if isinstance(s, Strategy) else get_strategy(s) for s in chosen),
-        seeds=defaults.seeds if seeds is None else seeds,
-        budget=defaults.budget if budget is None else budget,
-        eval_every=eval_every,
-        episodes=defaults.episodes if episodes is None else episodes,
-    )
-
-
-def check_policy(plan: Plan) -> None:
-    """Load the pretrained policy on every target and prepare it with every strategy, training nothing.
-
-    Catches, before any budget is spent, a policy whose spaces do not fit the task (both spaces
-    named) and a strategy the model cannot take (e.g. freeze_base on a single hidden layer).
-    """
-    for target in plan.targets:
-        env = make_env(plan.spec, target)
-        try:
-            model = zoo.load_policy(plan.policy, env)
-            for strategy in plan.strategies:
-                adapt(model, env, strategy)
-        finally:
-            env.close()
-
-
-@dataclass(frozen=True)
-class PolicyBlob:
-    """The pretrained model's bytes and card, shipped with every unit.
-
-    Every unit then adapts exactly the model that plan.json's hash names, even if the file
-    changes during the run, and a Ray worker needs no shared filesystem.
-    """
-
-    name: str
-    model: bytes
-    card: Mapping[str, Any] | None
-
-    @classmethod
-    def read(cls, policy: str | Path) -> PolicyBlob:
-        """Read a zoo name, bundle directory or SB3 zip."""
-        path = zoo.resolve(policy)
-        if path.is_dir():
-            return cls(path.name, (path / zoo.MODEL_FILE).read_bytes(), zoo.load_card(path))
-        return cls(path.stem, path.read_bytes(), None)
-
-    @property
-    def sha256(self) -> str:
-        """A short hash of the model zip, recorded in plan.json."""
-        return hashlib.sha256(self.model).hexdigest()[:16]
-
-    def write(self, directory: Path) -> Path:
-        """Recreate the policy under `directory`; returns what load_policy takes (bundle dir or zip)."""
-        if self.card is None:
-            path = directory / zoo.MODEL_FILE
-            path.write_bytes(self.model)
-            return path
-        bundle = directory / self.name
-        bundle.mkdir()
-        (bundle / zoo.MODEL_FILE).write_bytes(self.model)
-        (bundle / "card.json").write_text(json.dumps(self.card))
-        return bundle
-
-
-class GridEvaluation(BaseCallback):
-    """Evaluate during learn() at each grid step t, with the newest weights trained on at most t target steps.
-
-    The weights change only after a rollout (PPO) or a train_freq chunk (SAC): at a rollout's end
-    every grid step it passed is evaluated with the weights that collected it, and after the
-    update (the next rollout's start, or the end of training) the grid step it ended on.
-    """
-
-    def __init__(self, steps: Sequence[int], on_evaluation: Callable[[BaseAlgorithm, int], None]) -> None:
-        super().__init__()
-        self.pending = deque(steps)
-        self.on_evaluation = on_evaluation
-
-    def _flush(self, inclusive: bool) -> None:
-        done = self.model.num_timesteps
-        while self.pending and (self.pending[0] < done or (inclusive and self.pending[0] == done)):
-            self.on_evaluation(self.model, self.pending.popleft())
-
-    def _on_rollout_start(self) -> None:
-        self._flush(inclusive=True)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        self._flush(inclusive=False)
-
-    def _on_training_end(self) -> None:
-        self._flush(inclusive=True)
-
-
-def _n_envs(spec: TaskSpec, model: BaseAlgorithm) -> int:
-    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
-    algo = next(name for name, cls in zoo.ALGORITHMS.items() if isinstance(model, cls))
-    return spec.train.config(algo).n_envs
-
-
-def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float) -> dict[str, Any]:
-    return {
-        "unit": unit.key,
-        "target": unit.target,
-        "strategy": unit.strategy.name,
-        "seed": unit.seed,
-        "steps": steps,
-        "success": summary["success_rate"],
-        "return": summary["mean_return"],
-        "episodes": episodes,
-        "wall_seconds": round(wall, 3),
-        "options": unit.strategy.to_dict(),
-    }
-
-
-def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Adapt the plan's policy to the unit's target, train `budget` target steps, evaluate on the grid.
-
-    Training runs in this process (DummyVecEnv with the task's n_envs: the pool already uses
-    the cores). zero_shot trains nothing: its single evaluation holds at every grid step, since
-    the same weights, deterministic actions and episode seeds give the same result. With
-    `models_dir`, the trained model is kept there as `model_path(models_dir, unit)`.
-    """
-    started = time.perf_counter()
-    eval_env = make_env(plan.spec, unit.target)
-    records: list[dict[str, Any]] = []
-
-    def on_evaluation(model: BaseAlgorithm, steps: int) -> None:
-        summary = evaluate(model, eval_env, plan.episodes, seed=EVAL_SEED)
-        records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started))
-
-    try:
-        pretrained = zoo.load_policy(plan.policy, eval_env)
-        if not unit.strategy.trains:
-            summary = evaluate(adapt(pretrained, eval_env, unit.strategy, seed=unit.seed), eval_env, plan.episodes,
-                               seed=EVAL_SEED)
-            wall = time.perf_counter() - started
-            return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
-        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=_n_envs(plan.spec, pretrained),
-                             seed=unit.seed, parallel=False)
-        try:
-            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
-            model.set_logger(Logger(None, []))  # silent: no stdout, no tensorboard dir copied from the bundle
-            grid = GridEvaluation(plan.steps, on_evaluation)
-            model.learn(plan.budget, callback=grid)
-            if grid.pending:
-                raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
-                                   f"evaluations at {allowed(grid.pending)}")
-            if models_dir is not None:
-                zoo.save_model_atomic(model, model_path(models_dir, unit.key))
-        finally:
-            venv.close()
-    finally:
-        eval_env.close()
-    return records
-
-
-def model_path(models_dir: Path, unit_key: str) -> Path:
-    """Where a unit's trained model is kept: one zip per unit, named after its key."""
-    return Path(models_dir) / (unit_key.replace("/", "__") + ".zip")
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a worker needs for one unit: the plan, the unit, the policy's bytes, where to keep the model."""
-
-    plan: Plan
-    unit: Unit
-    policy: PolicyBlob
-    models_dir: Path | None = None
-
-
-def _execute(job: _Job) -> list[dict[str, Any]]:
-    """Worker entry point: recreate the policy in a temporary directory and run the unit on it."""
-    with TemporaryDirectory(prefix="sim2real-unit-") as directory:
-        policy = job.policy.write(Path(directory))
-        return run_unit(job.unit, replace(job.plan, policy=str(policy)), job.models_dir)
 
 
 class _UniformRandom:
@@ -626,10 +336,19 @@ def run(
     kept in out_dir/models/ (see `model_path`).
     """
     executor = make_backend(backend, workers=workers, address=ray_address)
+    executor.start(len(plan.units()))
+    try:
+        return _run(plan, Path(out_dir), executor, progress, save_models)
+    finally:
+        executor.close()
+
+
+def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress], None] | None,
+         save_models: bool) -> Path:
+    """`run` on a started backend."""
     check_policy(plan)
     blob = PolicyBlob.read(plan.policy)
     description = {**plan.to_dict(), "policy_sha256": blob.sha256}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     units = plan.units()
     with _exclusive(out):
@@ -640,9 +359,9 @@ def run(
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
         _gaps(out, plan, tracker)
         models_dir = out / MODELS_DIR if save_models else None
-        jobs = {unit.key: _Job(plan, unit, blob, models_dir) for unit in units if unit.key not in complete}
+        jobs = {unit.key: Job(plan, unit, blob, models_dir) for unit in units if unit.key not in complete}
         with JsonlWriter(results) as writer:
-            for key, records in executor.run(_execute, jobs):
+            for key, records in executor.run(execute, jobs):
                 for record in records:
                     writer.write(record)
                 writer.fsync()

@@ -27,12 +27,13 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from sim2real.catalog import Threshold
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation import metrics
+from sim2real.evaluation.plan import BASELINE
 from sim2real.evaluation.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
 from sim2real.records import PathLike, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-BASELINE = "scratch"
+
 RECORD_KEYS = ("strategy", "seed", "target", "steps", "success", "return")
 CURVE_METRICS = ("success", "return")
 GAIN_KINDS: tuple[metrics.GainKind, ...] = ("exact", "lower_bound", "upper_bound", "undetermined")

@@ -1,0 +1,144 @@
+"""One unit of a transfer run, as a worker runs it: adapt, train on the target, evaluate on the step grid.
+
+This module is all a pool or Ray worker imports (not the report's plotting and statistics), so
+workers start quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
+from sim2real import zoo
+from sim2real.catalog import TaskSpec
+from sim2real.errors import allowed
+from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
+from sim2real.evaluation.rollout import evaluate
+from sim2real.factory import make_env
+from sim2real.training import EVAL_SEED, build_vec_env
+from sim2real.transfer import adapt
+
+
+class GridEvaluation(BaseCallback):
+    """Evaluate during learn() at each grid step t, with the newest weights trained on at most t target steps.
+
+    The weights change only after a rollout (PPO) or a train_freq chunk (SAC): at a rollout's end
+    every grid step it passed is evaluated with the weights that collected it, and after the
+    update (the next rollout's start, or the end of training) the grid step it ended on.
+    """
+
+    def __init__(self, steps: Sequence[int], on_evaluation: Callable[[BaseAlgorithm, int], None]) -> None:
+        super().__init__()
+        self.pending = deque(steps)
+        self.on_evaluation = on_evaluation
+
+    def _flush(self, inclusive: bool) -> None:
+        done = self.model.num_timesteps
+        while self.pending and (self.pending[0] < done or (inclusive and self.pending[0] == done)):
+            self.on_evaluation(self.model, self.pending.popleft())
+
+    def _on_rollout_start(self) -> None:
+        self._flush(inclusive=True)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._flush(inclusive=False)
+
+    def _on_training_end(self) -> None:
+        self._flush(inclusive=True)
+
+
+def _n_envs(spec: TaskSpec, model: BaseAlgorithm) -> int:
+    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
+    algo = next(name for name, cls in zoo.ALGORITHMS.items() if isinstance(model, cls))
+    return spec.train.config(algo).n_envs
+
+
+def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float) -> dict[str, Any]:
+    return {
+        "unit": unit.key,
+        "target": unit.target,
+        "strategy": unit.strategy.name,
+        "seed": unit.seed,
+        "steps": steps,
+        "success": summary["success_rate"],
+        "return": summary["mean_return"],
+        "episodes": episodes,
+        "wall_seconds": round(wall, 3),
+        "options": unit.strategy.to_dict(),
+    }
+
+
+def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Adapt the plan's policy to the unit's target, train `budget` target steps, evaluate on the grid.
+
+    Training runs in this process (DummyVecEnv with the task's n_envs: the pool already uses
+    the cores). zero_shot trains nothing: its single evaluation holds at every grid step, since
+    the same weights, deterministic actions and episode seeds give the same result. With
+    `models_dir`, the trained model is kept there as `model_path(models_dir, unit)`.
+    """
+    started = time.perf_counter()
+    eval_env = make_env(plan.spec, unit.target)
+    records: list[dict[str, Any]] = []
+
+    def on_evaluation(model: BaseAlgorithm, steps: int) -> None:
+        summary = evaluate(model, eval_env, plan.episodes, seed=EVAL_SEED)
+        records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started))
+
+    try:
+        pretrained = zoo.load_policy(plan.policy, eval_env)
+        if not unit.strategy.trains:
+            summary = evaluate(adapt(pretrained, eval_env, unit.strategy, seed=unit.seed), eval_env, plan.episodes,
+                               seed=EVAL_SEED)
+            wall = time.perf_counter() - started
+            return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
+        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=_n_envs(plan.spec, pretrained),
+                             seed=unit.seed, parallel=False)
+        try:
+            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
+            model.set_logger(Logger(None, []))  # silent: no stdout, no tensorboard dir copied from the bundle
+            grid = GridEvaluation(plan.steps, on_evaluation)
+            model.learn(plan.budget, callback=grid)
+            if grid.pending:
+                raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
+                                   f"evaluations at {allowed(grid.pending)}")
+            if models_dir is not None:
+                zoo.save_model_atomic(model, model_path(models_dir, unit.key))
+        finally:
+            venv.close()
+    finally:
+        eval_env.close()
+    return records
+
+
+def model_path(models_dir: Path, unit_key: str) -> Path:
+    """Where a unit's trained model is kept: one zip per unit, named after its key."""
+    return Path(models_dir) / (unit_key.replace("/", "__") + ".zip")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs for one unit: the plan, the unit, the policy's bytes, where to keep the model."""
+
+    plan: Plan
+    unit: Unit
+    policy: PolicyBlob
+    models_dir: Path | None = None
+
+
+def execute(job: Job) -> list[dict[str, Any]]:
+    """Worker entry point: recreate the policy in a temporary directory and run the unit on it."""
+    with TemporaryDirectory(prefix="sim2real-unit-") as directory:
+        policy = job.policy.write(Path(directory))
+        return run_unit(job.unit, replace(job.plan, policy=str(policy)), job.models_dir)
