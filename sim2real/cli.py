@@ -277,7 +277,7 @@ def bench(
     """Speed benchmarks: each a ratio against a baseline measured in the same run."""
     from sim2real.bench import run_all
 
-    console.print("Benchmarking (about a minute)...")
+    console.print("Benchmarking (about 4 minutes with the harness, 20 s without)...")
     results = run_all(harness=harness)
     table = Table("benchmark", "measured", "baseline (same run)", "ratio", "target")
     driving, grasping, testbed = results["driving"], results["grasping"], results["testbed"]

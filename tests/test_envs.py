@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import gymnasium
@@ -118,6 +119,17 @@ def test_grasping_box_aspect_stretches_one_side():
     shape = env.client.getCollisionShapeData(env.object, -1)[0]
     assert shape[2] == env.client.GEOM_BOX
     assert shape[3] == pytest.approx((0.04, 0.1, 0.04))
+
+
+@pytest.mark.parametrize(("mount_yaw", "expected"), [(0.0, (1.0, 0.0)), (math.pi / 2, (0.0, 1.0))])
+def test_a_turned_mount_turns_the_arms_moves_in_the_cells_frame(mount_yaw, expected):
+    env = GraspingEnv(mount_yaw=mount_yaw)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        moved, *_ = env.step(np.array([1.0, 0.0, 0.0, 0.0, -1.0], dtype=np.float32))
+    shift = (moved[:2] - obs[:2]) * 0.2  # the observation scales the gripper's x, y by 1/0.2 m
+    assert shift / np.linalg.norm(shift) == pytest.approx(expected, abs=0.2)
+    assert np.linalg.norm(shift) > 0.05
 
 
 def test_gymnasium_make_accepts_domain_values_and_refuses_unknown_ones():

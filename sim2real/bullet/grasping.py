@@ -62,6 +62,9 @@ class GraspingEnv(BulletEnv):
     Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
     step − `turn_cost`·|yaw command| (turn only when it pays); +5 and the episode ends when the
     object is 5 cm up (``info["is_success"]``). Objects spawn at |yaw| drawn from `spawn_yaw`.
+    `mount_yaw` turns the arm's base about the vertical: its (x, y) moves are given in its own
+    frame, the observations in the cell's (the camera's) frame, as in a cell whose arm is mounted
+    another way than the one the policy learned on.
     """
 
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
@@ -79,10 +82,11 @@ class GraspingEnv(BulletEnv):
         spawn_yaw: tuple[float, float] = (0.0, math.pi / 2),
         turn_cost: float = 0.01,
         start_height: tuple[float, float] = (0.15, 0.20),
-        substeps: int = 5,
-        substep_dt: float = 1 / 120,
-        solver_iterations: int = 20,
+        substeps: int = 4,
+        substep_dt: float = 1 / 96,
+        solver_iterations: int = 10,
         ik_iterations: int = 5,
+        mount_yaw: float = 0.0,
         **domain: Value,
     ) -> None:
         super().__init__(render_mode, domain)
@@ -91,6 +95,8 @@ class GraspingEnv(BulletEnv):
         self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
         self.substeps, self.substep_dt = substeps, substep_dt
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
+        self.mount_yaw = mount_yaw
+        self._mount = (math.cos(mount_yaw), math.sin(mount_yaw))
         self.dt = substeps * substep_dt
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
@@ -191,7 +197,9 @@ class GraspingEnv(BulletEnv):
                                     forces=[self._grip_force] * 2)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        move = np.clip(np.asarray(action[:3], dtype=float), -1.0, 1.0) * self.max_move
+        dx, dy, dz = (min(max(float(a), -1.0), 1.0) * self.max_move for a in action[:3])
+        cos, sin = self._mount
+        move = (cos * dx - sin * dy, sin * dx + cos * dy, dz)
         self._target = np.clip(self._target + move, REACH_LOW, REACH_HIGH)
         turn_command = min(max(float(action[3]), -1.0), 1.0)
         turn = turn_command * self.max_turn
