@@ -7,6 +7,7 @@ links the rest. Budgets are chosen to finish in about ten minutes on two cores.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,10 +68,18 @@ def zero_shot_table(episodes: int, say: Callable[[str], None]) -> list[dict[str,
 
 
 def transfer_case(case: TransferCase, out: Path, workers: int | None,
-                  progress: Callable[[harness.Progress], None] | None) -> dict[str, Any]:
-    """Run one transfer experiment with the harness; returns its report.json content and paths."""
+                  progress: Callable[[harness.Progress], None] | None,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one transfer experiment with the harness; returns its report.json content and paths.
+
+    A rerun resumes the case; a folder left by other settings or other shipped policies (an
+    older checkout) is the demo's own output and is started over.
+    """
     plan = harness.make_plan(case.task, case.policy, case.target, STRATEGIES, seeds=case.seeds, budget=case.budget,
                              eval_every=case.eval_every, episodes=case.episodes)
+    if harness.holds_another_plan(out, plan):
+        say(f"{out} holds a run of other settings or policies: starting it over")
+        shutil.rmtree(out)
     run_dir = harness.run(plan, out, workers=workers, progress=progress, save_models=True)
     return {**json.loads((run_dir / "report.json").read_text()), "run_dir": str(run_dir)}
 
@@ -111,7 +120,7 @@ def run_demo(out: Path, *, episodes: int = 50, workers: int | None = None, gifs:
     reports = {}
     for index, case in enumerate(CASES, start=2):
         say(f"{index}/4 transfer: {case.task} → {case.target} from {case.policy}")
-        reports[case.task] = transfer_case(case, out / f"{case.task}-{case.target}", workers, progress)
+        reports[case.task] = transfer_case(case, out / f"{case.task}-{case.target}", workers, progress, say)
     say("4/4 testbed: driving-ppo-dr on a stand-in of the real car, over TCP")
     testbed = testbed_run(out / "testbed")
     made_gifs: list[Path] = []
@@ -148,10 +157,12 @@ def render_report(summary: dict[str, Any]) -> str:
         lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
                   f"Full report: [{run}/report.md]({run}/report.md)"]
     testbed = summary["testbed"]
+    latency = testbed["latency_ms"]
+    timing = (f"round trip p50 {latency['p50']:.3f} ms / p99 {latency['p99']:.3f} ms" if latency["p50"] is not None
+              else f"all {testbed['resumed']} episodes resumed from an earlier run, so no round trip was timed")
     lines += ["", "## Testbed: driving-ppo-dr on the real stand-in, over TCP", "",
               f"{testbed['episodes']} episodes, success {testbed['success_rate']:.0%}, mean return "
-              f"{testbed['mean_return']:.2f}, round trip p50 {testbed['latency_ms']['p50']:.3f} ms / p99 "
-              f"{testbed['latency_ms']['p99']:.3f} ms. Episodes: testbed/episodes.jsonl.", ""]
+              f"{testbed['mean_return']:.2f}, {timing}. Episodes: testbed/episodes.jsonl.", ""]
     if summary["gifs"]:
         lines += ["## Before and after transfer", ""] + [f"![{gif}]({gif})" for gif in summary["gifs"]] + [""]
     return "\n".join(lines)

@@ -44,6 +44,24 @@ def test_same_seed_replays_the_same_episode(env_id):
     assert not np.array_equal(rollout(3), rollout(4))
 
 
+def test_an_episode_does_not_depend_on_the_episodes_before_it():
+    env = sim2real.make_env("driving", "wet")
+    policy = sim2real.load_policy("driving-ppo-dr", env)
+
+    def drive(seed: int) -> np.ndarray:
+        obs, _ = env.reset(seed=seed)
+        observations = [obs]
+        for _ in range(40):
+            obs, *_ = env.step(policy.predict(obs, deterministic=True)[0])
+            observations.append(obs)
+        return np.array(observations)
+
+    first = drive(100)
+    for seed in range(101, 105):
+        drive(seed)
+    assert np.array_equal(drive(100), first)
+
+
 @pytest.mark.parametrize("env_class", [DrivingEnv, GraspingEnv])
 def test_two_envs_in_one_process_do_not_interfere(env_class):
     def run(env: gymnasium.Env, actions: np.ndarray) -> list[np.ndarray]:

@@ -65,6 +65,12 @@ def test_killed_server_is_reported_and_a_rerun_resumes_to_exactly_n(policy_zip: 
     assert summary["episodes"] == episodes and summary["resumed"] == len(done)
     assert summary["latency_ms"]["p50"] > 0
 
+    with ServerProcess(*STAND_IN) as again:  # every episode on disk: nothing to run, nothing timed
+        complete = evaluate_cli(policy_zip, again.port, out, episodes)
+        stdout, stderr = complete.communicate(timeout=120)
+    assert complete.returncode == 0, stderr
+    assert "none timed (every episode resumed from disk)" in " ".join(stdout.split())
+
 
 def test_a_policy_that_does_not_fit_the_server_is_refused_naming_both(tmp_path: Path):
     grasp_policy = tmp_path / "grasp.zip"

@@ -51,6 +51,7 @@ __all__ = [
     "HarnessError",
     "Plan",
     "Progress",
+    "holds_another_plan",
     "make_plan",
     "model_path",
     "recommend",
@@ -232,16 +233,30 @@ def _claim(out: Path, description: Mapping[str, Any]) -> None:
                                f"this version can resume; choose another --out")
         write_json_atomic(path, dict(description))
         return
+    differences = _differences(path, description)
+    if differences:
+        raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
+                           f"settings to resume it, or choose another --out")
+
+
+def _differences(path: Path, description: Mapping[str, Any]) -> list[str]:
+    """How the plan.json at `path` differs from `description` (the policy's path aside)."""
     try:
         previous = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
-    differences = [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
-                   for key in sorted(set(previous) | set(description))
-                   if key != "policy" and previous.get(key) != description.get(key)]
-    if differences:
-        raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
-                           f"settings to resume it, or choose another --out")
+    return [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
+            for key in sorted(set(previous) | set(description))
+            if key != "policy" and previous.get(key) != description.get(key)]
+
+
+def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
+    """Whether `out_dir` holds a run of another plan (or of another policy file), which `run` refuses to resume."""
+    path = Path(out_dir) / PLAN_FILE
+    if not path.exists():
+        return False
+    description = {**plan.to_dict(), "policy_sha256": PolicyBlob.read(plan.policy).sha256}
+    return bool(_differences(path, description))
 
 
 def _line(record: Mapping[str, Any]) -> bytes:

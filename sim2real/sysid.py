@@ -1,0 +1,387 @@
+"""System identification: fit a task's domain parameters to recorded target episodes, no reward needed.
+
+Recorded episodes (observations and the actions the policy sent, per step) are replayed open-loop
+in simulation: each episode from ``reset(seed)`` with the recorded seed, the recorded actions
+applied in order (optionally a few control steps late, as a latency would), and the simulated
+observations compared with the recorded ones. CMA-ES (the ``cma`` package) minimises the mean
+squared observation difference over the chosen parameters. CMA-ES because the discrepancy of a
+contact-rich simulation is noisy and non-smooth in its parameters, there are only a handful of
+them, and it is the optimiser of SimOpt (Chebotar et al. 2019); the ``cma`` package is small,
+pure Python and needs no storage backend.
+
+Rollout files are JSONL, one episode per line: ``{"seed": int, "observations": [[...], ...],
+"actions": [[...], ...]}`` with one more observation than actions (the reset observation first).
+:func:`record` writes them, locally or through the testbed client.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cma
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from sim2real import catalog
+from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.domain import DomainParam
+from sim2real.errors import Sim2RealError, allowed
+from sim2real.evaluation.rollout import Policy
+from sim2real.factory import make_env
+from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
+from sim2real.wrappers import ActionDelay, DomainWrapper
+
+DEFAULT_HORIZON = 40
+"""Control steps of each episode compared: open-loop replay drifts apart from the recording later on."""
+
+
+class SysIdError(Sim2RealError):
+    """Rollouts or a fit request that cannot be used: names the file, the value and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One recorded episode: its reset seed, observations (T+1 × obs) and the actions sent (T × act)."""
+
+    seed: int
+    observations: np.ndarray
+    actions: np.ndarray
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON line of a rollout file."""
+        return {"seed": self.seed, "observations": self.observations.tolist(), "actions": self.actions.tolist()}
+
+
+def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: int = 0,
+           deterministic: bool = True) -> list[Trajectory]:
+    """Run `episodes` episodes (seeds seed+i) and append each to the rollout file at `path` as it ends."""
+    trajectories = []
+    with JsonlWriter(Path(path)) as writer:
+        for index in range(episodes):
+            obs, _ = env.reset(seed=seed + index)
+            observations, actions, done = [np.asarray(obs, dtype=float)], [], False
+            while not done:
+                action, _ = policy.predict(obs, deterministic=deterministic)
+                obs, _, terminated, truncated, _ = env.step(action)
+                observations.append(np.asarray(obs, dtype=float))
+                actions.append(np.asarray(action, dtype=float))
+                done = terminated or truncated
+            trajectory = Trajectory(seed + index, np.array(observations), np.array(actions))
+            writer.write(trajectory.to_record())
+            writer.fsync()
+            trajectories.append(trajectory)
+    return trajectories
+
+
+def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
+    """Read a rollout file and check every episode against the task's observation and action sizes."""
+    path = Path(path)
+    if not path.is_file():
+        raise SysIdError(f"rollout file {path} does not exist")
+    env = make_env(spec, SOURCE, reality_gap=False)
+    obs_size, act_size = _size(env.observation_space), _size(env.action_space)
+    env.close()
+    trajectories = []
+    for line, rec in enumerate(read_jsonl(path), start=1):
+        where = f"{path}, line {line}"
+        if not isinstance(rec, dict) or not {"seed", "observations", "actions"} <= set(rec):
+            raise SysIdError(f"{where}: an episode needs the keys seed, observations, actions")
+        try:
+            observations = np.asarray(rec["observations"], dtype=float)
+            actions = np.asarray(rec["actions"], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise SysIdError(f"{where}: observations and actions must be lists of numbers ({exc})") from exc
+        if observations.ndim != 2 or observations.shape[1] != obs_size:
+            raise SysIdError(f"{where}: observations have shape {observations.shape}, the task "
+                             f"{spec.name} needs (steps + 1, {obs_size})")
+        if actions.ndim != 2 or actions.shape[1] != act_size:
+            raise SysIdError(f"{where}: actions have shape {actions.shape}, the task {spec.name} needs "
+                             f"(steps, {act_size})")
+        if len(observations) != len(actions) + 1 or len(actions) == 0:
+            raise SysIdError(f"{where}: {len(observations)} observations for {len(actions)} actions; "
+                             f"expected one more observation than actions, and at least one action")
+        trajectories.append(Trajectory(int(rec["seed"]), observations, actions))
+    if not trajectories:
+        raise SysIdError(f"rollout file {path} holds no episode")
+    return trajectories
+
+
+def _size(space: gym.Space) -> int:
+    return int(np.prod(space.shape))
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Maps a float parameter to [0, 1] for CMA-ES: log-scale when its bounds span a factor of 4 or more."""
+
+    param: DomainParam
+
+    @property
+    def log(self) -> bool:
+        low, high = self.param.low, self.param.high
+        return low is not None and low > 0 and high / low >= 4
+
+    def to_unit(self, value: float) -> float:
+        low, high = float(self.param.low), float(self.param.high)
+        if self.log:
+            return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        return (value - low) / (high - low)
+
+    def from_unit(self, unit: float) -> float:
+        low, high = float(self.param.low), float(self.param.high)
+        unit = min(max(unit, 0.0), 1.0)
+        if self.log:
+            return math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
+        return low + unit * (high - low)
+
+
+class Replay:
+    """Replays recorded episodes in the task's simulation under candidate domain values."""
+
+    def __init__(self, spec: TaskSpec, trajectories: Sequence[Trajectory], horizon: int = DEFAULT_HORIZON) -> None:
+        self.spec, self.trajectories, self.horizon = spec, list(trajectories), horizon
+        self.base = spec.domain(SOURCE)
+        self.env = make_env(spec, SOURCE, reality_gap=False)
+        self.domain = _find(self.env, DomainWrapper)
+
+    def simulate(self, values: Mapping[str, Any], trajectory: Trajectory, delay: int) -> np.ndarray:
+        """The simulated observations of one episode under `values`, actions applied `delay` steps late."""
+        self.domain.values = {**self.base, **values}
+        env: gym.Env = ActionDelay(self.env, delay) if delay else self.env
+        obs, _ = env.reset(seed=trajectory.seed)
+        simulated = [np.asarray(obs, dtype=float)]
+        for action in trajectory.actions[: self.horizon]:
+            obs, _, terminated, truncated, _ = env.step(action.astype(np.float32))
+            simulated.append(np.asarray(obs, dtype=float))
+            if terminated or truncated:
+                break
+        return np.array(simulated)
+
+    def discrepancy(self, values: Mapping[str, Any], delay: int) -> float:
+        """Mean squared observation difference per compared step, over every episode."""
+        total, count = 0.0, 0
+        for trajectory in self.trajectories:
+            simulated = self.simulate(values, trajectory, delay)
+            n = min(len(simulated), len(trajectory.observations))
+            total += float(np.sum((simulated[1:n] - trajectory.observations[1:n]) ** 2))
+            count += (n - 1) * simulated.shape[1]
+        return total / max(count, 1)
+
+    def close(self) -> None:
+        """Close the simulation."""
+        self.env.close()
+
+
+def _find(env: gym.Env, kind: type) -> Any:
+    while not isinstance(env, kind):
+        if not isinstance(env, gym.Wrapper):
+            raise SysIdError(f"the task's env has no {kind.__name__}")
+        env = env.env
+    return env
+
+
+@dataclass
+class Fit:
+    """The identified parameters, each with an uncertainty, and how well the simulation matches before and after."""
+
+    task: str
+    params: dict[str, dict[str, float]]
+    action_delay_steps: int
+    discrepancy_before: float
+    discrepancy_after: float
+    evaluations: int
+    episodes: int
+    horizon: int
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The estimates alone, as domain values."""
+        return {name: entry["estimate"] for name, entry in self.params.items()}
+
+    def randomization(self, width: float = 2.0) -> dict[str, dict[str, list[float]]]:
+        """Uniform randomization ranges centred on the fit: estimate ± `width` uncertainties, within bounds."""
+        ranges = {}
+        for name, entry in self.params.items():
+            half = max(width * entry["std"], 0.02 * abs(entry["estimate"]))
+            ranges[name] = {"uniform": [round(max(entry["low"], entry["estimate"] - half), 4),
+                                        round(min(entry["high"], entry["estimate"] + half), 4)]}
+        return ranges
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what fit.json holds."""
+        return {
+            "task": self.task,
+            "params": self.params,
+            "action_delay_steps": self.action_delay_steps,
+            "discrepancy_before": self.discrepancy_before,
+            "discrepancy_after": self.discrepancy_after,
+            "evaluations": self.evaluations,
+            "episodes": self.episodes,
+            "horizon": self.horizon,
+            "randomization": self.randomization(),
+        }
+
+
+def check_params(spec: TaskSpec, names: Sequence[str]) -> list[DomainParam]:
+    """The float domain parameters called `names`, or an error listing the ones that can be fitted."""
+    fittable = [name for name, p in spec.params.items() if not p.choices]
+    if not names:
+        raise SysIdError(f"no parameter to fit; choose among {allowed(fittable)}")
+    unknown = [name for name in names if name not in fittable]
+    if unknown:
+        raise SysIdError(f"cannot fit {allowed(unknown)}: not a numeric domain parameter of {spec.name} "
+                         f"(fittable: {allowed(fittable)})")
+    return [spec.params[name] for name in names]
+
+
+def identify(
+    task: str | Path | TaskSpec,
+    trajectories: Sequence[Trajectory] | str | Path,
+    params: Sequence[str],
+    budget: int = 300,
+    seed: int = 0,
+    horizon: int = DEFAULT_HORIZON,
+    max_delay: int = 3,
+) -> Fit:
+    """Fit `params` so that replaying the recorded actions reproduces the recorded observations.
+
+    The action latency (0..max_delay control steps) is chosen first, at the nominal values, by the
+    lowest discrepancy; CMA-ES then spends `budget` discrepancy evaluations on the parameters (in
+    [0, 1] per parameter, log-scaled for wide multiplicative ranges). Each parameter's uncertainty
+    is the spread CMA-ES's final search distribution still has along it, in the parameter's units.
+    """
+    spec = catalog.load(task)
+    chosen = check_params(spec, params)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
+        raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
+    if isinstance(trajectories, str | Path):
+        trajectories = load_trajectories(trajectories, spec)
+    scales = [_Scale(p) for p in chosen]
+    replay = Replay(spec, trajectories, horizon)
+    try:
+        nominal = {p.name: float(p.nominal) for p in chosen}
+        before_by_delay = {d: replay.discrepancy(nominal, d) for d in range(max_delay + 1)}
+        delay = min(before_by_delay, key=before_by_delay.get)
+
+        def values_of(x: Sequence[float]) -> dict[str, float]:
+            return {s.param.name: s.from_unit(float(u)) for s, u in zip(scales, x, strict=True)}
+
+        x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
+        options = {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed + 1, "verbose": -9,
+                   "popsize": max(6, 4 + int(3 * math.log(len(scales))))}
+        strategy = cma.CMAEvolutionStrategy(x0, 0.25, options)
+        while not strategy.stop():
+            candidates = strategy.ask()
+            strategy.tell(candidates, [replay.discrepancy(values_of(x), delay) for x in candidates])
+        best = strategy.result.xbest
+        after = replay.discrepancy(values_of(best), delay)
+        stds = strategy.result.stds
+        fitted: dict[str, dict[str, float]] = {}
+        for scale, unit, spread in zip(scales, best, stds, strict=True):
+            estimate = scale.from_unit(float(unit))
+            low, high = scale.from_unit(float(unit) - float(spread)), scale.from_unit(float(unit) + float(spread))
+            fitted[scale.param.name] = {
+                "estimate": round(estimate, 5), "std": round((high - low) / 2, 5),
+                "nominal": float(scale.param.nominal), "low": float(scale.param.low), "high": float(scale.param.high),
+            }
+        return Fit(spec.name, fitted, delay, before_by_delay[delay], after, strategy.result.evaluations,
+                   len(replay.trajectories), horizon)
+    finally:
+        replay.close()
+
+
+FITTED_TARGET = "fitted"
+
+
+def fitted_task(spec: TaskSpec, fit: Fit, name: str = FITTED_TARGET) -> dict[str, Any]:
+    """The task YAML with a target `name` holding the fit, and randomization ranges centred on it.
+
+    The fitted target keeps the estimated latency as its reality gap; the randomization of every
+    fitted parameter is replaced by the recommended range, so ``--randomize`` trains around the fit.
+    """
+    raw = copy.deepcopy(dict(spec.raw))
+    gap = {"action_delay_steps": fit.action_delay_steps} if fit.action_delay_steps else {}
+    target: dict[str, Any] = {
+        "kind": "real",
+        "description": f"identified from {fit.episodes} recorded episodes (sim2real sysid)",
+        "params": {key: float(value) for key, value in fit.values.items()},
+    }
+    if gap:
+        target["reality_gap"] = gap
+    raw.setdefault("targets", {})[name] = target
+    raw["randomization"] = {**(raw.get("randomization") or {}), **fit.randomization()}
+    return raw
+
+
+def write_fit(fit: Fit, spec: TaskSpec, trajectories: Sequence[Trajectory], out: str | Path) -> dict[str, Path]:
+    """Write fit.json, fit.md, the fitted task YAML and a figure of recorded vs simulated observations."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"fit": out / "fit.json", "report": out / "fit.md", "task": out / f"{spec.name}-fitted.yaml",
+             "figure": out / "trajectories.png"}
+    write_json_atomic(paths["fit"], fit.to_dict())
+    write_bytes_atomic(paths["task"], yaml.safe_dump(fitted_task(spec, fit), sort_keys=False,
+                                                     allow_unicode=True).encode())
+    write_bytes_atomic(paths["report"], _markdown(fit, paths).encode())
+    write_bytes_atomic(paths["figure"], _figure(fit, spec, trajectories[0]))
+    return paths
+
+
+def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
+    lines = [
+        f"# System identification: {fit.task}",
+        "",
+        f"{fit.episodes} recorded episodes, the first {fit.horizon} steps of each replayed open-loop; "
+        f"{fit.evaluations} discrepancy evaluations (CMA-ES).",
+        "",
+        f"Action latency: {fit.action_delay_steps} control steps. Discrepancy (mean squared observation "
+        f"difference): {fit.discrepancy_before:.5f} at the nominal values, {fit.discrepancy_after:.5f} fitted.",
+        "",
+        "| parameter | estimate | ± | nominal | bounds | recommended randomization |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    ranges = fit.randomization()
+    for name, entry in fit.params.items():
+        low, high = ranges[name]["uniform"]
+        lines.append(f"| {name} | {entry['estimate']:.4g} | {entry['std']:.2g} | {entry['nominal']:.4g} | "
+                     f"[{entry['low']:g}, {entry['high']:g}] | uniform [{low:g}, {high:g}] |")
+    lines += ["", f"The fitted target: `{paths['task'].name}`, target `{FITTED_TARGET}` "
+              f"(e.g. `sim2real train {paths['task'].name} --target {FITTED_TARGET} --randomize`).",
+              "", f"![recorded vs simulated]({paths['figure'].name})", ""]
+    return "\n".join(lines)
+
+
+def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, dims: int = 4) -> bytes:
+    """Recorded observations of one episode against the simulation at nominal and at fitted values."""
+    from matplotlib.figure import Figure
+
+    replay = Replay(spec, [trajectory], fit.horizon)
+    try:
+        nominal = replay.simulate({name: entry["nominal"] for name, entry in fit.params.items()}, trajectory,
+                                  fit.action_delay_steps)
+        fitted = replay.simulate(fit.values, trajectory, fit.action_delay_steps)
+    finally:
+        replay.close()
+    recorded = trajectory.observations[: fit.horizon + 1]
+    spread = recorded.std(axis=0)
+    shown = sorted(np.argsort(spread)[::-1][:dims])
+    figure = Figure(figsize=(10, 2.2 * len(shown)), layout="constrained")
+    axes = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    for axis, dim in zip(axes, shown, strict=True):
+        axis.plot(recorded[:, dim], color="black", label="recorded")
+        axis.plot(nominal[:, dim], color="tab:gray", linestyle="--", label="simulated, nominal")
+        axis.plot(fitted[:, dim], color="tab:blue", label="simulated, fitted")
+        axis.set_ylabel(f"obs[{dim}]")
+    axes[0].legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlabel("control step")
+    figure.suptitle(f"{spec.name}: episode seed {trajectory.seed}, recorded vs simulated")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
