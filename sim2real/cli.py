@@ -207,9 +207,9 @@ def sysid(
     console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon)
     paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}")
-    table = Table("parameter", "estimate", "±", "nominal", title=f"{spec.name}: fitted to {rollouts}")
+    table = Table("parameter", "estimate", "search spread", "nominal", title=f"{spec.name}: fitted to {rollouts}")
     for name, entry in fit.params.items():
-        table.add_row(name, f"{entry['estimate']:.4g}", f"{entry['std']:.2g}", f"{entry['nominal']:.4g}")
+        table.add_row(name, f"{entry['estimate']:.4g}", f"{entry['spread']:.2g}", f"{entry['nominal']:.4g}")
     console.print(table)
     console.print(f"latency {fit.action_delay_steps} steps; discrepancy {fit.discrepancy_before:.5f} nominal → "
                   f"{fit.discrepancy_after:.5f} fitted")

@@ -189,7 +189,7 @@ def _find(env: gym.Env, kind: type) -> Any:
 
 @dataclass
 class Fit:
-    """The identified parameters, each with an uncertainty, and how well the simulation matches before and after."""
+    """The identified parameters, each with its search spread, and how well the simulation matches before and after."""
 
     task: str
     params: dict[str, dict[str, float]]
@@ -206,10 +206,10 @@ class Fit:
         return {name: entry["estimate"] for name, entry in self.params.items()}
 
     def randomization(self, width: float = 2.0) -> dict[str, dict[str, list[float]]]:
-        """Uniform randomization ranges centred on the fit: estimate ± `width` uncertainties, within bounds."""
+        """Uniform randomization ranges around the fit: estimate ± `width` spreads (at least ±10 %), in bounds."""
         ranges = {}
         for name, entry in self.params.items():
-            half = max(width * entry["std"], 0.02 * abs(entry["estimate"]))
+            half = max(width * entry["spread"], 0.1 * abs(entry["estimate"]))
             ranges[name] = {"uniform": [round(max(entry["low"], entry["estimate"] - half), 4),
                                         round(min(entry["high"], entry["estimate"] + half), 4)]}
         return ranges
@@ -254,8 +254,9 @@ def identify(
 
     The action latency (0..max_delay control steps) is chosen first, at the nominal values, by the
     lowest discrepancy; CMA-ES then spends `budget` discrepancy evaluations on the parameters (in
-    [0, 1] per parameter, log-scaled for wide multiplicative ranges). Each parameter's uncertainty
-    is the spread CMA-ES's final search distribution still has along it, in the parameter's units.
+    [0, 1] per parameter, log-scaled for wide multiplicative ranges). Each parameter's `spread` is
+    how wide CMA-ES's final search distribution still is along it, in the parameter's units: a
+    measure of how flat the discrepancy is around the estimate, not a confidence interval.
     """
     spec = catalog.load(task)
     chosen = check_params(spec, params)
@@ -288,7 +289,7 @@ def identify(
             estimate = scale.from_unit(float(unit))
             low, high = scale.from_unit(float(unit) - float(spread)), scale.from_unit(float(unit) + float(spread))
             fitted[scale.param.name] = {
-                "estimate": round(estimate, 5), "std": round((high - low) / 2, 5),
+                "estimate": round(estimate, 5), "spread": round((high - low) / 2, 5),
                 "nominal": float(scale.param.nominal), "low": float(scale.param.low), "high": float(scale.param.high),
             }
         return Fit(spec.name, fitted, delay, before_by_delay[delay], after, strategy.result.evaluations,
@@ -344,13 +345,18 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
         f"Action latency: {fit.action_delay_steps} control steps. Discrepancy (mean squared observation "
         f"difference): {fit.discrepancy_before:.5f} at the nominal values, {fit.discrepancy_after:.5f} fitted.",
         "",
-        "| parameter | estimate | ± | nominal | bounds | recommended randomization |",
+        "The search spread is how wide CMA-ES's last search distribution still was along a parameter: "
+        "how flat the discrepancy is there, not a confidence interval. Parameters the recordings cannot "
+        "tell apart (e.g. mass and motor force, which act through their ratio) get a small spread and "
+        "can still be far off.",
+        "",
+        "| parameter | estimate | search spread | nominal | bounds | recommended randomization |",
         "|---|---:|---:|---:|---|---|",
     ]
     ranges = fit.randomization()
     for name, entry in fit.params.items():
         low, high = ranges[name]["uniform"]
-        lines.append(f"| {name} | {entry['estimate']:.4g} | {entry['std']:.2g} | {entry['nominal']:.4g} | "
+        lines.append(f"| {name} | {entry['estimate']:.4g} | {entry['spread']:.2g} | {entry['nominal']:.4g} | "
                      f"[{entry['low']:g}, {entry['high']:g}] | uniform [{low:g}, {high:g}] |")
     lines += ["", f"The fitted target: `{paths['task'].name}`, target `{FITTED_TARGET}` "
               f"(e.g. `sim2real train {paths['task'].name} --target {FITTED_TARGET} --randomize`).",
