@@ -103,9 +103,13 @@ class LocalBackend:
                 self._pool.submit(_ready)
 
     def close(self) -> None:
-        """Stop workers started ahead that no run took (the caller's preparation failed)."""
+        """Stop workers started ahead that no run took (the caller's preparation failed).
+
+        Waits for them to exit (a worker still importing finishes that first, ~3 s): without the
+        wait, a worker caught mid-start-up was seen still alive 30 s later.
+        """
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:

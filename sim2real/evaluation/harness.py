@@ -351,7 +351,8 @@ def run(
     kept in out_dir/models/ (see `model_path`).
     """
     executor = make_backend(backend, workers=workers, address=ray_address)
-    executor.start(len(plan.units()))
+    check_policy(plan)
+    executor.start(len(plan.units()))  # the workers import while the gap is measured
     try:
         return _run(plan, Path(out_dir), executor, progress, save_models)
     finally:
@@ -360,8 +361,7 @@ def run(
 
 def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress], None] | None,
          save_models: bool) -> Path:
-    """`run` on a started backend."""
-    check_policy(plan)
+    """`run` on a started backend, the policy checked."""
     blob = PolicyBlob.read(plan.policy)
     description = {**plan.to_dict(), "policy_sha256": blob.sha256}
     out.mkdir(parents=True, exist_ok=True)
