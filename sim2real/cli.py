@@ -40,6 +40,9 @@ def user_errors(function: F) -> F:
 
 
 Task = Annotated[str, typer.Argument(help="catalogue name (driving, grasping) or a path to a task YAML")]
+TaskOption = Annotated[str, typer.Option(help="catalogue name or task YAML")]
+Policy = Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")]
+Seed = Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")]
 
 
 @app.command()
@@ -110,11 +113,11 @@ def _print_card(card: dict[str, Any]) -> None:
 @app.command()
 @user_errors
 def evaluate(
-    policy: Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")],
-    task: Annotated[str, typer.Option(help="catalogue name or task YAML")],
+    policy: Policy,
+    task: TaskOption,
     target: Annotated[str, typer.Option(help="target to evaluate on")] = "source",
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 100,
-    seed: Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")] = 0,
+    seed: Seed = 0,
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server")] = None,
     gif: Annotated[Path | None, typer.Option(help="record a GIF of a few episodes")] = None,
     out: Annotated[Path | None, typer.Option(help="write episodes.jsonl and summary.json here (resumes)")] = None,
@@ -122,6 +125,7 @@ def evaluate(
 ) -> None:
     """Evaluate a policy on a target, locally or on a robot testbed over the network."""
     from sim2real.evaluate import evaluate_policy
+    from sim2real.testbed.evaluation import format_latency
 
     if episodes <= 0:
         raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
@@ -136,7 +140,7 @@ def evaluate(
                                      f"{summary['return_ci'][1]:.2f})")
         table.add_row("mean length", f"{summary['mean_length']:.1f} steps")
     if "latency_ms" in summary:
-        table.add_row("latency p50 / p99", _latency_text(summary["latency_ms"]))
+        table.add_row("latency p50 / p99", format_latency(summary["latency_ms"]))
     console.print(table)
     if out is not None:
         console.print(f"Episodes in {out / 'episodes.jsonl'}, summary in {out / 'summary.json'}")
@@ -148,39 +152,20 @@ def evaluate(
 @app.command()
 @user_errors
 def record(
-    policy: Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")],
-    task: Annotated[str, typer.Option(help="catalogue name or task YAML")],
+    policy: Policy,
+    task: TaskOption,
     out: Annotated[Path, typer.Option(help="rollout file to write (JSONL: seed, observations, actions)")],
     target: Annotated[str, typer.Option(help="target to record on (locally)")] = "source",
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 20,
-    seed: Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")] = 0,
+    seed: Seed = 0,
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to record on")] = None,
 ) -> None:
     """Record episodes (observations and actions, no reward) for system identification."""
-    from sim2real import catalog, load_policy, make_env
-    from sim2real.sysid import record as record_rollouts
+    from sim2real.sysid import record_policy
 
-    if episodes <= 0:
-        raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
-    if out.exists():
-        raise Sim2RealError(f"{out} exists; choose another --out (a rollout file is never overwritten)")
-    spec = catalog.load(task)
-    spec.target(target)
-    if testbed is not None:
-        from sim2real.testbed.client import RemoteEnv
-        from sim2real.testbed.safety import SafetyShield
-
-        model = load_policy(policy)
-        env = SafetyShield(RemoteEnv(testbed, expected_spaces=model))
-    else:
-        env = make_env(spec, target)
-        model = load_policy(policy, env)
-    try:
-        trajectories = record_rollouts(model, env, episodes, out, seed=seed)
-    finally:
-        env.close()
+    trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed)
     steps = sum(len(t.actions) for t in trajectories)
-    console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{spec.name}:{target}'} "
+    console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'} "
                   f"into {out}")
 
 
@@ -197,11 +182,10 @@ def sysid(
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import check_params, identify, load_trajectories, write_fit
+    from sim2real.sysid import check_params, fittable, identify, load_trajectories, write_fit
 
     spec = catalog.load(task)
-    names = [p.strip() for p in params.split(",") if p.strip()] if params else [
-        name for name, p in spec.params.items() if not p.choices]
+    names = [p.strip() for p in params.split(",") if p.strip()] if params else fittable(spec)
     check_params(spec, names)
     trajectories = load_trajectories(rollouts, spec)
     console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
@@ -214,13 +198,6 @@ def sysid(
     console.print(f"latency {fit.action_delay_steps} steps; discrepancy {fit.discrepancy_before:.5f} nominal → "
                   f"{fit.discrepancy_after:.5f} fitted")
     console.print(f"Fitted task: {paths['task']} (target 'fitted'); report: {paths['report']}")
-
-
-def _latency_text(latency: dict[str, float | None]) -> str:
-    """p50 / p99 in ms, or why there is none (every episode was resumed from disk, none was timed)."""
-    if latency["p50"] is None:
-        return "none timed (every episode resumed from disk)"
-    return f"{latency['p50']:.3f} / {latency['p99']:.3f} ms"
 
 
 @app.command()
@@ -328,6 +305,7 @@ def demo(
 ) -> None:
     """The whole story on the shipped policies: zero-shot table, transfer experiments, testbed, figures, GIFs."""
     from sim2real.demo import run_demo
+    from sim2real.testbed.evaluation import format_latency
 
     summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
                        progress=_progress_printer())
@@ -342,7 +320,7 @@ def demo(
         _print_report(Path(data["run_dir"]))
     testbed = summary["testbed"]
     console.print(f"Testbed: success {testbed['success_rate']:.0%} over {testbed['episodes']} episodes, "
-                  f"round trip p50 / p99 {_latency_text(testbed['latency_ms'])}")
+                  f"round trip p50 / p99 {format_latency(testbed['latency_ms'])}")
     console.print(f"Done in {summary['wall_seconds']:.0f} s. Open [bold]{out / 'report.md'}[/].")
 
 

@@ -22,7 +22,7 @@ from sim2real.evaluation.report import format_aggregate
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.records import write_bytes_atomic, write_json_atomic
-from sim2real.testbed.evaluation import evaluate_on_testbed
+from sim2real.testbed.evaluation import evaluate_on_testbed, format_latency
 from sim2real.testbed.server import ServerProcess
 from sim2real.training import EVAL_SEED
 from sim2real.zoo import check_spaces, list_zoo, load_card, load_policy
@@ -157,12 +157,10 @@ def render_report(summary: dict[str, Any]) -> str:
         lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
                   f"Full report: [{run}/report.md]({run}/report.md)"]
     testbed = summary["testbed"]
-    latency = testbed["latency_ms"]
-    timing = (f"round trip p50 {latency['p50']:.3f} ms / p99 {latency['p99']:.3f} ms" if latency["p50"] is not None
-              else f"all {testbed['resumed']} episodes resumed from an earlier run, so no round trip was timed")
     lines += ["", "## Testbed: driving-ppo-dr on the real stand-in, over TCP", "",
               f"{testbed['episodes']} episodes, success {testbed['success_rate']:.0%}, mean return "
-              f"{testbed['mean_return']:.2f}, {timing}. Episodes: testbed/episodes.jsonl.", ""]
+              f"{testbed['mean_return']:.2f}, round trip p50 / p99 {format_latency(testbed['latency_ms'])}. "
+              f"Episodes: testbed/episodes.jsonl.", ""]
     if summary["gifs"]:
         lines += ["## Before and after transfer", ""] + [f"![{gif}]({gif})" for gif in summary["gifs"]] + [""]
     return "\n".join(lines)

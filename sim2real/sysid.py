@@ -37,6 +37,7 @@ from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
 from sim2real.wrappers import ActionDelay, DomainWrapper
+from sim2real.zoo import load_policy
 
 DEFAULT_HORIZON = 40
 """Control steps of each episode compared: open-loop replay drifts apart from the recording later on."""
@@ -78,6 +79,30 @@ def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: 
             writer.fsync()
             trajectories.append(trajectory)
     return trajectories
+
+
+def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | Path, *, target: str = SOURCE,
+                  episodes: int = 20, seed: int = 0, testbed: str | None = None) -> list[Trajectory]:
+    """Record a zoo name / bundle / zip on a target of the task, or on the testbed at `testbed` (shielded)."""
+    path = Path(path)
+    if episodes <= 0:
+        raise SysIdError(f"episodes must be > 0, got {episodes}")
+    if path.exists():
+        raise SysIdError(f"{path} exists; choose another file (a rollout file is never overwritten)")
+    spec = catalog.load(task)
+    spec.target(target)
+    if testbed is not None:
+        from sim2real.testbed.evaluation import connect
+
+        model = load_policy(policy)
+        env: gym.Env = connect(testbed, model)[1]
+    else:
+        env = make_env(spec, target)
+        model = load_policy(policy, env)
+    try:
+        return record(model, env, episodes, path, seed=seed)
+    finally:
+        env.close()
 
 
 def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
@@ -229,15 +254,19 @@ class Fit:
         }
 
 
+def fittable(spec: TaskSpec) -> list[str]:
+    """The task's numeric domain parameters: the ones system identification can fit."""
+    return [name for name, p in spec.params.items() if not p.choices]
+
+
 def check_params(spec: TaskSpec, names: Sequence[str]) -> list[DomainParam]:
     """The float domain parameters called `names`, or an error listing the ones that can be fitted."""
-    fittable = [name for name, p in spec.params.items() if not p.choices]
     if not names:
-        raise SysIdError(f"no parameter to fit; choose among {allowed(fittable)}")
-    unknown = [name for name in names if name not in fittable]
+        raise SysIdError(f"no parameter to fit; choose among {allowed(fittable(spec))}")
+    unknown = [name for name in names if name not in fittable(spec)]
     if unknown:
         raise SysIdError(f"cannot fit {allowed(unknown)}: not a numeric domain parameter of {spec.name} "
-                         f"(fittable: {allowed(fittable)})")
+                         f"(fittable: {allowed(fittable(spec))})")
     return [spec.params[name] for name in names]
 
 

@@ -1,7 +1,8 @@
-"""`make bench`: how much faster the harness runs the same small units with 2 workers than with 1.
+"""`make bench`: how much faster the harness runs the same units with 2 workers than with 1.
 
-Units are PPO fine-tuning and scratch runs on the pendulum example (a policy pretrained for a few
-seconds). The whole run is timed, start-up and report included, as a user would see it, and the
+Units are PPO fine-tuning and scratch runs of 32k steps on the pendulum example (a policy
+pretrained for a few seconds): ~27 s each, since each worker's ~3 s of start-up would dominate
+units of a few seconds. The whole run is timed, start-up and report included, as a user would see it, and the
 units alone (from when they are handed to the backend, worker start-up included, to the last
 one's end). Other work on the machine skews the ratio: the load average before is returned too.
 """

@@ -33,8 +33,7 @@ def evaluate_on_testbed(
     shield (finite, within bounds, at most `max_delta` change per step). With `out`, a rerun resumes.
     """
     model = load_policy(policy)
-    remote = RemoteEnv(address, expected_spaces=model, step_timeout=step_timeout)
-    env = SafetyShield(remote, max_delta=max_delta)
+    remote, env = connect(address, model, max_delta=max_delta, step_timeout=step_timeout)
     try:
         summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic,
                            extra_summary=lambda: {"latency_ms": latency_percentiles(remote.latencies_ms)})
@@ -45,6 +44,20 @@ def evaluate_on_testbed(
         env.close()
     summary.update({"policy": str(policy), "task": spec.name, "testbed": address})
     return summary
+
+
+def connect(address: str, model: Any, max_delta: float | None = None,
+            step_timeout: float = 2.0) -> tuple[RemoteEnv, SafetyShield]:
+    """The testbed at `address` for `model` (spaces checked in the handshake), and the same behind a SafetyShield."""
+    remote = RemoteEnv(address, expected_spaces=model, step_timeout=step_timeout)
+    return remote, SafetyShield(remote, max_delta=max_delta)
+
+
+def format_latency(latency: dict[str, float | None]) -> str:
+    """p50 / p99 in ms, or why there is none (every episode was resumed from disk, none was timed)."""
+    if latency["p50"] is None:
+        return "none timed (every episode resumed from disk)"
+    return f"{latency['p50']:.3f} / {latency['p99']:.3f} ms"
 
 
 def latency_percentiles(latencies_ms: list[float] | Any) -> dict[str, float | None]:
