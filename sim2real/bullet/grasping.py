@@ -39,6 +39,8 @@ DOMAIN_PARAMS = {
         DomainParam("gripper_force_scale", 1.0, 0.2, 3.0, unit="×", description="finger closing force"),
         DomainParam("object_shape", "box", choices=SHAPES, description="geometry of the object"),
         DomainParam("arm_gain_scale", 1.0, 0.3, 2.0, unit="×", description="arm position-servo gain"),
+        DomainParam("mount_yaw", 0.0, -math.pi, math.pi, unit="rad",
+                    description="yaw of the arm's mount in the camera's frame (how the arm is installed)"),
     )
 }
 
@@ -62,7 +64,7 @@ class GraspingEnv(BulletEnv):
     Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
     step − `turn_cost`·|yaw command| (turn only when it pays); +5 and the episode ends when the
     object is 5 cm up (``info["is_success"]``). Objects spawn at |yaw| drawn from `spawn_yaw`.
-    `mount_yaw` turns the arm's base about the vertical: its (x, y) moves are given in its own
+    The domain parameter `mount_yaw` turns the arm's base about the vertical: its (x, y) moves are given in its own
     frame, the observations in the cell's (the camera's) frame, as in a cell whose arm is mounted
     another way than the one the policy learned on.
     """
@@ -86,7 +88,6 @@ class GraspingEnv(BulletEnv):
         substep_dt: float = 1 / 96,
         solver_iterations: int = 10,
         ik_iterations: int = 5,
-        mount_yaw: float = 0.0,
         **domain: Value,
     ) -> None:
         super().__init__(render_mode, domain)
@@ -95,8 +96,6 @@ class GraspingEnv(BulletEnv):
         self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
         self.substeps, self.substep_dt = substeps, substep_dt
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
-        self.mount_yaw = mount_yaw
-        self._mount = (math.cos(mount_yaw), math.sin(mount_yaw))
         self.dt = substeps * substep_dt
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
@@ -125,6 +124,8 @@ class GraspingEnv(BulletEnv):
                                    rollingFriction=0.0001)
         self._grip_force = self.finger_force * float(values["gripper_force_scale"])
         self._arm_gain = 0.3 * float(values["arm_gain_scale"])
+        mount_yaw = float(values["mount_yaw"])
+        self._mount = (math.cos(mount_yaw), math.sin(mount_yaw))
 
     def _make_object(self, shape: str, size: float, aspect: float) -> None:
         c = self.client
