@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,21 +61,26 @@ class Trajectory:
         return {"seed": self.seed, "observations": self.observations.tolist(), "actions": self.actions.tolist()}
 
 
+def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool = True) -> Trajectory:
+    """Run one episode from ``reset(seed)`` and keep what a target without reward gives: observations, actions."""
+    obs, _ = env.reset(seed=seed)
+    observations, actions, done = [np.asarray(obs, dtype=float)], [], False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=deterministic)
+        obs, _, terminated, truncated, _ = env.step(action)
+        observations.append(np.asarray(obs, dtype=float))
+        actions.append(np.asarray(action, dtype=float))
+        done = terminated or truncated
+    return Trajectory(seed, np.array(observations), np.array(actions))
+
+
 def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: int = 0,
            deterministic: bool = True) -> list[Trajectory]:
     """Run `episodes` episodes (seeds seed+i) and append each to the rollout file at `path` as it ends."""
     trajectories = []
     with JsonlWriter(Path(path)) as writer:
         for index in range(episodes):
-            obs, _ = env.reset(seed=seed + index)
-            observations, actions, done = [np.asarray(obs, dtype=float)], [], False
-            while not done:
-                action, _ = policy.predict(obs, deterministic=deterministic)
-                obs, _, terminated, truncated, _ = env.step(action)
-                observations.append(np.asarray(obs, dtype=float))
-                actions.append(np.asarray(action, dtype=float))
-                done = terminated or truncated
-            trajectory = Trajectory(seed + index, np.array(observations), np.array(actions))
+            trajectory = record_episode(policy, env, seed + index, deterministic)
             writer.write(trajectory.to_record())
             writer.fsync()
             trajectories.append(trajectory)
@@ -254,6 +260,15 @@ class Fit:
         }
 
 
+def read_fit(path: str | Path) -> Fit:
+    """The fit that :func:`write_fit` wrote to `path` (fit.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SysIdError(f"fit file {path} does not exist")
+    data = json.loads(path.read_text())
+    return Fit(**{name: data[name] for name in Fit.__dataclass_fields__})
+
+
 def fittable(spec: TaskSpec) -> list[str]:
     """The task's numeric domain parameters: the ones system identification can fit."""
     return [name for name, p in spec.params.items() if not p.choices]
@@ -281,11 +296,14 @@ def identify(
 ) -> Fit:
     """Fit `params` so that replaying the recorded actions reproduces the recorded observations.
 
-    The action latency (0..max_delay control steps) is chosen first, at the nominal values, by the
-    lowest discrepancy; CMA-ES then spends `budget` discrepancy evaluations on the parameters (in
-    [0, 1] per parameter, log-scaled for wide multiplicative ranges). Each parameter's `spread` is
-    how wide CMA-ES's final search distribution still is along it, in the parameter's units: a
-    measure of how flat the discrepancy is around the estimate, not a confidence interval.
+    The action latency (0..max_delay control steps) and the parameters are fitted together: a
+    screening CMA-ES run per latency (half the `budget` in all, parameters in [0, 1] each,
+    log-scaled for wide multiplicative ranges) picks the latency whose run matched best, and
+    CMA-ES spends the rest of the budget refining that run's parameters. (Choosing the latency at
+    the nominal values instead picks the wrong one whenever the nominal simulation is far off.)
+    Each parameter's `spread` is how wide CMA-ES's final search distribution still is along it, in
+    the parameter's units: a measure of how flat the discrepancy is around the estimate, not a
+    confidence interval.
     """
     spec = catalog.load(task)
     chosen = check_params(spec, params)
@@ -297,22 +315,35 @@ def identify(
     replay = Replay(spec, trajectories, horizon)
     try:
         nominal = {p.name: float(p.nominal) for p in chosen}
-        before_by_delay = {d: replay.discrepancy(nominal, d) for d in range(max_delay + 1)}
-        delay = min(before_by_delay, key=before_by_delay.get)
 
         def values_of(x: Sequence[float]) -> dict[str, float]:
             return {s.param.name: s.from_unit(float(u)) for s, u in zip(scales, x, strict=True)}
 
+        def search(x0: Sequence[float], sigma: float, evaluations: int, delay: int) -> cma.CMAEvolutionStrategy:
+            options = {"bounds": [0.0, 1.0], "maxfevals": evaluations, "seed": seed + 1, "verbose": -9,
+                       "popsize": max(6, 4 + int(3 * math.log(len(scales))))}
+            strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)
+            while not strategy.stop():
+                candidates = strategy.ask()
+                strategy.tell(candidates, [replay.discrepancy(values_of(x), delay) for x in candidates])
+            return strategy
+
+        delays = range(max_delay + 1)
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
-        options = {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed + 1, "verbose": -9,
-                   "popsize": max(6, 4 + int(3 * math.log(len(scales))))}
-        strategy = cma.CMAEvolutionStrategy(x0, 0.25, options)
-        while not strategy.stop():
-            candidates = strategy.ask()
-            strategy.tell(candidates, [replay.discrepancy(values_of(x), delay) for x in candidates])
-        best = strategy.result.xbest
+        screening = max(10, budget // (2 * len(delays)))
+        screens = {d: search(x0, 0.25, screening, d) for d in delays}
+        delay = min(delays, key=lambda d: screens[d].result.fbest)
+        evaluations = sum(screen.result.evaluations for screen in screens.values())
+        screen = screens[delay]
+        best, stds = screen.result.xbest, screen.result.stds
+        if budget - evaluations >= 10:
+            refine = search(best, 0.1, budget - evaluations, delay)
+            evaluations += refine.result.evaluations
+            stds = refine.result.stds
+            if refine.result.fbest <= screen.result.fbest:
+                best = refine.result.xbest
+        before = replay.discrepancy(nominal, delay)
         after = replay.discrepancy(values_of(best), delay)
-        stds = strategy.result.stds
         fitted: dict[str, dict[str, float]] = {}
         for scale, unit, spread in zip(scales, best, stds, strict=True):
             estimate = scale.from_unit(float(unit))
@@ -321,8 +352,7 @@ def identify(
                 "estimate": round(estimate, 5), "spread": round((high - low) / 2, 5),
                 "nominal": float(scale.param.nominal), "low": float(scale.param.low), "high": float(scale.param.high),
             }
-        return Fit(spec.name, fitted, delay, before_by_delay[delay], after, strategy.result.evaluations,
-                   len(replay.trajectories), horizon)
+        return Fit(spec.name, fitted, delay, before, after, evaluations, len(replay.trajectories), horizon)
     finally:
         replay.close()
 
