@@ -19,8 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The shipped pretrained policies.")
 app.add_typer(zoo_app, name="zoo")
-console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get full tables
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 120, emoji=False)  # logs and pipes get full tables
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,6 +198,44 @@ def sysid(
     console.print(f"latency {fit.action_delay_steps} steps; discrepancy {fit.discrepancy_before:.5f} nominal → "
                   f"{fit.discrepancy_after:.5f} fitted")
     console.print(f"Fitted task: {paths['task']} (target 'fitted'); report: {paths['report']}")
+
+
+@app.command()
+@user_errors
+def adapt(
+    policy: Policy,
+    task: TaskOption,
+    target: Annotated[str, typer.Option(help="target to adapt to (locally)")] = "real",
+    testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to adapt to")] = None,
+    episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = 10,
+    params: Annotated[str | None, typer.Option(help="comma-separated parameters to fit (default: all numeric)")] = None,
+    budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 400,
+    horizon: Annotated[int, typer.Option(help="control steps of each episode compared")] = 40,
+    sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = 60_000,
+    randomize: Annotated[bool, typer.Option(help="randomize around the fit while fine-tuning")] = True,
+    eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
+    seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: runs/adapt-TASK-TARGET)")] = None,
+) -> None:
+    """Transductive transfer: record on the target (no reward), fit the simulator, fine-tune there, evaluate."""
+    from sim2real import catalog
+    from sim2real.transductive import run_loop
+    from sim2real.transfer import SysidFinetune
+
+    spec = catalog.load(task)
+    names = tuple(p.strip() for p in params.split(",") if p.strip()) if params else None
+    strategy = SysidFinetune(episodes=episodes, params=names, sysid_budget=budget, horizon=horizon,
+                             sim_steps=sim_steps, randomize=randomize)
+    out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
+    summary = run_loop(policy, spec, out, strategy=strategy, target=target, testbed=testbed,
+                       eval_episodes=eval_episodes, seed=seed, on_stage=lambda message: console.print(message + "..."))
+    table = Table("policy", "success on the target", title=f"{spec.name}: {policy} adapted to {summary['target']}")
+    for name, rate in summary["success"].items():
+        table.add_row(name, f"{100 * rate:.0f} %")
+    console.print(table)
+    console.print(f"{summary['gain_points']:+.0f} points, from {summary['target_steps_used']:,} recorded target steps "
+                  f"and no target reward; fit: " + ", ".join(f"{k} {v:.3g}" for k, v in summary["fit"].items()))
+    console.print(f"Adapted policy: {out / 'adapted.zip'}; summary: {out / 'summary.json'}")
 
 
 @app.command()

@@ -48,6 +48,12 @@ def versions() -> dict[str, str]:
     }
 
 
+def n_envs_for(spec: TaskSpec, model: BaseAlgorithm) -> int:
+    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
+    algo = next(name for name, cls in ALGORITHMS.items() if isinstance(model, cls))
+    return spec.train.config(algo).n_envs
+
+
 def build_vec_env(
     spec: TaskSpec, target: str, randomize: bool, n_envs: int, seed: int, parallel: bool | None = None
 ) -> VecEnv:

@@ -174,7 +174,9 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     if retained < LITTLE_RETAINED:
         return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does barely better "
                          f"than random actions there ({numbers}).{note} Consider retraining on the target "
-                         f"(scratch is the baseline) or pretraining with wider randomization.")
+                         f"(scratch is the baseline), pretraining with wider randomization, or fitting the simulator "
+                         f"to recorded target episodes and adapting there (sysid_finetune, sim2real adapt), which "
+                         f"costs only the recorded steps.")
     return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {retained:.0%} of its edge over "
                       f"random actions ({numbers}).{note} Adapting it should reach the threshold sooner than scratch.")
 

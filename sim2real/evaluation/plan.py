@@ -161,8 +161,14 @@ def check_policy(plan: Plan) -> None:
     """Load the pretrained policy on every target and prepare it with every strategy, training nothing.
 
     Catches, before any budget is spent, a policy whose spaces do not fit the task (both spaces
-    named) and a strategy the model cannot take (e.g. freeze_base on a single hidden layer).
+    named), a strategy the model cannot take (e.g. freeze_base on a single hidden layer) and a
+    transductive strategy naming a parameter the task cannot fit.
     """
+    from sim2real.sysid import check_params  # the driver's check only: workers need not import it
+
+    for strategy in plan.strategies:
+        if strategy.transductive and strategy.params is not None:
+            check_params(plan.spec, strategy.params)
     for target in plan.targets:
         env = make_env(plan.spec, target)
         try:

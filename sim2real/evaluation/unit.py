@@ -14,17 +14,17 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from sim2real import zoo
-from sim2real.catalog import TaskSpec
 from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.training import EVAL_SEED, build_vec_env
+from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for
 from sim2real.transfer import adapt
 
 
@@ -59,13 +59,8 @@ class GridEvaluation(BaseCallback):
         self._flush(inclusive=True)
 
 
-def _n_envs(spec: TaskSpec, model: BaseAlgorithm) -> int:
-    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
-    algo = next(name for name, cls in zoo.ALGORITHMS.items() if isinstance(model, cls))
-    return spec.train.config(algo).n_envs
-
-
-def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float) -> dict[str, Any]:
+def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float,
+            **extra: Any) -> dict[str, Any]:
     return {
         "unit": unit.key,
         "target": unit.target,
@@ -77,6 +72,7 @@ def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, w
         "episodes": episodes,
         "wall_seconds": round(wall, 3),
         "options": unit.strategy.to_dict(),
+        **extra,
     }
 
 
@@ -103,7 +99,9 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
                                seed=EVAL_SEED)
             wall = time.perf_counter() - started
             return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
-        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=_n_envs(plan.spec, pretrained),
+        if unit.strategy.transductive:
+            return _run_transductive(unit, plan, pretrained, eval_env, started, models_dir)
+        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=n_envs_for(plan.spec, pretrained),
                              seed=unit.seed, parallel=False)
         try:
             model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
@@ -120,6 +118,26 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
     finally:
         eval_env.close()
     return records
+
+
+def _run_transductive(unit: Unit, plan: Plan, pretrained: BaseAlgorithm, eval_env: gym.Env, started: float,
+                      models_dir: Path | None) -> list[dict[str, Any]]:
+    """Record on the target, fit the simulator, fine-tune there; evaluate on the grid by target steps used.
+
+    The strategy trains no step on the target: until the grid reaches the recorded steps the
+    policy is the pretrained one; from there on it is the one adapted in the fitted simulator.
+    """
+    from sim2real.transductive import transduce  # system identification: only units that need it import it
+
+    transduction = transduce(pretrained, plan.spec, eval_env, unit.strategy, seed=unit.seed)
+    used = transduction.target_steps
+    before = evaluate(pretrained, eval_env, plan.episodes, seed=EVAL_SEED)
+    after = evaluate(transduction.model, eval_env, plan.episodes, seed=EVAL_SEED)
+    wall = time.perf_counter() - started
+    if models_dir is not None:
+        zoo.save_model_atomic(transduction.model, model_path(models_dir, unit.key))
+    return [_record(unit, steps, after if steps >= used else before, plan.episodes, wall, target_steps_used=used)
+            for steps in plan.steps]
 
 
 def model_path(models_dir: Path, unit_key: str) -> Path:

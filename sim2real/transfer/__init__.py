@@ -15,6 +15,7 @@ from sim2real.transfer.strategies import (
     ReinitHead,
     Scratch,
     Strategy,
+    SysidFinetune,
     ZeroShot,
     get_strategy,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ReinitHead",
     "Scratch",
     "Strategy",
+    "SysidFinetune",
     "TransferError",
     "TransferReport",
     "ZeroShot",

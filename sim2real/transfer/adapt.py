@@ -16,7 +16,7 @@ from sim2real.transfer.freezing import freeze, hold_target
 from sim2real.transfer.l2sp import install_l2sp
 from sim2real.transfer.layers import layer_keys, layer_of_keys, matches, select, transplant
 from sim2real.transfer.optimizers import without_frozen
-from sim2real.transfer.strategies import L2SP, Freezing, Strategy, get_strategy
+from sim2real.transfer.strategies import L2SP, Freezing, Strategy, SysidFinetune, get_strategy
 
 REPORT_ATTRIBUTE = "sim2real_transfer_report"
 """Name of the attribute under which adapt() leaves its :class:`TransferReport` on the returned model."""
@@ -58,7 +58,8 @@ def adapt(
 ) -> BaseAlgorithm:
     """Prepare ``model`` (pretrained PPO or SAC) for training on ``env`` (the target) as ``strategy`` says.
 
-    ``strategy`` is a :class:`Strategy` or a registered name with its ``options``. Except for
+    ``strategy`` is a :class:`Strategy` or a registered name with its ``options`` (a transductive
+    one prepares the model as its inner strategy does: ``env`` is then the fitted simulator). Except for
     ``zero_shot``, which returns ``model`` itself (never train it: ``strategy.trains`` is False),
     the result is a *new* model of the same class and hyperparameters built on ``env`` and seeded
     with ``seed``; the pretrained model is left untouched. Layers whose name and shapes fit the
@@ -78,6 +79,8 @@ def adapt(
         "trains": strategy.trains,
         "spaces_changed": spaces_changed,
     }
+    if isinstance(strategy, SysidFinetune):
+        strategy = strategy.inner()
     if not strategy.trains:
         if spaces_changed:
             raise TransferError(

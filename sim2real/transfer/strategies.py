@@ -3,7 +3,9 @@
 A strategy only says *what* to do; :func:`sim2real.transfer.adapt` does it. Each one has a
 ``name``, a one-line :meth:`~Strategy.describe` and a JSON-ready :meth:`~Strategy.to_dict` for
 the results, and class-level flags that :func:`adapt` reads: ``trains`` (False: evaluate only),
-``transfers`` (False: start from fresh weights), ``freezes_base`` and ``reinits_heads``.
+``transfers`` (False: start from fresh weights), ``freezes_base``, ``reinits_heads`` and
+``transductive`` (True: the training happens in a simulator fitted to recorded target episodes,
+see :mod:`sim2real.transductive`; :func:`adapt` prepares the model as :meth:`~SysidFinetune.inner` says).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from sim2real.transfer.errors import TransferError
 
 DEFAULT_LR_SCALE = 1.0
 DEFAULT_L2SP_ALPHA = 0.1
+DEFAULT_RECORD_EPISODES = 10
+DEFAULT_SYSID_BUDGET = 400
+DEFAULT_SYSID_HORIZON = 40
+DEFAULT_SIM_STEPS = 60_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +36,7 @@ class Strategy:
     transfers: ClassVar[bool] = True
     freezes_base: ClassVar[bool] = False
     reinits_heads: ClassVar[bool] = False
+    transductive: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One line saying what the strategy does, for logs and reports."""
@@ -192,8 +199,62 @@ class L2SP(Training):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class SysidFinetune(Training):
+    """Transductive transfer: record target episodes (no reward), fit the simulator to them, fine-tune there.
+
+    ``episodes`` target episodes are recorded with the pretrained policy; their steps are all the
+    target steps the strategy costs. System identification fits ``params`` (None: every numeric
+    domain parameter of the task) with ``sysid_budget`` discrepancy evaluations over the first
+    ``horizon`` steps of each episode; every weight is then fine-tuned for ``sim_steps`` steps in
+    the fitted simulator, with randomization around the fit when ``randomize`` is on.
+    """
+
+    name: ClassVar[str] = "sysid_finetune"
+    transductive: ClassVar[bool] = True
+    episodes: int = DEFAULT_RECORD_EPISODES
+    params: tuple[str, ...] | None = None
+    sysid_budget: int = DEFAULT_SYSID_BUDGET
+    horizon: int = DEFAULT_SYSID_HORIZON
+    sim_steps: int = DEFAULT_SIM_STEPS
+    randomize: bool = True
+
+    def __post_init__(self) -> None:
+        """Reject counts no run could use and normalise params to a tuple of names."""
+        super().__post_init__()
+        for option, least in (("episodes", 1), ("sysid_budget", 10), ("horizon", 1), ("sim_steps", 1)):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise TransferError(f"{self.name}: {option} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.randomize, bool):
+            raise TransferError(f"{self.name}: randomize must be true or false, got {self.randomize!r}")
+        params = self.params
+        if params is None:
+            return
+        params = (params,) if isinstance(params, str) else tuple(params)
+        if not params or not all(isinstance(p, str) and p for p in params):
+            raise TransferError(f"{self.name}: params must be a non-empty list of domain parameter names "
+                                f"(or None for every numeric one), got {self.params!r}")
+        object.__setattr__(self, "params", params)
+
+    def inner(self) -> FineTune:
+        """The strategy that prepares the pretrained model for training in the fitted simulator."""
+        return FineTune(lr_scale=self.lr_scale, learning_starts=self.learning_starts,
+                        reset_entropy=self.reset_entropy)
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        fitted = "every numeric domain parameter" if self.params is None else ", ".join(self.params)
+        around = " with randomization around the fit" if self.randomize else ""
+        return (
+            f"record {self.episodes} target episodes (no reward), fit {fitted} to them "
+            f"({self.sysid_budget} evaluations), fine-tune every weight {self.sim_steps} steps in the fitted "
+            f"simulator{around}, {self._training_note()}"
+        )
+
+
 STRATEGIES: Mapping[str, type[Strategy]] = {
-    cls.name: cls for cls in (ZeroShot, Scratch, FineTune, FreezeBase, ReinitHead, L2SP)
+    cls.name: cls for cls in (ZeroShot, Scratch, FineTune, FreezeBase, ReinitHead, L2SP, SysidFinetune)
 }
 
 

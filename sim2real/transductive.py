@@ -1,0 +1,164 @@
+"""Transductive transfer: adapt a pretrained policy to a target that gives observations and actions, no reward.
+
+The loop (Chebotar et al. 2019's SimOpt, one round): record episodes on the target with the
+pretrained policy, identify the simulator's domain parameters from them
+(:mod:`sim2real.sysid`), fine-tune the policy in the fitted simulator (with randomization
+around the fit), then run it on the target. Only the recorded episodes use the target; the
+training steps are simulated, so the target cost of the strategy is the recorded steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
+
+from sim2real import catalog, sysid
+from sim2real.catalog import TaskSpec
+from sim2real.evaluate import evaluate_policy
+from sim2real.factory import make_env
+from sim2real.records import write_json_atomic
+from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
+from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for
+from sim2real.transfer import SysidFinetune, adapt
+from sim2real.zoo import load_policy, save_model_atomic
+
+RECORD_SEED = 2_000_000
+"""First reset seed of recorded episodes: apart from the evaluation seeds (1,000,000 + i) and training seeds."""
+
+
+@dataclass
+class Transduction:
+    """The adapted model, the episodes it was fitted to, the fit and the fitted task."""
+
+    model: BaseAlgorithm
+    trajectories: list[Trajectory]
+    fit: Fit
+    fitted: TaskSpec
+
+    @property
+    def target_steps(self) -> int:
+        """Target steps the adaptation used: the recorded episodes' steps, no training step."""
+        return sum(len(t.actions) for t in self.trajectories)
+
+
+def record_seed(seed: int, episodes: int) -> int:
+    """First reset seed of the episodes recorded for training seed `seed`: each seed records its own."""
+    return RECORD_SEED + seed * episodes
+
+
+def record_on_target(pretrained: BaseAlgorithm, target: gym.Env, strategy: SysidFinetune,
+                     seed: int = 0) -> list[Trajectory]:
+    """Record the strategy's episodes of the pretrained policy on the target (deterministic actions)."""
+    first = record_seed(seed, strategy.episodes)
+    return [sysid.record_episode(pretrained, target, first + i) for i in range(strategy.episodes)]
+
+
+def adapt_in_fitted_sim(pretrained: BaseAlgorithm, task: str | TaskSpec, trajectories: Sequence[Trajectory],
+                        strategy: SysidFinetune, seed: int = 0) -> Transduction:
+    """Fit the task's simulator to `trajectories`, then fine-tune `pretrained` there as `strategy` says.
+
+    The pretrained model is left untouched; the returned one has trained `strategy.sim_steps`
+    simulated steps (seeded with `seed`) on the fitted target, randomized around the fit when
+    `strategy.randomize` is on.
+    """
+    spec = catalog.load(task)
+    params = list(strategy.params) if strategy.params is not None else sysid.fittable(spec)
+    fit = sysid.identify(spec, list(trajectories), params, budget=strategy.sysid_budget, seed=seed,
+                         horizon=strategy.horizon)
+    fitted = catalog.parse(sysid.fitted_task(spec, fit), source=f"{spec.name} fitted by sysid")
+    venv = build_vec_env(fitted, FITTED_TARGET, randomize=strategy.randomize,
+                         n_envs=n_envs_for(fitted, pretrained), seed=seed, parallel=False)
+    try:
+        model = adapt(pretrained, venv, strategy, seed=seed)
+        model.set_logger(Logger(None, []))
+        model.learn(strategy.sim_steps)
+    finally:
+        venv.close()
+    return Transduction(model, list(trajectories), fit, fitted)
+
+
+def transduce(pretrained: BaseAlgorithm, task: str | TaskSpec, target: gym.Env, strategy: SysidFinetune,
+              seed: int = 0) -> Transduction:
+    """The whole loop on one target env: record, identify, fine-tune in the fitted simulator."""
+    trajectories = record_on_target(pretrained, target, strategy, seed)
+    return adapt_in_fitted_sim(pretrained, task, trajectories, strategy, seed)
+
+
+def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *, strategy: SysidFinetune,
+             target: str = "real", testbed: str | None = None, eval_episodes: int = 100, seed: int = 0,
+             on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Record on the target (a local target or the testbed at `testbed`), identify, fine-tune, evaluate.
+
+    Everything lands in `out` as it is made, and a rerun resumes: ``rollouts.jsonl`` (recorded
+    episodes, appended and fsynced one by one; a rerun records only the missing ones),
+    ``sysid/`` (the fit, its report and the fitted task YAML), ``adapted.zip`` (the fine-tuned
+    policy; kept, not retrained, on a rerun), ``eval-pretrained/`` and ``eval-adapted/``
+    (episodes on the target), and ``summary.json``. No target reward is used to adapt; the two
+    evaluations are the only place success on the target is measured.
+    """
+    spec = catalog.load(task)
+    spec.target(target)
+    if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 1:
+        raise sysid.SysIdError(f"eval_episodes must be an integer >= 1, got {eval_episodes!r}")
+    if strategy.params is not None:
+        sysid.check_params(spec, strategy.params)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = on_stage or (lambda _message: None)
+    pretrained = load_policy(policy)
+    where = f"the testbed at {testbed}" if testbed else f"target {target!r}"
+
+    stage(f"recording {strategy.episodes} episodes on {where}")
+    trajectories = _record_missing(pretrained, spec, target, testbed, out / "rollouts.jsonl", strategy, seed)
+    adapted_path = out / "adapted.zip"
+    if adapted_path.exists():
+        stage(f"{adapted_path} exists: kept (delete it to adapt again)")
+        fit = sysid.read_fit(out / "sysid" / "fit.json")
+    else:
+        stage(f"identifying and fine-tuning {strategy.sim_steps} steps in the fitted simulator")
+        transduction = adapt_in_fitted_sim(pretrained, spec, trajectories, strategy, seed)
+        fit = transduction.fit
+        sysid.write_fit(fit, spec, trajectories, out / "sysid")
+        save_model_atomic(transduction.model, adapted_path)
+
+    summaries = {}
+    for name, evaluated in (("pretrained", policy), ("adapted", adapted_path)):
+        stage(f"evaluating the {name} policy on {where} ({eval_episodes} episodes)")
+        summaries[name] = evaluate_policy(evaluated, spec, target=target, episodes=eval_episodes, seed=EVAL_SEED,
+                                          testbed=testbed, out=out / f"eval-{name}")
+    summary = {
+        "task": spec.name, "target": target, "testbed": testbed, "policy": str(policy),
+        "strategy": strategy.to_dict(), "target_steps_used": sum(len(t.actions) for t in trajectories),
+        "fit": fit.values, "action_delay_steps": fit.action_delay_steps,
+        "success": {name: s["success_rate"] for name, s in summaries.items()},
+        "success_ci95": {name: s.get("success_ci95") for name, s in summaries.items()},
+        "gain_points": round(100 * (summaries["adapted"]["success_rate"] - summaries["pretrained"]["success_rate"]), 1),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _record_missing(pretrained: BaseAlgorithm, spec: TaskSpec, target: str, testbed: str | None, path: Path,
+                    strategy: SysidFinetune, seed: int) -> list[Trajectory]:
+    """The strategy's episodes in the rollout file at `path`, recording only those not there yet."""
+    have = sysid.load_trajectories(path, spec) if path.exists() and path.stat().st_size else []
+    missing = strategy.episodes - len(have)
+    if missing <= 0:
+        return have[: strategy.episodes]
+    if testbed is not None:
+        from sim2real.testbed.evaluation import connect
+
+        env: gym.Env = connect(testbed, pretrained)[1]
+    else:
+        env = make_env(spec, target)
+    first = record_seed(seed, strategy.episodes) + len(have)
+    try:
+        return have + sysid.record(pretrained, env, missing, path, seed=first)
+    finally:
+        env.close()
