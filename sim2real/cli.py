@@ -213,6 +213,7 @@ def adapt(
     horizon: Annotated[int, typer.Option(help="control steps of each episode compared")] = 40,
     sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = 60_000,
     randomize: Annotated[bool, typer.Option(help="randomize around the fit while fine-tuning")] = True,
+    rounds: Annotated[int, typer.Option(help="rounds of record, fit, fine-tune (each with the newest policy)")] = 2,
     eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
     seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/adapt-TASK-TARGET)")] = None,
@@ -225,7 +226,7 @@ def adapt(
     spec = catalog.load(task)
     names = tuple(p.strip() for p in params.split(",") if p.strip()) if params else None
     strategy = SysidFinetune(episodes=episodes, params=names, sysid_budget=budget, horizon=horizon,
-                             sim_steps=sim_steps, randomize=randomize)
+                             sim_steps=sim_steps, randomize=randomize, rounds=rounds)
     out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
     summary = run_loop(policy, spec, out, strategy=strategy, target=target, testbed=testbed,
                        eval_episodes=eval_episodes, seed=seed, on_stage=lambda message: console.print(message + "..."))
@@ -235,7 +236,7 @@ def adapt(
     console.print(table)
     console.print(f"{summary['gain_points']:+.0f} points, from {summary['target_steps_used']:,} recorded target steps "
                   f"and no target reward; fit: " + ", ".join(f"{k} {v:.3g}" for k, v in summary["fit"].items()))
-    console.print(f"Adapted policy: {out / 'adapted.zip'}; summary: {out / 'summary.json'}")
+    console.print(f"Adapted policy: {summary['adapted_policy']}; summary: {out / 'summary.json'}")
 
 
 @app.command()

@@ -20,7 +20,7 @@ import copy
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,11 +296,13 @@ def identify(
 ) -> Fit:
     """Fit `params` so that replaying the recorded actions reproduces the recorded observations.
 
-    The action latency (0..max_delay control steps) and the parameters are fitted together: a
-    screening CMA-ES run per latency (half the `budget` in all, parameters in [0, 1] each,
-    log-scaled for wide multiplicative ranges) picks the latency whose run matched best, and
-    CMA-ES spends the rest of the budget refining that run's parameters. (Choosing the latency at
-    the nominal values instead picks the wrong one whenever the nominal simulation is far off.)
+    The action latency (0..max_delay control steps) and the parameters are fitted together. Half
+    the `budget` goes to a CMA-ES search (parameters in [0, 1] each, log-scaled for wide
+    multiplicative ranges) whose every candidate is replayed at every latency and scored by the
+    best of them; the latency of the best candidate is kept, and the rest of the budget refines
+    the parameters at that latency. (Choosing the latency at the nominal values instead picks the
+    wrong one whenever the nominal simulation is far off.) A budget unit is one replay of the
+    episodes at one latency.
     Each parameter's `spread` is how wide CMA-ES's final search distribution still is along it, in
     the parameter's units: a measure of how flat the discrepancy is around the estimate, not a
     confidence interval.
@@ -319,28 +321,31 @@ def identify(
         def values_of(x: Sequence[float]) -> dict[str, float]:
             return {s.param.name: s.from_unit(float(u)) for s, u in zip(scales, x, strict=True)}
 
-        def search(x0: Sequence[float], sigma: float, evaluations: int, delay: int) -> cma.CMAEvolutionStrategy:
-            options = {"bounds": [0.0, 1.0], "maxfevals": evaluations, "seed": seed + 1, "verbose": -9,
+        def search(x0: Sequence[float], sigma: float, candidates: int,
+                   score: Callable[[Sequence[float]], float]) -> cma.CMAEvolutionStrategy:
+            options = {"bounds": [0.0, 1.0], "maxfevals": candidates, "seed": seed + 1, "verbose": -9,
                        "popsize": max(6, 4 + int(3 * math.log(len(scales))))}
             strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)
             while not strategy.stop():
-                candidates = strategy.ask()
-                strategy.tell(candidates, [replay.discrepancy(values_of(x), delay) for x in candidates])
+                asked = strategy.ask()
+                strategy.tell(asked, [score(x) for x in asked])
             return strategy
 
         delays = range(max_delay + 1)
+
+        def over_delays(x: Sequence[float]) -> float:
+            return min(replay.discrepancy(values_of(x), d) for d in delays)
+
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
-        screening = max(10, budget // (2 * len(delays)))
-        screens = {d: search(x0, 0.25, screening, d) for d in delays}
-        delay = min(delays, key=lambda d: screens[d].result.fbest)
-        evaluations = sum(screen.result.evaluations for screen in screens.values())
-        screen = screens[delay]
-        best, stds = screen.result.xbest, screen.result.stds
+        joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), over_delays)
+        best, stds = joint.result.xbest, joint.result.stds
+        delay = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
+        evaluations = (joint.result.evaluations + 1) * len(delays)
         if budget - evaluations >= 10:
-            refine = search(best, 0.1, budget - evaluations, delay)
+            refine = search(best, 0.1, budget - evaluations, lambda x: replay.discrepancy(values_of(x), delay))
             evaluations += refine.result.evaluations
             stds = refine.result.stds
-            if refine.result.fbest <= screen.result.fbest:
+            if refine.result.fbest <= joint.result.fbest:
                 best = refine.result.xbest
         before = replay.discrepancy(nominal, delay)
         after = replay.discrepancy(values_of(best), delay)

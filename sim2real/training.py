@@ -70,13 +70,16 @@ def build_vec_env(
 
 
 class BestCheckpoint(BaseCallback):
-    """Every `every` env steps, evaluate deterministically and keep the best weights (success, then return)."""
+    """Every `every` env steps, evaluate deterministically and keep the best weights (success, then return).
+
+    Episode i of each evaluation is reset with seed ``seed + i``.
+    """
 
     def __init__(self, spec: TaskSpec, target: str, every: int, episodes: int,
-                 on_eval: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_eval: Callable[[int, dict[str, Any]], None] | None = None, seed: int = EVAL_SEED) -> None:
         super().__init__()
         self.eval_env = make_env(spec, target)
-        self.every, self.episodes, self.on_eval = every, episodes, on_eval
+        self.every, self.episodes, self.on_eval, self.seed = every, episodes, on_eval, seed
         self.best: tuple[float, float] | None = None
         self.best_state: dict[str, Any] | None = None
         self.best_steps = 0
@@ -91,7 +94,7 @@ class BestCheckpoint(BaseCallback):
 
     def evaluate_now(self) -> None:
         """Evaluate the current weights and remember them if they are the best so far."""
-        summary = evaluate(self.model, self.eval_env, self.episodes, seed=EVAL_SEED)
+        summary = evaluate(self.model, self.eval_env, self.episodes, seed=self.seed)
         score = (summary["success_rate"], summary["mean_return"])
         self.history.append({"steps": self.num_timesteps, "success": score[0], "return": score[1]})
         self.logger.record("eval/success_rate", score[0])

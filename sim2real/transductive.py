@@ -24,12 +24,16 @@ from sim2real.evaluate import evaluate_policy
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
 from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
-from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for
+from sim2real.training import EVAL_SEED, BestCheckpoint, build_vec_env, n_envs_for
 from sim2real.transfer import SysidFinetune, adapt
+from sim2real.transfer.strategies import MAX_RECORDED_PER_SEED
 from sim2real.zoo import load_policy, save_model_atomic
 
 RECORD_SEED = 2_000_000
 """First reset seed of recorded episodes: apart from the evaluation seeds (1,000,000 + i) and training seeds."""
+
+SELECTION_SEED = 3_000_000
+"""First reset seed of the simulated episodes that pick the best fine-tuned weights (not the evaluation seeds)."""
 
 
 @dataclass
@@ -47,16 +51,16 @@ class Transduction:
         return sum(len(t.actions) for t in self.trajectories)
 
 
-def record_seed(seed: int, episodes: int) -> int:
-    """First reset seed of the episodes recorded for training seed `seed`: each seed records its own."""
-    return RECORD_SEED + seed * episodes
+def record_seed(seed: int, episodes: int, round_index: int = 0) -> int:
+    """First reset seed of a round's recorded episodes for training seed `seed`: each seed and round its own."""
+    return RECORD_SEED + seed * MAX_RECORDED_PER_SEED + round_index * episodes
 
 
-def record_on_target(pretrained: BaseAlgorithm, target: gym.Env, strategy: SysidFinetune,
-                     seed: int = 0) -> list[Trajectory]:
-    """Record the strategy's episodes of the pretrained policy on the target (deterministic actions)."""
-    first = record_seed(seed, strategy.episodes)
-    return [sysid.record_episode(pretrained, target, first + i) for i in range(strategy.episodes)]
+def record_on_target(policy: BaseAlgorithm, target: gym.Env, strategy: SysidFinetune, seed: int = 0,
+                     round_index: int = 0) -> list[Trajectory]:
+    """Record one round's episodes of `policy` on the target (deterministic actions)."""
+    first = record_seed(seed, strategy.episodes, round_index)
+    return [sysid.record_episode(policy, target, first + i) for i in range(strategy.episodes)]
 
 
 def adapt_in_fitted_sim(pretrained: BaseAlgorithm, task: str | TaskSpec, trajectories: Sequence[Trajectory],
@@ -65,7 +69,10 @@ def adapt_in_fitted_sim(pretrained: BaseAlgorithm, task: str | TaskSpec, traject
 
     The pretrained model is left untouched; the returned one has trained `strategy.sim_steps`
     simulated steps (seeded with `seed`) on the fitted target, randomized around the fit when
-    `strategy.randomize` is on.
+    `strategy.randomize` is on, and holds the best weights of periodic evaluations in the fitted
+    simulator (the task's transfer `eval_every` and `episodes`, on seeds apart from the target's
+    evaluation seeds): PPO on a hard target can collapse after reaching it, and the simulator's
+    reward is free to use.
     """
     spec = catalog.load(task)
     params = list(strategy.params) if strategy.params is not None else sysid.fittable(spec)
@@ -77,7 +84,9 @@ def adapt_in_fitted_sim(pretrained: BaseAlgorithm, task: str | TaskSpec, traject
     try:
         model = adapt(pretrained, venv, strategy, seed=seed)
         model.set_logger(Logger(None, []))
-        model.learn(strategy.sim_steps)
+        best = BestCheckpoint(fitted, FITTED_TARGET, every=spec.transfer.eval_every,
+                              episodes=spec.transfer.episodes, seed=SELECTION_SEED)
+        model.learn(strategy.sim_steps, callback=best)
     finally:
         venv.close()
     return Transduction(model, list(trajectories), fit, fitted)
@@ -85,22 +94,28 @@ def adapt_in_fitted_sim(pretrained: BaseAlgorithm, task: str | TaskSpec, traject
 
 def transduce(pretrained: BaseAlgorithm, task: str | TaskSpec, target: gym.Env, strategy: SysidFinetune,
               seed: int = 0) -> Transduction:
-    """The whole loop on one target env: record, identify, fine-tune in the fitted simulator."""
-    trajectories = record_on_target(pretrained, target, strategy, seed)
-    return adapt_in_fitted_sim(pretrained, task, trajectories, strategy, seed)
+    """The whole loop on one target env: `strategy.rounds` rounds of record, identify, fine-tune."""
+    trajectories: list[Trajectory] = []
+    policy = pretrained
+    for round_index in range(strategy.rounds):
+        trajectories += record_on_target(policy, target, strategy, seed, round_index)
+        result = adapt_in_fitted_sim(policy, task, trajectories, strategy, seed)
+        policy = result.model
+    return result
 
 
 def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *, strategy: SysidFinetune,
              target: str = "real", testbed: str | None = None, eval_episodes: int = 100, seed: int = 0,
              on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Record on the target (a local target or the testbed at `testbed`), identify, fine-tune, evaluate.
+    """Record on the target (a local target or the testbed at `testbed`), identify, fine-tune; then evaluate.
 
-    Everything lands in `out` as it is made, and a rerun resumes: ``rollouts.jsonl`` (recorded
-    episodes, appended and fsynced one by one; a rerun records only the missing ones),
-    ``sysid/`` (the fit, its report and the fitted task YAML), ``adapted.zip`` (the fine-tuned
-    policy; kept, not retrained, on a rerun), ``eval-pretrained/`` and ``eval-adapted/``
-    (episodes on the target), and ``summary.json``. No target reward is used to adapt; the two
-    evaluations are the only place success on the target is measured.
+    Everything lands in `out` as it is made, and a rerun resumes. Round k writes ``round-k/``:
+    ``rollouts.jsonl`` (its recorded episodes, appended and fsynced one by one; a rerun records
+    only the missing ones), ``sysid/`` (the fit to every episode recorded so far, its report and
+    the fitted task YAML) and ``adapted.zip`` (the policy fine-tuned in that round; a rerun keeps
+    it). Then ``eval-pretrained/`` and ``eval-adapted/`` (episodes on the target) and
+    ``summary.json``. No target reward is used to adapt: the two evaluations are the only place
+    success on the target is measured.
     """
     spec = catalog.load(task)
     spec.target(target)
@@ -111,30 +126,37 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage = on_stage or (lambda _message: None)
-    pretrained = load_policy(policy)
     where = f"the testbed at {testbed}" if testbed else f"target {target!r}"
 
-    stage(f"recording {strategy.episodes} episodes on {where}")
-    trajectories = _record_missing(pretrained, spec, target, testbed, out / "rollouts.jsonl", strategy, seed)
-    adapted_path = out / "adapted.zip"
-    if adapted_path.exists():
-        stage(f"{adapted_path} exists: kept (delete it to adapt again)")
-        fit = sysid.read_fit(out / "sysid" / "fit.json")
-    else:
-        stage(f"identifying and fine-tuning {strategy.sim_steps} steps in the fitted simulator")
-        transduction = adapt_in_fitted_sim(pretrained, spec, trajectories, strategy, seed)
-        fit = transduction.fit
-        sysid.write_fit(fit, spec, trajectories, out / "sysid")
-        save_model_atomic(transduction.model, adapted_path)
+    current = load_policy(policy)
+    trajectories: list[Trajectory] = []
+    for number in range(1, strategy.rounds + 1):
+        folder = out / f"round-{number}"
+        adapted = folder / "adapted.zip"
+        stage(f"round {number}: recording {strategy.episodes} episodes on {where}")
+        trajectories += _record_missing(current, spec, target, testbed, folder / "rollouts.jsonl", strategy, seed,
+                                        number - 1)
+        if adapted.exists():
+            stage(f"round {number}: {adapted} exists: kept (delete it to adapt again)")
+            fit = sysid.read_fit(folder / "sysid" / "fit.json")
+            current = load_policy(adapted)
+            continue
+        stage(f"round {number}: fitting the simulator to {len(trajectories)} episodes, fine-tuning "
+              f"{strategy.sim_steps:,} steps in it")
+        result = adapt_in_fitted_sim(current, spec, trajectories, strategy, seed)
+        fit, current = result.fit, result.model
+        sysid.write_fit(fit, spec, trajectories, folder / "sysid")
+        save_model_atomic(current, adapted)
 
     summaries = {}
-    for name, evaluated in (("pretrained", policy), ("adapted", adapted_path)):
+    for name, evaluated in (("pretrained", policy), ("adapted", adapted)):
         stage(f"evaluating the {name} policy on {where} ({eval_episodes} episodes)")
         summaries[name] = evaluate_policy(evaluated, spec, target=target, episodes=eval_episodes, seed=EVAL_SEED,
                                           testbed=testbed, out=out / f"eval-{name}")
     summary = {
         "task": spec.name, "target": target, "testbed": testbed, "policy": str(policy),
-        "strategy": strategy.to_dict(), "target_steps_used": sum(len(t.actions) for t in trajectories),
+        "adapted_policy": str(adapted), "strategy": strategy.to_dict(),
+        "target_steps_used": sum(len(t.actions) for t in trajectories),
         "fit": fit.values, "action_delay_steps": fit.action_delay_steps,
         "success": {name: s["success_rate"] for name, s in summaries.items()},
         "success_ci95": {name: s.get("success_ci95") for name, s in summaries.items()},
@@ -144,21 +166,22 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     return summary
 
 
-def _record_missing(pretrained: BaseAlgorithm, spec: TaskSpec, target: str, testbed: str | None, path: Path,
-                    strategy: SysidFinetune, seed: int) -> list[Trajectory]:
-    """The strategy's episodes in the rollout file at `path`, recording only those not there yet."""
+def _record_missing(policy: BaseAlgorithm, spec: TaskSpec, target: str, testbed: str | None, path: Path,
+                    strategy: SysidFinetune, seed: int, round_index: int) -> list[Trajectory]:
+    """A round's episodes in the rollout file at `path`, recording with `policy` only those not there yet."""
     have = sysid.load_trajectories(path, spec) if path.exists() and path.stat().st_size else []
     missing = strategy.episodes - len(have)
     if missing <= 0:
         return have[: strategy.episodes]
+    path.parent.mkdir(parents=True, exist_ok=True)
     if testbed is not None:
         from sim2real.testbed.evaluation import connect
 
-        env: gym.Env = connect(testbed, pretrained)[1]
+        env: gym.Env = connect(testbed, policy)[1]
     else:
         env = make_env(spec, target)
-    first = record_seed(seed, strategy.episodes) + len(have)
+    first = record_seed(seed, strategy.episodes, round_index) + len(have)
     try:
-        return have + sysid.record(pretrained, env, missing, path, seed=first)
+        return have + sysid.record(policy, env, missing, path, seed=first)
     finally:
         env.close()

@@ -32,7 +32,7 @@ def test_a_recording_holds_seeds_observations_and_actions(wet_rollouts: Path):
 
 
 def test_identification_recovers_the_tyre_friction_of_the_recorded_floor(wet_rollouts: Path, tmp_path: Path):
-    fit = identify("driving", wet_rollouts, ["tyre_friction"], budget=40, horizon=40)
+    fit = identify("driving", wet_rollouts, ["tyre_friction"], budget=100, horizon=40)
     assert fit.action_delay_steps == 0
     assert fit.params["tyre_friction"]["estimate"] == pytest.approx(0.75, rel=0.1)
     assert fit.discrepancy_after < 0.5 * fit.discrepancy_before

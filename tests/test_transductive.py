@@ -42,7 +42,7 @@ transfer: {budget: 200, eval_every: 50, episodes: 2, seeds: 1}
 """
 CARD = {"task": "swing", "algo": "ppo", "randomized": False, "train_steps": 128, "seed": 0, "source_success": 0.0,
         "targets": {}}
-SMALL = {"episodes": 2, "sysid_budget": 200, "horizon": 30, "sim_steps": 128}
+SMALL = {"episodes": 2, "sysid_budget": 800, "horizon": 30, "sim_steps": 128, "rounds": 1}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def policy(task, tmp_path_factory) -> Path:
     env = gym.make("Pendulum-v1", max_episode_steps=50)
     model = make_model("ppo", env, spec.train.config().hyperparameters, seed=0).learn(128)
     with torch.no_grad():  # an untrained policy barely pushes; identification needs actions that move the bob
-        model.policy.action_net.weight.mul_(30.0)
+        model.policy.action_net.weight.mul_(300.0)
     return save_bundle(model, tmp_path_factory.mktemp("zoo") / "swing-ppo", CARD)
 
 
@@ -73,7 +73,7 @@ def test_the_loop_recovers_the_hidden_physics_and_fine_tunes_a_copy(task, policy
     result = transduce(pretrained, task, target, SysidFinetune(**SMALL), seed=3)
 
     assert result.target_steps == 2 * 50
-    assert [t.seed for t in result.trajectories] == [RECORD_SEED + 3 * 2, RECORD_SEED + 3 * 2 + 1]
+    assert [t.seed for t in result.trajectories] == [RECORD_SEED + 30_000, RECORD_SEED + 30_001]
     assert result.fit.action_delay_steps == 0
     assert result.fit.values["mass"] == pytest.approx(2.5, rel=0.15)
     assert result.fit.values["length"] == pytest.approx(1.4, rel=0.15)
@@ -106,6 +106,8 @@ def test_a_transductive_unit_costs_only_its_recorded_steps(task, policy, tmp_pat
     ({"sysid_budget": 5}, "sysid_budget must be an integer >= 10"),
     ({"sim_steps": 1.5}, "sim_steps must be an integer >= 1"),
     ({"params": []}, "params must be a non-empty list"),
+    ({"rounds": 0}, "rounds must be an integer >= 1"),
+    ({"episodes": 5001}, "episodes × rounds must be at most 10000"),
     ({"lr_scale": 0}, "lr_scale must be a finite number > 0"),
 ])
 def test_bad_options_are_refused_naming_the_value(options, message):
@@ -130,18 +132,23 @@ def test_the_adapt_command_writes_everything_and_resumes(task, policy, tmp_path)
             "--horizon", "20", "--sim-steps", "64", "--eval-episodes", "2", "--out", out)
     first = cli(*args)
     assert first.returncode == 0, first.stderr
-    assert {p.name for p in out.iterdir()} >= {"rollouts.jsonl", "sysid", "adapted.zip", "eval-pretrained",
-                                               "eval-adapted", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"round-1", "round-2", "eval-pretrained", "eval-adapted",
+                                               "summary.json"}
+    for folder in ("round-1", "round-2"):
+        assert {p.name for p in (out / folder).iterdir()} == {"rollouts.jsonl", "sysid", "adapted.zip"}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["target_steps_used"] == 100 and set(summary["success"]) == {"pretrained", "adapted"}
+    assert summary["target_steps_used"] == 2 * 2 * 50 and set(summary["success"]) == {"pretrained", "adapted"}
     assert set(summary["fit"]) == {"mass", "length"}
-    model_bytes = (out / "adapted.zip").read_bytes()
+    assert summary["adapted_policy"] == str(out / "round-2" / "adapted.zip")
+    round_two = json.loads((out / "round-2" / "sysid" / "fit.json").read_text())
+    assert round_two["episodes"] == 4  # the second fit uses both rounds' recordings
+    model_bytes = (out / "round-2" / "adapted.zip").read_bytes()
 
     second = cli(*args)
     assert second.returncode == 0, second.stderr
-    assert "exists: kept" in second.stdout
-    assert len((out / "rollouts.jsonl").read_text().splitlines()) == 2
-    assert (out / "adapted.zip").read_bytes() == model_bytes
+    assert second.stdout.count("exists: kept") == 2
+    assert len((out / "round-1" / "rollouts.jsonl").read_text().splitlines()) == 2
+    assert (out / "round-2" / "adapted.zip").read_bytes() == model_bytes
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -154,7 +161,7 @@ def test_the_adapt_command_refuses_bad_input_in_one_line(task, policy, tmp_path,
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x" / "rollouts.jsonl").exists()
+    assert not (tmp_path / "x" / "round-1").exists()
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ DEFAULT_RECORD_EPISODES = 10
 DEFAULT_SYSID_BUDGET = 400
 DEFAULT_SYSID_HORIZON = 40
 DEFAULT_SIM_STEPS = 60_000
+DEFAULT_ROUNDS = 2
+MAX_RECORDED_PER_SEED = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,11 +205,13 @@ class L2SP(Training):
 class SysidFinetune(Training):
     """Transductive transfer: record target episodes (no reward), fit the simulator to them, fine-tune there.
 
-    ``episodes`` target episodes are recorded with the pretrained policy; their steps are all the
-    target steps the strategy costs. System identification fits ``params`` (None: every numeric
-    domain parameter of the task) with ``sysid_budget`` discrepancy evaluations over the first
-    ``horizon`` steps of each episode; every weight is then fine-tuned for ``sim_steps`` steps in
-    the fitted simulator, with randomization around the fit when ``randomize`` is on.
+    Each of ``rounds`` rounds records ``episodes`` target episodes with the current policy (the
+    pretrained one first), fits ``params`` (None: every numeric domain parameter of the task) to
+    every episode recorded so far with ``sysid_budget`` discrepancy evaluations over the first
+    ``horizon`` steps of each, and fine-tunes every weight of the current policy ``sim_steps``
+    steps in the fitted simulator (randomized around the fit when ``randomize`` is on). A later
+    round records where the adapted policy now drives or reaches, which the first recordings may
+    not have shown (SimOpt's iteration). The recorded steps are all the target steps it costs.
     """
 
     name: ClassVar[str] = "sysid_finetune"
@@ -218,14 +222,19 @@ class SysidFinetune(Training):
     horizon: int = DEFAULT_SYSID_HORIZON
     sim_steps: int = DEFAULT_SIM_STEPS
     randomize: bool = True
+    rounds: int = DEFAULT_ROUNDS
 
     def __post_init__(self) -> None:
         """Reject counts no run could use and normalise params to a tuple of names."""
         super().__post_init__()
-        for option, least in (("episodes", 1), ("sysid_budget", 10), ("horizon", 1), ("sim_steps", 1)):
+        for option, least in (("episodes", 1), ("sysid_budget", 10), ("horizon", 1), ("sim_steps", 1),
+                              ("rounds", 1)):
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise TransferError(f"{self.name}: {option} must be an integer >= {least}, got {value!r}")
+        if self.episodes * self.rounds > MAX_RECORDED_PER_SEED:
+            raise TransferError(f"{self.name}: episodes × rounds must be at most {MAX_RECORDED_PER_SEED}, got "
+                                f"{self.episodes} × {self.rounds}")
         if not isinstance(self.randomize, bool):
             raise TransferError(f"{self.name}: randomize must be true or false, got {self.randomize!r}")
         params = self.params
@@ -247,9 +256,9 @@ class SysidFinetune(Training):
         fitted = "every numeric domain parameter" if self.params is None else ", ".join(self.params)
         around = " with randomization around the fit" if self.randomize else ""
         return (
-            f"record {self.episodes} target episodes (no reward), fit {fitted} to them "
-            f"({self.sysid_budget} evaluations), fine-tune every weight {self.sim_steps} steps in the fitted "
-            f"simulator{around}, {self._training_note()}"
+            f"{self.rounds} round(s) of: record {self.episodes} target episodes (no reward), fit {fitted} to "
+            f"every recording ({self.sysid_budget} evaluations), fine-tune every weight {self.sim_steps} steps in "
+            f"the fitted simulator{around}; {self._training_note()}"
         )
 
 
