@@ -1,10 +1,11 @@
 """Transductive transfer: adapt a pretrained policy to a target that gives observations and actions, no reward.
 
-The loop (Chebotar et al. 2019's SimOpt, one round): record episodes on the target with the
-pretrained policy, identify the simulator's domain parameters from them
-(:mod:`sim2real.sysid`), fine-tune the policy in the fitted simulator (with randomization
-around the fit), then run it on the target. Only the recorded episodes use the target; the
-training steps are simulated, so the target cost of the strategy is the recorded steps.
+The loop (after SimOpt, Chebotar et al. 2019): record episodes on the target with the current
+policy, identify the simulator's domain parameters from every recording so far
+(:mod:`sim2real.sysid`), fine-tune the policy in the fitted simulator (with randomization around
+the fit), and repeat with the fine-tuned policy; then run it on the target. Only the recorded
+episodes use the target; the training steps are simulated, so the target cost of the strategy
+is the recorded steps.
 """
 
 from __future__ import annotations
