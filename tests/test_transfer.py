@@ -100,13 +100,15 @@ def distance(model, reference: dict[str, torch.Tensor], keys) -> float:
 
 
 def test_registry_lists_every_strategy_with_a_description_and_a_record():
-    assert set(STRATEGIES) == {"zero_shot", "scratch", "finetune", "freeze_base", "reinit_head", "l2sp"}
+    assert set(STRATEGIES) == {"zero_shot", "scratch", "finetune", "freeze_base", "reinit_head", "l2sp",
+                               "sysid_finetune"}
     for name in STRATEGIES:
         strategy = get_strategy(name)
         assert strategy.name == name
         assert strategy.describe() and "\n" not in strategy.describe()
         assert json.loads(json.dumps(strategy.to_dict()))["name"] == name
     assert not get_strategy("zero_shot").trains
+    assert [name for name in STRATEGIES if get_strategy(name).transductive] == ["sysid_finetune"]
     assert get_strategy("freeze_base", prefixes=["actor"]).to_dict()["prefixes"] == ["actor"]
     assert get_strategy("l2sp", alpha=0.5).to_dict()["alpha"] == 0.5
 
