@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim2real.errors import Sim2RealError
+from sim2real.sysid import DEFAULT_HORIZON
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
@@ -43,6 +44,13 @@ Task = Annotated[str, typer.Argument(help="catalogue name (driving, grasping) or
 TaskOption = Annotated[str, typer.Option(help="catalogue name or task YAML")]
 Policy = Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")]
 Seed = Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")]
+FitParams = Annotated[str | None, typer.Option(help="comma-separated parameters to fit (default: all numeric)")]
+FitHorizon = Annotated[int, typer.Option(help="control steps of each episode compared")]
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list as a tuple of names; None when the option was not given."""
+    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else None
 
 
 @app.command()
@@ -161,10 +169,10 @@ def record(
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to record on")] = None,
 ) -> None:
     """Record episodes (observations and actions, no reward) for system identification."""
-    from sim2real.sysid import record_policy
+    from sim2real.sysid import record_policy, recorded_steps
 
     trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed)
-    steps = sum(len(t.actions) for t in trajectories)
+    steps = recorded_steps(trajectories)
     console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'} "
                   f"into {out}")
 
@@ -174,9 +182,9 @@ def record(
 def sysid(
     task: Task,
     rollouts: Annotated[Path, typer.Option(help="recorded episodes (sim2real record, JSONL)")],
-    params: Annotated[str | None, typer.Option(help="comma-separated parameters to fit (default: all numeric)")] = None,
+    params: FitParams = None,
     budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 300,
-    horizon: Annotated[int, typer.Option(help="control steps of each episode compared")] = 40,
+    horizon: FitHorizon = DEFAULT_HORIZON,
     seed: Annotated[int, typer.Option(help="seed of the optimiser")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/sysid-TASK)")] = None,
 ) -> None:
@@ -185,7 +193,7 @@ def sysid(
     from sim2real.sysid import check_params, fittable, identify, load_trajectories, write_fit
 
     spec = catalog.load(task)
-    names = [p.strip() for p in params.split(",") if p.strip()] if params else fittable(spec)
+    names = _names(params) or fittable(spec)
     check_params(spec, names)
     trajectories = load_trajectories(rollouts, spec)
     console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
@@ -208,9 +216,9 @@ def adapt(
     target: Annotated[str, typer.Option(help="target to adapt to (locally)")] = "real",
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to adapt to")] = None,
     episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = 10,
-    params: Annotated[str | None, typer.Option(help="comma-separated parameters to fit (default: all numeric)")] = None,
+    params: FitParams = None,
     budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 400,
-    horizon: Annotated[int, typer.Option(help="control steps of each episode compared")] = 40,
+    horizon: FitHorizon = DEFAULT_HORIZON,
     sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = 60_000,
     randomize: Annotated[bool, typer.Option(help="randomize around the fit while fine-tuning")] = True,
     rounds: Annotated[int, typer.Option(help="rounds of record, fit, fine-tune (each with the newest policy)")] = 2,
@@ -224,8 +232,7 @@ def adapt(
     from sim2real.transfer import SysidFinetune
 
     spec = catalog.load(task)
-    names = tuple(p.strip() for p in params.split(",") if p.strip()) if params else None
-    strategy = SysidFinetune(episodes=episodes, params=names, sysid_budget=budget, horizon=horizon,
+    strategy = SysidFinetune(episodes=episodes, params=_names(params), sysid_budget=budget, horizon=horizon,
                              sim_steps=sim_steps, randomize=randomize, rounds=rounds)
     out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
     summary = run_loop(policy, spec, out, strategy=strategy, target=target, testbed=testbed,

@@ -61,6 +61,11 @@ class Trajectory:
         return {"seed": self.seed, "observations": self.observations.tolist(), "actions": self.actions.tolist()}
 
 
+def recorded_steps(trajectories: Sequence[Trajectory]) -> int:
+    """Control steps in the recorded episodes: what recording them cost on the target."""
+    return sum(len(t.actions) for t in trajectories)
+
+
 def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool = True) -> Trajectory:
     """Run one episode from ``reset(seed)`` and keep what a target without reward gives: observations, actions."""
     obs, _ = env.reset(seed=seed)

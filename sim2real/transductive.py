@@ -49,7 +49,7 @@ class Transduction:
     @property
     def target_steps(self) -> int:
         """Target steps the adaptation used: the recorded episodes' steps, no training step."""
-        return sum(len(t.actions) for t in self.trajectories)
+        return sysid.recorded_steps(self.trajectories)
 
 
 def record_seed(seed: int, episodes: int, round_index: int = 0) -> int:
@@ -157,7 +157,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     summary = {
         "task": spec.name, "target": target, "testbed": testbed, "policy": str(policy),
         "adapted_policy": str(adapted), "strategy": strategy.to_dict(),
-        "target_steps_used": sum(len(t.actions) for t in trajectories),
+        "target_steps_used": sysid.recorded_steps(trajectories),
         "fit": fit.values, "action_delay_steps": fit.action_delay_steps,
         "success": {name: s["success_rate"] for name, s in summaries.items()},
         "success_ci95": {name: s.get("success_ci95") for name, s in summaries.items()},

@@ -14,16 +14,15 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import tiny_pendulum_bundle, write_task
 from stable_baselines3 import PPO
 
-from sim2real import catalog
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.evaluation import harness
 from sim2real.evaluation import unit as unit_module
 from sim2real.evaluation.backends import LocalBackend, WorkerError
 from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
 from sim2real.records import read_jsonl
-from sim2real.training import make_model
 from sim2real.transfer import FineTune, TransferError
 from sim2real.zoo import BundleError, load_policy, save_bundle
 
@@ -60,17 +59,12 @@ harness.run(harness.make_plan(task, policy, "heavy"), out, workers=2)
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("task") / "tiny.yaml"
-    path.write_text(TASK)
-    return path
+    return write_task(tmp_path_factory, "tiny", TASK)
 
 
 @pytest.fixture(scope="module")
 def policy(task, tmp_path_factory) -> Path:
-    spec = catalog.load(task)
-    env = gym.make("Pendulum-v1", max_episode_steps=50)
-    model = make_model("ppo", env, spec.train.config().hyperparameters, seed=0).learn(128)
-    return save_bundle(model, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
+    return tiny_pendulum_bundle(task, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
 
 
 @pytest.fixture(scope="module")

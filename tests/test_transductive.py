@@ -7,19 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 import torch
+from conftest import tiny_pendulum_bundle, write_task
 
-from sim2real import catalog, make_env
+from sim2real import make_env
 from sim2real.evaluation import harness
 from sim2real.evaluation.harness import RESULTS_FILE
 from sim2real.records import read_jsonl
 from sim2real.sysid import SysIdError
-from sim2real.training import EVAL_SEED, make_model
+from sim2real.training import EVAL_SEED
 from sim2real.transductive import RECORD_SEED, transduce
 from sim2real.transfer import SysidFinetune, TransferError, get_strategy
-from sim2real.zoo import load_policy, save_bundle
+from sim2real.zoo import load_policy
 
 TASK = """
 name: swing
@@ -47,19 +47,13 @@ SMALL = {"episodes": 2, "sysid_budget": 800, "horizon": 30, "sim_steps": 128, "r
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("task") / "swing.yaml"
-    path.write_text(TASK)
-    return path
+    return write_task(tmp_path_factory, "swing", TASK)
 
 
 @pytest.fixture(scope="module")
 def policy(task, tmp_path_factory) -> Path:
-    spec = catalog.load(task)
-    env = gym.make("Pendulum-v1", max_episode_steps=50)
-    model = make_model("ppo", env, spec.train.config().hyperparameters, seed=0).learn(128)
-    with torch.no_grad():  # an untrained policy barely pushes; identification needs actions that move the bob
-        model.policy.action_net.weight.mul_(300.0)
-    return save_bundle(model, tmp_path_factory.mktemp("zoo") / "swing-ppo", CARD)
+    # an untrained policy barely pushes; identification needs actions that move the bob
+    return tiny_pendulum_bundle(task, tmp_path_factory.mktemp("zoo") / "swing-ppo", CARD, action_gain=300.0)
 
 
 def weights(model) -> dict[str, torch.Tensor]:

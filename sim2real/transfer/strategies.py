@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sim2real.errors import allowed
+from sim2real.sysid import DEFAULT_HORIZON as DEFAULT_SYSID_HORIZON
 from sim2real.transfer.errors import TransferError
 
 DEFAULT_LR_SCALE = 1.0
 DEFAULT_L2SP_ALPHA = 0.1
 DEFAULT_RECORD_EPISODES = 10
 DEFAULT_SYSID_BUDGET = 400
-DEFAULT_SYSID_HORIZON = 40
 DEFAULT_SIM_STEPS = 60_000
 DEFAULT_ROUNDS = 2
 MAX_RECORDED_PER_SEED = 10_000
