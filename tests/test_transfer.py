@@ -335,12 +335,8 @@ def test_ppo_space_change_reuses_what_fits_and_freezes_only_reused_layers():
     adapted = adapt(source, ToyEnv(5, 2), "freeze_base", seed=1)
     report = transfer_report(adapted)
     assert report.spaces_changed
-    assert set(report.shape_mismatch) == {
-        "log_std",
-        "mlp_extractor.policy_net.0",
-        "mlp_extractor.value_net.0",
-        "action_net",
-    }
+    assert set(report.shape_mismatch) == {"log_std", "action_net"}
+    assert set(report.widened) == {"mlp_extractor.policy_net.0", "mlp_extractor.value_net.0"}
     assert set(report.reused) == {
         "mlp_extractor.policy_net.2",
         "mlp_extractor.policy_net.4",
@@ -358,11 +354,31 @@ def test_ppo_space_change_reuses_what_fits_and_freezes_only_reused_layers():
     assert not torch.equal(after["mlp_extractor.policy_net.0.weight"], fresh["mlp_extractor.policy_net.0.weight"])
 
 
+def test_appended_observations_widen_the_input_layers_so_the_adapted_policy_starts_as_the_pretrained_one():
+    source = PPO("MlpPolicy", ToyEnv(3, 1), policy_kwargs={"net_arch": [16, 16]}, seed=0, **TINY_PPO)
+    adapted = adapt(source, ToyEnv(5, 1), "finetune", seed=1)
+    report = transfer_report(adapted)
+    assert set(report.widened) == {"mlp_extractor.policy_net.0", "mlp_extractor.value_net.0"}
+    assert not report.shape_mismatch and not report.reinitialised
+    observations = np.random.default_rng(0).uniform(-1, 1, (32, 5)).astype(np.float32)
+    with torch.no_grad():
+        widened = adapted.policy.obs_to_tensor(observations)[0]
+        pretrained = source.policy.obs_to_tensor(observations[:, :3])[0]
+        assert torch.allclose(adapted.policy.predict_values(widened), source.policy.predict_values(pretrained))
+    assert np.allclose(adapted.predict(observations, deterministic=True)[0],
+                       source.predict(observations[:, :3], deterministic=True)[0])
+    weight = adapted.policy.state_dict()["mlp_extractor.policy_net.0.weight"]
+    assert torch.count_nonzero(weight[:, 3:]) == 0
+    adapted.learn(256)
+    assert torch.count_nonzero(adapted.policy.state_dict()["mlp_extractor.policy_net.0.weight"][:, 3:]) > 0
+
+
 def test_sac_space_change_trains_and_reports_reuse():
     source = SAC("MlpPolicy", ToyEnv(3, 1), policy_kwargs={"net_arch": [16, 16, 16]}, seed=0, **TINY_SAC)
     adapted = adapt(source, ToyEnv(5, 2), "reinit_head", seed=1)
     report = transfer_report(adapted)
-    assert {"actor.latent_pi.0", "critic.qf0.0", "critic_target.qf0.0"} <= set(report.shape_mismatch)
+    assert report.widened == ("actor.latent_pi.0",)  # the critics read observation and action: not widened
+    assert {"critic.qf0.0", "critic_target.qf0.0"} <= set(report.shape_mismatch)
     assert {"actor.mu", "actor.log_std", "critic.qf0.6"} <= set(report.reinitialised)
     assert {"actor.latent_pi.4", "critic.qf1.2", "critic_target.qf1.2"} <= set(report.reused)
     assert set(report.frozen) == {

@@ -24,7 +24,7 @@ REPORT_ATTRIBUTE = "sim2real_transfer_report"
 
 @dataclass(frozen=True)
 class TransferReport:
-    """What adapt() did, by layer: reused from the pretrained model, re-initialised, frozen."""
+    """What adapt() did, by layer: reused from the pretrained model, widened to new inputs, re-initialised, frozen."""
 
     strategy: Mapping[str, Any]
     algorithm: str
@@ -32,6 +32,7 @@ class TransferReport:
     trains: bool
     spaces_changed: bool
     reused: tuple[str, ...] = ()
+    widened: tuple[str, ...] = ()
     reinitialised: tuple[str, ...] = ()
     shape_mismatch: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
@@ -46,6 +47,7 @@ class TransferReport:
             "trains": self.trains,
             "spaces_changed": self.spaces_changed,
             "reused": list(self.reused),
+            "widened": list(self.widened),
             "reinitialised": list(self.reinitialised),
             "shape_mismatch": list(self.shape_mismatch),
             "frozen": list(self.frozen),
@@ -63,7 +65,9 @@ def adapt(
     ``zero_shot``, which returns ``model`` itself (never train it: ``strategy.trains`` is False),
     the result is a *new* model of the same class and hyperparameters built on ``env`` and seeded
     with ``seed``; the pretrained model is left untouched. Layers whose name and shapes fit the
-    target's spaces are copied from it, the others keep their fresh initialisation (see the
+    target's spaces are copied from it; a layer that only takes more inputs (the target's
+    observation appends entries) is widened, the new inputs' weights starting at zero, and is
+    trained but never frozen or anchored; the others keep their fresh initialisation (see the
     report). The new model starts at ``num_timesteps`` 0 with empty rollout/replay buffers and
     fresh optimizer state; train it with ``learn(budget, reset_num_timesteps=True)``, so that
     learning-rate schedules run over the budget and SAC's ``learning_starts`` counts from 0.
@@ -80,6 +84,12 @@ def adapt(
         "spaces_changed": spaces_changed,
     }
     if isinstance(strategy, SysidFinetune):
+        if spaces_changed:
+            raise TransferError(
+                f"{strategy.name} records the pretrained policy on the target, but the target's spaces differ: "
+                f"observation {model.observation_space} → {env.observation_space}, "
+                f"action {model.action_space} → {env.action_space}"
+            )
         strategy = strategy.inner()
     if not strategy.trains:
         if spaces_changed:
@@ -99,7 +109,9 @@ def adapt(
         setattr(adapted, REPORT_ATTRIBUTE, TransferReport(**describe, reinitialised=layers, overrides=overrides))
         return adapted
     heads = _with_targets(support, select(layers, support.heads(policy)))
-    reused, mismatched = transplant(model.policy, policy, heads if strategy.reinits_heads else ())
+    reused, widened, mismatched = transplant(
+        model.policy, policy, heads if strategy.reinits_heads else (), support.observation_layers(policy)
+    )
     support.carry_state(model, adapted, strategy)
     owners = support.optimizer_owners(adapted)
     if isinstance(strategy, Freezing):
@@ -117,7 +129,8 @@ def adapt(
     report = TransferReport(
         **describe,
         reused=reused,
-        reinitialised=tuple(layer for layer in layers if layer not in reused),
+        widened=widened,
+        reinitialised=tuple(layer for layer in layers if layer not in reused and layer not in widened),
         shape_mismatch=mismatched,
         frozen=_frozen_layers(policy),
         overrides=overrides,

@@ -28,6 +28,7 @@ from torch import nn
 
 from sim2real.errors import allowed
 from sim2real.transfer.errors import TransferError
+from sim2real.transfer.layers import layer_keys, select
 from sim2real.transfer.strategies import Strategy, Training
 
 FINETUNE_LEARNING_STARTS = 500
@@ -57,6 +58,8 @@ class AlgorithmSupport:
     algorithm: ClassVar[type[BaseAlgorithm]]
     targets: ClassVar[Mapping[str, str]] = {}
     """Online module → its Polyak-averaged target module, both attributes of the policy."""
+    observation_nets: ClassVar[tuple[str, ...]] = ()
+    """Module names of the networks whose first layer reads the observation's features alone."""
 
     def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
         """Every constructor argument of ``model`` but policy, env and seed, read back from the model."""
@@ -119,6 +122,12 @@ class AlgorithmSupport:
         """Per network (policy, value, each critic), the modules holding its hidden layers, input first."""
         raise NotImplementedError
 
+    def observation_layers(self, policy: nn.Module) -> tuple[str, ...]:
+        """The input layers that read the observation's features alone (those adapt() may widen)."""
+        layers = tuple(layer_keys(policy))
+        firsts = (select(layers, (net,)) for net in self.observation_nets)
+        return tuple(found[0] for found in firsts if found)
+
     def optimizer_owners(self, model: BaseAlgorithm) -> dict[str, Any]:
         """The objects whose ``optimizer`` attribute SB3 steps, by name."""
         raise NotImplementedError
@@ -137,6 +146,9 @@ class PPOSupport(AlgorithmSupport):
     """PPO with an ActorCriticPolicy: action and value heads, log-std, separate policy and value MLPs."""
 
     algorithm = PPO
+    observation_nets: ClassVar[tuple[str, ...]] = (
+        "mlp_extractor.shared_net", "mlp_extractor.policy_net", "mlp_extractor.value_net"
+    )
 
     def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
         """PPO's constructor arguments, leaving the rollout buffer for SB3 to choose when it chose it."""
@@ -165,6 +177,7 @@ class SACSupport(AlgorithmSupport):
     """SAC: an actor (mu and log-std heads), twin critics (an output layer each) and their Polyak targets."""
 
     algorithm = SAC
+    observation_nets: ClassVar[tuple[str, ...]] = ("actor.latent_pi",)  # the critics read observation and action
     targets: ClassVar[Mapping[str, str]] = {"critic": "critic_target"}
 
     def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
