@@ -28,7 +28,7 @@ from sim2real.paths import data_dir
 
 SOURCE = "source"
 ALGOS = ("ppo", "sac")
-TARGET_KINDS = ("near", "far", "real")
+TARGET_KINDS = ("near", "far", "real", "task")
 REALITY_GAP_KEYS = ("obs_noise_std", "action_noise_std", "action_delay_steps")
 
 _TOP_KEYS = {"name", "id", "description", "kwargs", "params", "randomization", "targets", "train", "threshold",

@@ -178,3 +178,84 @@ def test_driving_success_needs_the_whole_track_and_leaving_it_fails():
             break
     assert terminated and info["off_track"] and not info["is_success"]
     assert reward < -4
+
+
+# --- changed tasks: park (driving) and place (grasping) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("env_class", "goals"), [(DrivingEnv, "race, park"), (GraspingEnv, "pick, place")])
+def test_an_unknown_goal_is_refused_naming_the_goals(env_class, goals):
+    with pytest.raises(ValueError, match=f"goal 'fly' .*allowed: {goals}"):
+        env_class(goal="fly")
+
+
+def park_successes(env: DrivingEnv, episodes: int = 10) -> int:
+    from sim2real.zoo import load_policy
+
+    racer = load_policy("driving-ppo-nominal")
+    successes = 0
+    for seed in range(episodes):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(racer.predict(obs, deterministic=True)[0])
+            done = terminated or truncated
+        successes += info["is_success"]
+    return successes
+
+
+def test_the_road_ends_at_the_bay_so_the_racer_stops_there_but_seldom_parks_in_it():
+    assert park_successes(DrivingEnv(goal="park", track_length=5.0, bay_length=1.0, bay_width=0.7,
+                                     park_heading=0.5)) >= 8
+    assert park_successes(DrivingEnv(goal="park", track_length=5.0)) <= 3
+
+
+def test_overshooting_the_bay_costs_what_approaching_it_earned():
+    env = DrivingEnv(goal="park", track_length=1.0)
+    env.reset(seed=0)
+    total, distance = 0.0, 0.0
+    while distance < 2.0:
+        _, reward, terminated, _, info = env.step(np.array([0.0, 0.4]))
+        total, distance = total + reward, info["distance"]
+        assert not info["is_success"] and not terminated
+    assert total < 0.5  # 2/m earned up to the bay, 2/m paid back beyond it, heading and lateral terms on top
+
+
+def place(env: GraspingEnv, seed: int, *, release_early: bool = False) -> dict:
+    """A scripted arm: reach the object, close, lift 6 cm, carry it over the spot, lower it, open."""
+    obs, _ = env.reset(seed=seed)
+    phase, closing = "reach", 0
+    while True:
+        relative, to_spot, lift = obs[7:10] * 0.1, obs[19:21] * 0.1, obs[10]
+        action = np.zeros(5, np.float32)
+        if phase == "reach":
+            action[:3], action[4] = np.clip(relative / 0.02, -1, 1), -1
+            phase = "close" if np.linalg.norm(relative) < 0.01 else phase
+        elif phase == "close":
+            action[4], closing = 1, closing + 1
+            phase = "lift" if closing > 4 else phase
+        elif phase == "lift":
+            action[2], action[4] = 1, 1
+            phase = ("open" if release_early else "carry") if lift > 1.2 else phase
+        elif phase == "carry":
+            action[:2], action[4] = np.clip(to_spot / 0.02, -1, 1), 1
+            phase = "lower" if np.linalg.norm(to_spot) < 0.008 else phase
+        elif phase == "lower":
+            action[:2], action[2], action[4] = np.clip(to_spot / 0.02, -1, 1), -0.5, 1
+            phase = "open" if lift < 0.1 else phase
+        else:
+            action[4] = -1
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return info
+
+
+def test_place_observes_the_spot_and_succeeds_only_once_the_lifted_object_rests_on_it():
+    env = GraspingEnv(goal="place", max_steps=80, spawn_yaw=(0.0, 0.0))
+    assert env.observation_space.shape == (21,) and GraspingEnv().observation_space.shape == (19,)
+    placed = [place(env, seed) for seed in range(5)]
+    assert sum(info["is_success"] for info in placed) >= 4
+    assert all(info["spot_distance"] < env.place_tolerance for info in placed if info["is_success"])
+    dropped = [place(env, seed, release_early=True) for seed in range(3)]
+    assert all(info["lifted"] and not info["is_success"] for info in dropped)
+

@@ -1,8 +1,9 @@
-"""Driving: the pybullet racecar races along a random track; leaving the road or rolling over ends it.
+"""Driving: the pybullet racecar races along a random track or parks in a bay; leaving the road or rolling over ends it.
 
 Speed, grip and load transfer decide success: the corners are tighter than the car can take at top
 speed, so a policy must brake for them, and a heavier, top-loaded, slower-steering vehicle (the
-`truck` target) rolls over where the car did not.
+`truck` target) rolls over where the car did not. The `park` goal keeps the road and the car and
+changes the task: stop in a bay down the road, lined up with it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ STEERING = (4, 6)
 WHEEL_RADIUS = 0.05  # metres
 LOOKAHEAD = tuple(range(8, 49, 8))  # centreline points 0.4, 0.8, ..., 2.4 m ahead
 OBS_SIZE = 2 * len(LOOKAHEAD) + 12
+GOALS = ("race", "park")
 
 DOMAIN_PARAMS = {
     p.name: p
@@ -46,9 +48,17 @@ class DrivingEnv(BulletEnv):
     Action (2): steering target and throttle (wheel target speed), both in [-1, 1].
     Observation (24, scaled to about [-1, 1]): six centreline points 0.4–2.4 m ahead in the car's
     frame, lateral and heading error, forward/lateral speed, yaw rate, roll and roll rate,
-    steering angle, previous throttle, time left.
-    Reward: 2 per metre of progress; −5 and the episode ends on leaving the corridor or rolling
-    past `max_roll`; +5 and it ends on covering `track_length` (``info["is_success"]``).
+    steering angle, previous throttle, time left, distance covered as a fraction of `track_length`.
+    Reward (``goal="race"``): 2 per metre of progress; −5 and the episode ends on leaving the
+    corridor or rolling past `max_roll`; +5 and it ends on covering `track_length`
+    (``info["is_success"]``).
+    With ``goal="park"`` a bay (`bay_length` × `bay_width` metres, centred on the road) lies
+    `track_length` down the road, where the road as observed ends (the centreline points ahead
+    stop at the bay's centre). The reward is the change of a potential, −(2·distance to the bay's
+    centre along the road + 2·lateral offset + heading error), so an overshoot costs what it
+    gained; the episode succeeds and ends (+5) once the car stands in the bay (speed below
+    `park_speed` m/s, heading within `park_heading` rad of the road's). The observation and
+    action are the racing ones, so a racing policy runs unchanged.
     """
 
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
@@ -67,9 +77,18 @@ class DrivingEnv(BulletEnv):
         substeps: int = 4,
         substep_dt: float = 0.01,
         track_shape: TrackShape | None = None,
+        goal: str = "race",
+        bay_length: float = 0.4,
+        bay_width: float = 0.3,
+        park_speed: float = 0.15,
+        park_heading: float = 0.2,
         **domain: Value,
     ) -> None:
+        if goal not in GOALS:
+            raise ValueError(f"goal {goal!r} is not a driving goal (allowed: {', '.join(GOALS)})")
         super().__init__(render_mode, domain)
+        self.goal, self.bay_length, self.bay_width = goal, bay_length, bay_width
+        self.park_speed, self.park_heading = park_speed, park_heading
         self.track_length, self.half_width, self.max_roll = track_length, half_width, max_roll
         self.max_steer, self.steer_rate, self.max_speed, self.max_torque = max_steer, steer_rate, max_speed, max_torque
         self.substeps, self.substep_dt = substeps, substep_dt
@@ -139,10 +158,13 @@ class DrivingEnv(BulletEnv):
         self._clear_markers()
         self._reset_physics()
         self.track = Track.random(self.np_random, self.track_length + 3.0, self.track_shape)
+        self._road_end = round(self.track_length / SPACING) if self.goal == "park" else len(self.track.points) - 1
         self._index, self._steps, self._steer, self._throttle = 0, 0, 0.0, 0.0
         if self.render_mode == "rgb_array":
             self._draw_track()
-        return self._observe(), {"domain": self.domain}
+        obs = self._observe()
+        self._potential = self._parking_potential(0.0)
+        return obs, {"domain": self.domain}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         c = self.client
@@ -160,12 +182,17 @@ class DrivingEnv(BulletEnv):
         self._steps += 1
         previous = self._index
         obs = self._observe()
-        progress = (self._index - previous) * SPACING
         distance = self._index * SPACING
-        reward = 2.0 * progress
         off_track = abs(self._lateral) > self.half_width
         rolled = abs(self._roll) > self.max_roll
-        success = distance >= self.track_length
+        if self.goal == "race":
+            reward = 2.0 * (self._index - previous) * SPACING
+            success = distance >= self.track_length
+        else:
+            potential = self._parking_potential(distance)
+            reward = potential - self._potential
+            self._potential = potential
+            success = self._parked(distance)
         terminated = off_track or rolled or success
         if success:
             reward += 5.0
@@ -174,6 +201,19 @@ class DrivingEnv(BulletEnv):
         truncated = not terminated and self._steps >= self.max_steps
         info = {"is_success": success, "distance": distance, "off_track": off_track, "rolled_over": rolled}
         return obs, reward, terminated, truncated, info
+
+    def _parking_potential(self, distance: float) -> float:
+        """How far the car is from standing in the bay's centre, lined up (negated: higher is better)."""
+        return -(2.0 * abs(distance - self.track_length) + 2.0 * abs(self._lateral) + abs(self._heading_error))
+
+    def _parked(self, distance: float) -> bool:
+        """Whether the car stands in the bay, lined up with the road."""
+        return (
+            abs(distance - self.track_length) <= self.bay_length / 2
+            and abs(self._lateral) <= self.bay_width / 2
+            and abs(self._speed) < self.park_speed
+            and abs(self._heading_error) < self.park_heading
+        )
 
     def _observe(self) -> np.ndarray:
         c = self.client
@@ -185,13 +225,15 @@ class DrivingEnv(BulletEnv):
         cos_yaw, sin_yaw = math.cos(yaw), math.sin(yaw)
         ahead_x, ahead_y = [], []
         for offset in LOOKAHEAD:
-            px, py = self.track.point(self._index + offset)
+            px, py = self.track.point(min(self._index + offset, self._road_end))
             ahead_x.append((cos_yaw * (px - x) + sin_yaw * (py - y)) / 2.5)
             ahead_y.append((cos_yaw * (py - y) - sin_yaw * (px - x)) / 2.5)
         heading_error = yaw - self.track.heading(self._index)
+        self._heading_error = math.atan2(math.sin(heading_error), math.cos(heading_error))
+        self._speed = cos_yaw * vx + sin_yaw * vy
         values = (
             *ahead_x, *ahead_y, self._lateral / self.half_width, math.sin(heading_error), math.cos(heading_error),
-            (cos_yaw * vx + sin_yaw * vy) / 5.0, (cos_yaw * vy - sin_yaw * vx) / 2.0, wz / 5.0,
+            self._speed / 5.0, (cos_yaw * vy - sin_yaw * vx) / 2.0, wz / 5.0,
             self._roll / self.max_roll, (cos_yaw * wx + sin_yaw * wy) / 5.0, self._steer / self.max_steer,
             self._throttle, 1.0 - self._steps / self.max_steps, self._index * SPACING / self.track_length,
         )
@@ -211,6 +253,12 @@ class DrivingEnv(BulletEnv):
         positions = [[px, py, 0.002] for px, py in edges]
         bodies = c.createMultiBody(baseVisualShapeIndex=shape, batchPositions=positions)
         self._markers = list(bodies) if isinstance(bodies, list | tuple) else [bodies]
+        if self.goal == "park":
+            (bx, by), heading = self.track.point(self._road_end), self.track.heading(self._road_end)
+            shape = c.createVisualShape(c.GEOM_BOX, halfExtents=[self.bay_length / 2, self.bay_width / 2, 0.001],
+                                        rgbaColor=[1.0, 0.85, 0.1, 1])
+            self._markers.append(c.createMultiBody(baseVisualShapeIndex=shape, basePosition=[bx, by, 0.001],
+                                                   baseOrientation=c.getQuaternionFromEuler([0, 0, heading])))
 
     def _camera(self) -> tuple[list[float], list[float]]:
         (x, y, _), quat = self.client.getBasePositionAndOrientation(self.car)

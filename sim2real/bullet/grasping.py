@@ -2,7 +2,8 @@
 
 The object's mass, size, aspect ratio, friction and shape and the gripper's force are domain
 parameters: a heavier, slipperier part slides out of a grip that held the source object, and a
-long parcel fits between the fingers only when the gripper is turned across its long side.
+long parcel fits between the fingers only when the gripper is turned across its long side. The
+`place` goal keeps the cell and changes the task: lift the object, then put it down on a marked spot.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ WORKSPACE = np.array([0.5, 0.0, 0.0])
 REACH_LOW, REACH_HIGH = np.array([0.3, -0.25, 0.0]), np.array([0.7, 0.25, 0.35])  # where the gripper may go
 SHAPES = ("box", "cylinder", "sphere")
 OBS_SIZE = 19
+GOALS = ("pick", "place")
 
 DOMAIN_PARAMS = {
     p.name: p
@@ -64,6 +66,12 @@ class GraspingEnv(BulletEnv):
     Reward: the change of a potential (reach + 0.5·finger contacts + 3·lift fraction) − 0.01 per
     step − `turn_cost`·|yaw command| (turn only when it pays); +5 and the episode ends when the
     object is 5 cm up (``info["is_success"]``). Objects spawn at |yaw| drawn from `spawn_yaw`.
+    With ``goal="place"`` a spot is marked `place_distance` metres from the object in a random
+    direction, and the observation gains the spot's (x, y) relative to the object (21 entries).
+    Lifting the object 5 cm earns the +5 but does not end the episode; from then on the potential
+    is 4.5 + 4·nearness of the object to the spot + 2·nearness·(how far it is lowered), and the
+    episode succeeds and ends (+5) when the object rests on the floor within `place_tolerance` of
+    the spot with the fingers off it.
     The domain parameter `mount_yaw` turns the arm's base about the vertical: its (x, y) moves are given in its own
     frame, the observations in the cell's (the camera's) frame, as in a cell whose arm is mounted
     another way than the one the policy learned on.
@@ -88,9 +96,15 @@ class GraspingEnv(BulletEnv):
         substep_dt: float = 1 / 96,
         solver_iterations: int = 10,
         ik_iterations: int = 5,
+        goal: str = "pick",
+        place_distance: tuple[float, float] = (0.08, 0.12),
+        place_tolerance: float = 0.025,
         **domain: Value,
     ) -> None:
+        if goal not in GOALS:
+            raise ValueError(f"goal {goal!r} is not a grasping goal (allowed: {', '.join(GOALS)})")
         super().__init__(render_mode, domain)
+        self.goal, self.place_distance, self.place_tolerance = goal, tuple(place_distance), place_tolerance
         self.max_steps, self.lift_height, self.max_move = max_steps, lift_height, max_move
         self.max_turn, self.spawn_yaw, self.turn_cost = max_turn, tuple(spawn_yaw), turn_cost
         self.finger_force, self.spawn_range, self.start_height = finger_force, spawn_range, start_height
@@ -98,8 +112,12 @@ class GraspingEnv(BulletEnv):
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
         self.dt = substeps * substep_dt
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
-        self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
+        size = OBS_SIZE + 2 if goal == "place" else OBS_SIZE
+        self.observation_space = spaces.Box(-5.0, 5.0, shape=(size,), dtype=np.float32)
         self.robot = self.object = -1
+        self._spot_marker = -1
+        self._spot = np.zeros(2)
+        self._lifted = False
 
     def _build(self) -> None:
         c = self.client
@@ -155,6 +173,9 @@ class GraspingEnv(BulletEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if self._spot_marker >= 0:
+            self.client.removeBody(self._spot_marker)
+            self._spot_marker = -1
         self._reset_physics()
         c, rng = self.client, self.np_random
         offset = rng.uniform(-self.spawn_range, self.spawn_range, size=2)
@@ -170,9 +191,24 @@ class GraspingEnv(BulletEnv):
         for finger in FINGERS:
             c.resetJointState(self.robot, finger, 0.04)
         self._command_joints(self._solve_ik(self._target, self._yaw))
+        self._lifted = False
+        if self.goal == "place":
+            self._mark_spot(np.array([0.5 + offset[0], offset[1]]))
         obs = self._observe()
         self._potential = self._phi()
         return obs, {"domain": self.domain}
+
+    def _mark_spot(self, start: np.ndarray) -> None:
+        """Draw the spot to place the object on: `place_distance` from it, inside the arm's reach."""
+        rng = self.np_random
+        angle, distance = rng.uniform(-math.pi, math.pi), rng.uniform(*self.place_distance)
+        spot = start + distance * np.array([math.cos(angle), math.sin(angle)])
+        self._spot = np.clip(spot, REACH_LOW[:2] + 0.05, REACH_HIGH[:2] - 0.05)
+        if self.render_mode == "rgb_array":
+            c = self.client
+            shape = c.createVisualShape(c.GEOM_CYLINDER, radius=self.place_tolerance, length=0.002,
+                                        rgbaColor=[0.1, 0.7, 0.2, 1])
+            self._spot_marker = c.createMultiBody(baseVisualShapeIndex=shape, basePosition=[*self._spot, 0.001])
 
     def _solve_ik(self, position: np.ndarray, yaw: float) -> list[float]:
         """Arm joints that put the grasp target at `position`, pointing down and turned by `yaw`.
@@ -211,19 +247,34 @@ class GraspingEnv(BulletEnv):
             self.client.stepSimulation()
         self._steps += 1
         obs = self._observe()
+        lifted = self._lift >= self.lift_height and self._contacts == 2
+        first_lift = lifted and not self._lifted
+        self._lifted = self._lifted or lifted
         potential = self._phi()
         reward = potential - self._potential - 0.01 - self.turn_cost * abs(turn_command)
         self._potential = potential
-        success = self._lift >= self.lift_height and self._contacts == 2
-        if success:
+        success = lifted if self.goal == "pick" else self._placed()
+        if first_lift or success:
             reward += 5.0
         truncated = not success and self._steps >= self.max_steps
         info = {"is_success": success, "lift": self._lift, "contacts": self._contacts}
+        if self.goal == "place":
+            info |= {"lifted": self._lifted, "spot_distance": self._spot_distance}
         return obs, reward, success, truncated, info
 
+    def _placed(self) -> bool:
+        """Whether the object, once lifted, rests on the floor on the spot with the fingers off it."""
+        return (
+            self._lifted and self._contacts == 0 and self._lift < 0.005
+            and self._spot_distance < self.place_tolerance and self._object_speed < 0.05
+        )
+
     def _phi(self) -> float:
-        reach = 1.0 - math.tanh(10.0 * self._distance)
         lift = min(max(self._lift / self.lift_height, 0.0), 1.0)
+        if self.goal == "place" and self._lifted:
+            near = 1.0 - math.tanh(10.0 * self._spot_distance)
+            return 4.5 + 4.0 * near + 2.0 * near * (1.0 - lift)
+        reach = 1.0 - math.tanh(10.0 * self._distance)
         return reach + 0.25 * self._contacts + 3.0 * lift * (self._contacts > 0)
 
     def _observe(self) -> np.ndarray:
@@ -238,6 +289,9 @@ class GraspingEnv(BulletEnv):
         relative = [position[i] - gripper[i] for i in range(3)]
         self._distance = math.sqrt(sum(r * r for r in relative))
         self._lift = position[2] - self._rest_height
+        self._object_speed = math.sqrt(sum(v * v for v in velocity))
+        to_spot = (self._spot[0] - position[0], self._spot[1] - position[1])
+        self._spot_distance = math.hypot(*to_spot)
         relative_yaw = 2 * (c.getEulerFromQuaternion(orientation)[2] - self._yaw)
         values = (
             (gripper[0] - WORKSPACE[0]) / 0.2, gripper[1] / 0.2, gripper[2] / 0.2,
@@ -249,6 +303,7 @@ class GraspingEnv(BulletEnv):
             self._contacts / 2, self._elongation * math.sin(relative_yaw), self._elongation * math.cos(relative_yaw),
             self._yaw / MAX_YAW,
             1.0 - self._steps / self.max_steps,
+            *((to_spot[0] / 0.1, to_spot[1] / 0.1) if self.goal == "place" else ()),
         )
         return np.array([min(max(v, -5.0), 5.0) for v in values], dtype=np.float32)
 
