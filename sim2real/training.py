@@ -31,7 +31,7 @@ from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.zoo import ALGORITHMS, save_bundle
+from sim2real.zoo import ALGORITHMS, save_bundle, space_changes
 
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds disjoint from training's
 
@@ -199,10 +199,17 @@ def train(
 
 
 def score_card(model: BaseAlgorithm, spec: TaskSpec, episodes: int) -> dict[str, Any]:
-    """Deterministic success and return on the source and zero-shot on every target of the task."""
+    """Deterministic success and return on the source and zero-shot on every target of the task it can run on.
+
+    A target that changes the observation or action (a new task) is left out: the policy cannot
+    act there without adaptation.
+    """
     targets: dict[str, Any] = {}
     for name in (SOURCE, *spec.targets):
         env = make_env(spec, name)
+        if space_changes(model, env):
+            env.close()
+            continue
         summary = evaluate(model, env, episodes, seed=EVAL_SEED)
         env.close()
         kind = "source" if name == SOURCE else spec.targets[name].kind

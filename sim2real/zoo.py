@@ -105,6 +105,15 @@ def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -
     return model
 
 
+def space_changes(model: BaseAlgorithm, env: gym.Env) -> str | None:
+    """How the env's observation and action shapes differ from the policy's (a changed task), or None if they fit."""
+    changes = [f"{kind} {getattr(model, attr).shape} → {getattr(env, attr).shape}"
+               for kind, attr in (("observation", "observation_space"), ("action", "action_space"))
+               if getattr(model, attr).shape != getattr(env, attr).shape
+               or type(getattr(model, attr)) is not type(getattr(env, attr))]
+    return ", ".join(changes) or None
+
+
 def check_spaces(model: BaseAlgorithm, env: gym.Env, name: str = "the policy") -> None:
     """Raise a BundleError naming both sides when the policy's spaces differ from the env's."""
     for kind in ("observation_space", "action_space"):

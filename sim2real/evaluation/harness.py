@@ -103,25 +103,36 @@ def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorith
 
     Measured before any budget is spent, to tell whether transfer is worth it (see `recommend`);
     `gap` is the drop from source to target and `retained` the share of its edge over random
-    actions the policy keeps on the target, both in the task's threshold metric.
+    actions the policy keeps on the target, both in the task's threshold metric. A target whose
+    observation or action differs from the policy's (a changed task) has no zero-shot level: its
+    `spaces` say how they differ.
     """
     spec = catalog.load(spec)
-    spec.target(target)
+    kind = spec.target(target).kind
+    source_env = make_env(spec, SOURCE)
+    try:
+        model = policy if isinstance(policy, BaseAlgorithm) else zoo.load_policy(policy, source_env)
+    finally:
+        source_env.close()
     env = make_env(spec, target)
     try:
-        model = policy if isinstance(policy, BaseAlgorithm) else zoo.load_policy(policy, env)
         random_actions = _UniformRandom(env.action_space, EVAL_SEED)
+        changed = zoo.space_changes(model, env)
     finally:
         env.close()
     gap: dict[str, Any] = {
         "target": target,
+        "kind": kind,
         "episodes": episodes,
         "metric": spec.threshold.metric,
         "threshold": spec.threshold.value,
-        "zero_shot": _level(model, make_env(spec, target), episodes),
+        "spaces": changed,
+        "zero_shot": None if changed else _level(model, make_env(spec, target), episodes),
         "source": _level(model, make_env(spec, SOURCE), episodes),
         "random": _level(random_actions, make_env(spec, target), episodes),
     }
+    if changed:
+        return {**gap, "gap": None, "retained": None}
     source, zero, _ = _levels(gap)
     return {**gap, "gap": source - zero, "retained": _retained(gap)}
 
@@ -158,13 +169,25 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     pretrained weights should pay. Reads `metric`, `threshold`, `target` and the three levels.
     """
     metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
-    source, zero, floor = _levels(gap)
     label = "success rate" if metric == "success" else "mean return"
+    if gap.get("spaces"):
+        source, floor = gap["source"][metric], gap["random"][metric]
+        return TRANSFER, (f"{target} changes the task and its spaces ({gap['spaces']}): the pretrained policy "
+                          f"cannot run there as it is ({label} {_show(metric, source)} on the source, "
+                          f"{_show(metric, floor)} with random actions on {target}; threshold "
+                          f"{_show(metric, threshold)}). Training strategies reuse every layer that fits and "
+                          f"widen those that read new observation entries; whether that beats scratch is what "
+                          f"this run measures.")
+    source, zero, floor = _levels(gap)
     numbers = (f"{label} on {target} {_show(metric, zero)} zero-shot, {_show(metric, source)} on the source, "
                f"{_show(metric, floor)} with random actions; threshold {_show(metric, threshold)}")
     if zero >= threshold:
         return ZERO_SHOT, (f"Zero-shot is enough on {target}: the pretrained policy meets the threshold without "
                            f"training ({numbers}). Transfer can only confirm it.")
+    if gap.get("kind") == "task":
+        return TRANSFER, (f"{target} is a new task ({numbers}): the pretrained policy is not expected to solve it "
+                          f"as it is, but its skills should carry over: adapting it should reach the threshold "
+                          f"sooner than scratch, which is what this run measures.")
     retained = _retained(gap)
     if retained is None:
         return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does hardly better "

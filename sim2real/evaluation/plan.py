@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2real import catalog, zoo
-from sim2real.catalog import TaskSpec
+from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.factory import make_env
 from sim2real.training import EVAL_SEED
@@ -160,19 +160,24 @@ def make_plan(
 def check_policy(plan: Plan) -> None:
     """Load the pretrained policy on every target and prepare it with every strategy, training nothing.
 
-    Catches, before any budget is spent, a policy whose spaces do not fit the task (both spaces
-    named), a strategy the model cannot take (e.g. freeze_base on a single hidden layer) and a
-    transductive strategy naming a parameter the task cannot fit.
+    Catches, before any budget is spent, a policy whose spaces do not fit the task's source (both
+    spaces named), a strategy the model cannot take (e.g. freeze_base on a single hidden layer, or
+    zero_shot on a target that changes the spaces) and a transductive strategy naming a parameter
+    the task cannot fit.
     """
     from sim2real.sysid import check_params  # the driver's check only: workers need not import it
 
     for strategy in plan.strategies:
         if strategy.transductive and strategy.params is not None:
             check_params(plan.spec, strategy.params)
+    source = make_env(plan.spec, SOURCE)
+    try:
+        model = zoo.load_policy(plan.policy, source)
+    finally:
+        source.close()
     for target in plan.targets:
         env = make_env(plan.spec, target)
         try:
-            model = zoo.load_policy(plan.policy, env)
             for strategy in plan.strategies:
                 adapt(model, env, strategy)
         finally:

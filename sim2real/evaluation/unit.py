@@ -93,7 +93,7 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
         records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started))
 
     try:
-        pretrained = zoo.load_policy(plan.policy, eval_env)
+        pretrained = zoo.load_policy(plan.policy)  # its fit to the source was checked with the plan
         if not unit.strategy.trains:
             summary = evaluate(adapt(pretrained, eval_env, unit.strategy, seed=unit.seed), eval_env, plan.episodes,
                                seed=EVAL_SEED)
