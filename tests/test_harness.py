@@ -286,11 +286,27 @@ def gap(metric="success", threshold=0.8, source=0.9, zero_shot=0.5, random=0.0):
     (gap("return", -200, source=-150, zero_shot=-700, random=-1200), "transfer", "keeps 48%"),
     (gap("return", -200, source=-150, zero_shot=-1150, random=-1200), "retrain", "barely better"),
     (gap("return", -200, source=-150, zero_shot=-180, random=-1200), "zero_shot", "-180.0 zero-shot"),
+    ({**gap(zero_shot=0.05), "kind": "task"}, "transfer", "icy is a new task"),
+    ({**gap(zero_shot=0.9), "kind": "task"}, "zero_shot", "Zero-shot is enough on icy"),
+    ({**gap(), "zero_shot": None, "spaces": "observation (3,) → (5,)"}, "transfer",
+     "changes the task and its spaces (observation (3,) → (5,))"),
 ])
 def test_the_recommendation_follows_the_zero_shot_gap(case, verdict, words):
     got, text = harness.recommend(case)
     assert got == verdict
     assert words in text
+
+
+def test_a_target_that_changes_the_observation_has_no_zero_shot_level_and_refuses_zero_shot(tmp_path):
+    measured = harness.zero_shot_gap("grasping", "grasping-ppo-nominal", "place", episodes=2)
+    assert measured["kind"] == "task" and measured["spaces"] == "observation (19,) → (21,)"
+    assert measured["zero_shot"] is None and measured["source"]["success"] == 1.0
+    assert harness.recommend(measured)[0] == "transfer"
+    plan = harness.make_plan("grasping", "grasping-ppo-nominal", "place", ["zero_shot", "scratch"], seeds=1,
+                             budget=1000, eval_every=1000, episodes=2)
+    with pytest.raises(TransferError, match=r"zero_shot runs the pretrained policy as it is, but the target's spaces"):
+        harness.run(plan, tmp_path / "run", workers=1)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_zero_shot_gap_is_recorded_with_its_verdict(complete_run):
