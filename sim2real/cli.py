@@ -355,12 +355,13 @@ def demo(
 
     summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
                        progress=_progress_printer())
-    table = Table("policy", "source", "near", "far", "real", title="Zero-shot success (deterministic policy)")
+    kinds_shown = ("source", "near", "far", "real", "task")
+    table = Table("policy", *kinds_shown, title="Zero-shot success (deterministic policy)")
     by_policy: dict[str, dict[str, float]] = {}
     for row in summary["zero_shot"]:
         by_policy.setdefault(row["policy"], {})[row["kind"]] = row["success"]
     for name, kinds in by_policy.items():
-        table.add_row(name, *(f"{kinds[k]:.0%}" if k in kinds else "—" for k in ("source", "near", "far", "real")))
+        table.add_row(name, *(f"{kinds[k]:.0%}" if k in kinds else "—" for k in kinds_shown))
     console.print(table)
     for data in summary["transfer"].values():
         _print_report(Path(data["run_dir"]))

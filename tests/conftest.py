@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 
 from sim2real import catalog
 from sim2real.training import make_model
@@ -30,6 +32,35 @@ def tiny_pendulum_bundle(task: Path, directory: Path, card: Mapping[str, Any], a
     with torch.no_grad():
         model.policy.action_net.weight.mul_(action_gain)
     return save_bundle(model, directory, dict(card))
+
+
+class LineReachEnv(gym.Env):
+    """Move a point along a line onto a goal within 20 steps; `extra` appends that many copies of the goal's position.
+
+    A task YAML names it ``conftest:LineReachEnv``; a target whose ``task:`` sets `extra` changes the
+    observation's size as a changed task does.
+    """
+
+    def __init__(self, extra: int = 0, speed: float = 0.2) -> None:
+        self.extra, self.speed = extra, speed
+        self.observation_space = spaces.Box(-3.0, 3.0, (2 + extra,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def _observe(self) -> np.ndarray:
+        return np.array([self._position, self._goal - self._position] + [self._goal] * self.extra, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._position, self._goal = self.np_random.uniform(-1.0, 1.0, 2).tolist()
+        self._steps = 0
+        return self._observe(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._position += self.speed * float(np.clip(action[0], -1.0, 1.0))
+        self._steps += 1
+        distance = abs(self._goal - self._position)
+        success = distance < 0.1
+        return self._observe(), -distance, success, self._steps >= 20, {"is_success": success}
 
 
 @pytest.fixture(autouse=True, scope="session")

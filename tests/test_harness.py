@@ -17,11 +17,13 @@ import pytest
 from conftest import tiny_pendulum_bundle, write_task
 from stable_baselines3 import PPO
 
+from sim2real import catalog
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.evaluation import harness
 from sim2real.evaluation import unit as unit_module
 from sim2real.evaluation.backends import LocalBackend, WorkerError
 from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
+from sim2real.factory import make_env
 from sim2real.records import read_jsonl
 from sim2real.transfer import FineTune, TransferError
 from sim2real.zoo import BundleError, load_policy, save_bundle
@@ -297,16 +299,42 @@ def test_the_recommendation_follows_the_zero_shot_gap(case, verdict, words):
     assert words in text
 
 
-def test_a_target_that_changes_the_observation_has_no_zero_shot_level_and_refuses_zero_shot(tmp_path):
-    measured = harness.zero_shot_gap("grasping", "grasping-ppo-nominal", "place", episodes=2)
-    assert measured["kind"] == "task" and measured["spaces"] == "observation (19,) → (21,)"
-    assert measured["zero_shot"] is None and measured["source"]["success"] == 1.0
-    assert harness.recommend(measured)[0] == "transfer"
-    plan = harness.make_plan("grasping", "grasping-ppo-nominal", "place", ["zero_shot", "scratch"], seeds=1,
-                             budget=1000, eval_every=1000, episodes=2)
+LINE_TASK = """
+name: line
+description: reach a goal on a line; the target task appends two observation entries
+id: "conftest:LineReachEnv"
+params:
+  speed: {nominal: 0.2, low: 0.05, high: 0.5, bind: {attr: speed}}
+targets:
+  sensors: {kind: task, description: two more observation entries, task: {extra: 2}}
+train:
+  algo: ppo
+  ppo:
+    steps: 512
+    n_envs: 1
+    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
+threshold: {success: 0.8}
+transfer: {budget: 128, eval_every: 128, episodes: 8, seeds: 1}
+"""
+
+
+def test_a_target_that_appends_observation_entries_starts_finetune_from_the_pretrained_behaviour(
+        tmp_path_factory, tmp_path):
+    task = write_task(tmp_path_factory, "line", LINE_TASK)
+    model = PPO("MlpPolicy", make_env(catalog.load(task), "source"), n_steps=64, batch_size=64, seed=0,
+                policy_kwargs={"net_arch": [16]}).learn(640)
+    bundle = save_bundle(model, tmp_path / "line-ppo", {**CARD, "task": "line"})
+    measured = harness.zero_shot_gap(task, bundle, "sensors", episodes=8)
+    assert measured["kind"] == "task" and measured["spaces"] == "observation (2,) → (4,)"
+    assert measured["zero_shot"] is None and harness.recommend(measured)[0] == "transfer"
     with pytest.raises(TransferError, match=r"zero_shot runs the pretrained policy as it is, but the target's spaces"):
-        harness.run(plan, tmp_path / "run", workers=1)
-    assert not (tmp_path / "run").exists()
+        harness.run(harness.make_plan(task, bundle, "sensors", ["zero_shot", "scratch"]), tmp_path / "no", workers=1)
+    assert not (tmp_path / "no").exists()
+    run = harness.run(harness.make_plan(task, bundle, "sensors", ["finetune", "scratch"]), tmp_path / "run",
+                      workers=1)
+    first = next(r for r in read_jsonl(run / RESULTS_FILE) if r["strategy"] == "finetune" and r["steps"] == 0)
+    assert (first["success"], first["return"]) == pytest.approx(
+        (measured["source"]["success"], measured["source"]["return"]))
 
 
 def test_the_zero_shot_gap_is_recorded_with_its_verdict(complete_run):

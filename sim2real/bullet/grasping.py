@@ -59,7 +59,7 @@ class GraspingEnv(BulletEnv):
     change (up to `max_turn` radians per step, the yaw held within ±π/2) and gripper command
     (−1 open … +1 closed).
     Observation (19, scaled to about [-1, 1]): gripper position and velocity, finger opening,
-    object position relative to the gripper, object height and velocity, finger contacts, the
+    the goal's position relative to the gripper (the object's), object height and velocity, finger contacts, the
     object's long axis relative to the gripper (sin, cos of 2× its relative yaw, weighted by the
     elongation of its top view as image moments give it: 0 for a cube, cylinder or ball), gripper
     yaw, time left.
@@ -67,11 +67,13 @@ class GraspingEnv(BulletEnv):
     step − `turn_cost`·|yaw command| (turn only when it pays); +5 and the episode ends when the
     object is 5 cm up (``info["is_success"]``). Objects spawn at |yaw| drawn from `spawn_yaw`.
     With ``goal="place"`` a spot is marked `place_distance` metres from the object in a random
-    direction, and the observation gains the spot's (x, y) relative to the object (21 entries).
-    Lifting the object 5 cm earns the +5 but does not end the episode; from then on the potential
-    is 4.5 + 4·nearness of the object to the spot + 2·nearness·(how far it is lowered), and the
-    episode succeeds and ends (+5) when the object rests on the floor within `place_tolerance` of
-    the spot with the fingers off it.
+    direction. Lifting the object 5 cm does not end the episode: while the object is carried (from
+    that lift until it lies on the floor off the spot) the goal the observation shows is where the
+    object should rest on the spot, and the potential is 9.5 + 4·nearness of the object to the
+    spot + 2·nearness·(how far it is lowered) − 2 per lift height above 1.5× `lift_height` (carry
+    it low); dropped off the spot, the object is the goal again and so is the picking potential.
+    The episode succeeds and ends (+5) when the carried object rests on the floor within
+    `place_tolerance` of the spot with the fingers off it.
     The domain parameter `mount_yaw` turns the arm's base about the vertical: its (x, y) moves are given in its own
     frame, the observations in the cell's (the camera's) frame, as in a cell whose arm is mounted
     another way than the one the policy learned on.
@@ -97,8 +99,8 @@ class GraspingEnv(BulletEnv):
         solver_iterations: int = 10,
         ik_iterations: int = 5,
         goal: str = "pick",
-        place_distance: tuple[float, float] = (0.08, 0.12),
-        place_tolerance: float = 0.025,
+        place_distance: tuple[float, float] = (0.06, 0.10),
+        place_tolerance: float = 0.04,
         **domain: Value,
     ) -> None:
         if goal not in GOALS:
@@ -112,12 +114,11 @@ class GraspingEnv(BulletEnv):
         self.solver_iterations, self.ik_iterations = solver_iterations, ik_iterations
         self.dt = substeps * substep_dt
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
-        size = OBS_SIZE + 2 if goal == "place" else OBS_SIZE
-        self.observation_space = spaces.Box(-5.0, 5.0, shape=(size,), dtype=np.float32)
+        self.observation_space = spaces.Box(-5.0, 5.0, shape=(OBS_SIZE,), dtype=np.float32)
         self.robot = self.object = -1
         self._spot_marker = -1
         self._spot = np.zeros(2)
-        self._lifted = False
+        self._carrying = False
 
     def _build(self) -> None:
         c = self.client
@@ -191,7 +192,7 @@ class GraspingEnv(BulletEnv):
         for finger in FINGERS:
             c.resetJointState(self.robot, finger, 0.04)
         self._command_joints(self._solve_ik(self._target, self._yaw))
-        self._lifted = False
+        self._carrying = False
         if self.goal == "place":
             self._mark_spot(np.array([0.5 + offset[0], offset[1]]))
         obs = self._observe()
@@ -247,33 +248,35 @@ class GraspingEnv(BulletEnv):
             self.client.stepSimulation()
         self._steps += 1
         obs = self._observe()
-        lifted = self._lift >= self.lift_height and self._contacts == 2
-        first_lift = lifted and not self._lifted
-        self._lifted = self._lifted or lifted
         potential = self._phi()
         reward = potential - self._potential - 0.01 - self.turn_cost * abs(turn_command)
         self._potential = potential
-        success = lifted if self.goal == "pick" else self._placed()
-        if first_lift or success:
+        success = self._lifted() if self.goal == "pick" else self._placed()
+        if success:
             reward += 5.0
         truncated = not success and self._steps >= self.max_steps
         info = {"is_success": success, "lift": self._lift, "contacts": self._contacts}
         if self.goal == "place":
-            info |= {"lifted": self._lifted, "spot_distance": self._spot_distance}
+            info |= {"carrying": self._carrying, "spot_distance": self._spot_distance}
         return obs, reward, success, truncated, info
 
+    def _lifted(self) -> bool:
+        """Whether both fingers hold the object `lift_height` up."""
+        return self._lift >= self.lift_height and self._contacts == 2
+
     def _placed(self) -> bool:
-        """Whether the object, once lifted, rests on the floor on the spot with the fingers off it."""
+        """Whether the carried object rests on the floor on the spot with the fingers off it."""
         return (
-            self._lifted and self._contacts == 0 and self._lift < 0.005
+            self._carrying and self._contacts == 0 and self._lift < 0.005
             and self._spot_distance < self.place_tolerance and self._object_speed < 0.05
         )
 
     def _phi(self) -> float:
         lift = min(max(self._lift / self.lift_height, 0.0), 1.0)
-        if self.goal == "place" and self._lifted:
+        if self._carrying:
             near = 1.0 - math.tanh(10.0 * self._spot_distance)
-            return 4.5 + 4.0 * near + 2.0 * near * (1.0 - lift)
+            overlift = max(self._lift / self.lift_height - 1.5, 0.0)
+            return 9.5 + 4.0 * near + 2.0 * near * (1.0 - lift) - 2.0 * overlift
         reach = 1.0 - math.tanh(10.0 * self._distance)
         return reach + 0.25 * self._contacts + 3.0 * lift * (self._contacts > 0)
 
@@ -286,12 +289,15 @@ class GraspingEnv(BulletEnv):
         fingers = c.getJointStates(self.robot, FINGERS)
         touching = {point[3] for point in c.getContactPoints(self.robot, self.object)}
         self._contacts = (FINGERS[0] in touching) + (FINGERS[1] in touching)
-        relative = [position[i] - gripper[i] for i in range(3)]
-        self._distance = math.sqrt(sum(r * r for r in relative))
+        self._distance = math.sqrt(sum((position[i] - gripper[i]) ** 2 for i in range(3)))
         self._lift = position[2] - self._rest_height
         self._object_speed = math.sqrt(sum(v * v for v in velocity))
-        to_spot = (self._spot[0] - position[0], self._spot[1] - position[1])
-        self._spot_distance = math.hypot(*to_spot)
+        self._spot_distance = math.hypot(self._spot[0] - position[0], self._spot[1] - position[1])
+        if self.goal == "place":
+            dropped = self._contacts == 0 and self._lift < 0.005 and self._spot_distance >= self.place_tolerance
+            self._carrying = self._lifted() or (self._carrying and not dropped)
+        goal = (*self._spot, self._rest_height) if self._carrying else position
+        relative = [goal[i] - gripper[i] for i in range(3)]
         relative_yaw = 2 * (c.getEulerFromQuaternion(orientation)[2] - self._yaw)
         values = (
             (gripper[0] - WORKSPACE[0]) / 0.2, gripper[1] / 0.2, gripper[2] / 0.2,
@@ -303,7 +309,6 @@ class GraspingEnv(BulletEnv):
             self._contacts / 2, self._elongation * math.sin(relative_yaw), self._elongation * math.cos(relative_yaw),
             self._yaw / MAX_YAW,
             1.0 - self._steps / self.max_steps,
-            *((to_spot[0] / 0.1, to_spot[1] / 0.1) if self.goal == "place" else ()),
         )
         return np.array([min(max(v, -5.0), 5.0) for v in values], dtype=np.float32)
 
