@@ -10,7 +10,7 @@ import gymnasium as gym
 from sim2real import catalog
 from sim2real.adapters import Binder, import_callable
 from sim2real.catalog import SOURCE, TaskSpec
-from sim2real.errors import ConfigError
+from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.registration import register_envs
 from sim2real.wrappers import ActionDelay, ActionNoise, DomainWrapper, ObservationNoise
 
@@ -70,6 +70,8 @@ def _construct(spec: TaskSpec, kwargs: dict[str, Any], render_mode: str | None) 
         return gym.make(spec.env_id, **kwargs)
     except gym.error.Error as exc:
         raise ConfigError(f"cannot make env '{spec.env_id}': {exc}", source=str(spec.path), key="id") from exc
-    except TypeError as exc:
+    except Sim2RealError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"env '{spec.env_id}' rejected its kwargs {sorted(kwargs)}: {exc}",
                           source=str(spec.path), key="kwargs") from exc

@@ -13,6 +13,7 @@ from sim2real import catalog
 from sim2real.bullet.driving import DrivingEnv
 from sim2real.bullet.grasping import GraspingEnv
 from sim2real.errors import ConfigError
+from sim2real.factory import make_env
 
 ENV_CLASSES = {"driving": DrivingEnv, "grasping": GraspingEnv}
 
@@ -128,3 +129,12 @@ def test_missing_file_and_unknown_name_list_what_exists():
 def test_unknown_target_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown target 'snow'.*source, wet, truck, real"):
         sim2real.load("driving").target("snow")
+
+
+def test_a_target_task_the_env_rejects_is_a_config_error_naming_the_value():
+    raw = yaml.safe_load(catalog.resolve("driving").read_text())
+    raw["targets"]["park"]["task"]["goal"] = "fly"
+    spec = catalog.parse(raw, source="driving.yaml")
+    with pytest.raises(ConfigError, match=r"rejected its kwargs \['goal', 'track_length'\]: goal 'fly' is not a "
+                                          r"driving goal \(allowed: race, park\)"):
+        make_env(spec, "park")
