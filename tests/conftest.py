@@ -16,6 +16,15 @@ from sim2real import catalog
 from sim2real.training import make_model
 from sim2real.zoo import save_bundle
 
+TINY_PPO_TRAIN = """train:
+  algo: ppo
+  ppo:
+    steps: 512
+    n_envs: 1
+    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
+"""
+"""The `train` section of the test tasks: a tiny PPO, one env."""
+
 
 def write_task(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Path:
     """A task YAML `name`.yaml holding `text`, in a fresh temporary folder."""

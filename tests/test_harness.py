@@ -14,7 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_pendulum_bundle, write_task
+from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 from stable_baselines3 import PPO
 
 from sim2real import catalog
@@ -37,13 +37,7 @@ params:
   mass: {nominal: 1.0, low: 0.2, high: 5.0, bind: {attr: m}}
 targets:
   heavy: {kind: far, description: a heavier bob, params: {mass: 2.5}}
-train:
-  algo: ppo
-  ppo:
-    steps: 512
-    n_envs: 1
-    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
-threshold: {return: -200}
+""" + TINY_PPO_TRAIN + """threshold: {return: -200}
 transfer: {budget: 512, eval_every: 256, episodes: 2, seeds: 2, strategies: [zero_shot, finetune, scratch]}
 """
 CARD = {"task": "tiny", "algo": "ppo", "randomized": False, "train_steps": 128, "seed": 0, "source_success": 0.0,
@@ -307,13 +301,7 @@ params:
   speed: {nominal: 0.2, low: 0.05, high: 0.5, bind: {attr: speed}}
 targets:
   sensors: {kind: task, description: two more observation entries, task: {extra: 2}}
-train:
-  algo: ppo
-  ppo:
-    steps: 512
-    n_envs: 1
-    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
-threshold: {success: 0.8}
+""" + TINY_PPO_TRAIN + """threshold: {success: 0.8}
 transfer: {budget: 128, eval_every: 128, episodes: 8, seeds: 1}
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_pendulum_bundle, write_task
+from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 
 from sim2real import make_env
 from sim2real.evaluation import harness
@@ -31,13 +31,7 @@ params:
   length: {nominal: 1.0, low: 0.3, high: 3.0, bind: {attr: l}}
 targets:
   heavy: {kind: far, description: a heavier bob on a longer rod, params: {mass: 2.5, length: 1.4}}
-train:
-  algo: ppo
-  ppo:
-    steps: 512
-    n_envs: 1
-    hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2, policy_kwargs: {net_arch: [16]}}
-threshold: {return: -200}
+""" + TINY_PPO_TRAIN + """threshold: {return: -200}
 transfer: {budget: 200, eval_every: 50, episodes: 2, seeds: 1}
 """
 CARD = {"task": "swing", "algo": "ppo", "randomized": False, "train_steps": 128, "seed": 0, "source_success": 0.0,
