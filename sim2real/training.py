@@ -207,7 +207,7 @@ def score_card(model: BaseAlgorithm, spec: TaskSpec, episodes: int) -> dict[str,
     targets: dict[str, Any] = {}
     for name in (SOURCE, *spec.targets):
         env = make_env(spec, name)
-        if space_changes(model, env):
+        if name != SOURCE and space_changes(model, env):
             env.close()
             continue
         summary = evaluate(model, env, episodes, seed=EVAL_SEED)

@@ -158,7 +158,7 @@ def make_plan(
 
 
 def check_policy(plan: Plan) -> None:
-    """Load the pretrained policy on every target and prepare it with every strategy, training nothing.
+    """Load the pretrained policy on the source and prepare it for every target with every strategy, training nothing.
 
     Catches, before any budget is spent, a policy whose spaces do not fit the task's source (both
     spaces named), a strategy the model cannot take (e.g. freeze_base on a single hidden layer, or
