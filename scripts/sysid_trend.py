@@ -1,8 +1,8 @@
-"""How identification tightens with more recorded episodes: fit disjoint subsets of recordings, report the spread.
+"""How identification tightens with more recorded episodes: fit disjoint subsets of recordings, report the scatter.
 
-Records `--episodes` episodes of POLICY on TARGET once, splits them into disjoint subsets of each
-size, fits PARAMS to each subset and prints, per size, every subset's estimates and their error
-against the target's true values (known for the shipped stand-ins).
+Records `--episodes` episodes of POLICY on TARGET once, fits PARAMS to each disjoint subset of
+each size (sim2real.sysid.fit_subsets) and prints, per size, the estimates' mean, range and error
+against the target's values (the truth, for the shipped stand-ins).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.factory import make_env
-from sim2real.sysid import identify, record_episode
+from sim2real.sysid import fit_subsets, record_episode
 from sim2real.zoo import load_policy
+
+RECORD_SEED = 5_000_000  # apart from training and evaluation seeds
 
 
 def main() -> None:
@@ -26,28 +28,29 @@ def main() -> None:
     parser.add_argument("--params", required=True, help="comma-separated parameters to fit")
     parser.add_argument("--episodes", type=int, default=40, help="episodes recorded in all")
     parser.add_argument("--sizes", default="5,10,20", help="comma-separated subset sizes")
-    parser.add_argument("--budget", type=int, default=150)
-    parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--budget", type=int, default=150, help="discrepancy evaluations per fit")
+    parser.add_argument("--out", default=None, help="JSON file for the estimates")
     args = parser.parse_args()
     spec = catalog.load(args.task)
     params = [p.strip() for p in args.params.split(",") if p.strip()]
     truth = spec.domain(args.target)
     env = make_env(spec, args.target)
     policy = load_policy(args.policy, env)
-    recordings = [record_episode(policy, env, seed=5_000_000 + i) for i in range(args.episodes)]
+    recordings = [record_episode(policy, env, seed=RECORD_SEED + i) for i in range(args.episodes)]
     env.close()
-    results = {}
-    for size in (int(s) for s in args.sizes.split(",")):
-        fits = [identify(spec, recordings[start:start + size], params, budget=args.budget).values
-                for start in range(0, args.episodes - size + 1, size)]
-        errors = {p: [f[p] / float(truth[p]) - 1.0 for f in fits] for p in params}
-        results[size] = {"fits": fits, "errors": errors}
-        summary = ", ".join(f"{p} error {np.mean(np.abs(e)):.1%} mean |.|, {max(np.abs(e)):.1%} worst"
-                            for p, e in errors.items())
-        print(f"{size} episodes × {len(fits)} disjoint subsets: {summary}", flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = fit_subsets(spec, recordings, params, sizes, budget=args.budget)
+    for size, fits in results.items():
+        parts = []
+        for name in params:
+            values = np.array([fit[name] for fit in fits])
+            worst = np.max(np.abs(values / float(truth[name]) - 1.0))
+            parts.append(f"{name} mean {values.mean():.4g}, range {values.min():.4g}–{values.max():.4g}, "
+                         f"worst error {worst:.1%}")
+        print(f"{size} episodes × {len(fits)} subsets: " + "; ".join(parts), flush=True)
     if args.out:
         with open(args.out, "w") as handle:
-            json.dump({"truth": {p: truth[p] for p in params}, "results": results}, handle, indent=1)
+            json.dump({"truth": {name: truth[name] for name in params}, "fits": results}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -330,6 +330,8 @@ def identify(
                    score: Callable[[Sequence[float]], float]) -> cma.CMAEvolutionStrategy:
             options = {"bounds": [0.0, 1.0], "maxfevals": candidates, "seed": seed + 1, "verbose": -9,
                        "popsize": max(6, 4 + int(3 * math.log(len(scales))))}
+            if len(x0) == 1:
+                options["maxstd"] = math.inf  # cma 4.5 cannot cap a 1-D search's step size (it raises instead)
             strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)
             while not strategy.stop():
                 asked = strategy.ask()
@@ -365,6 +367,22 @@ def identify(
         return Fit(spec.name, fitted, delay, before, after, evaluations, len(replay.trajectories), horizon)
     finally:
         replay.close()
+
+
+def fit_subsets(task: str | Path | TaskSpec, trajectories: Sequence[Trajectory], params: Sequence[str],
+                sizes: Sequence[int], **options: Any) -> dict[int, list[dict[str, float]]]:
+    """Per size, the estimates fitted to each disjoint run of that many recorded episodes.
+
+    How far the estimates from equally many episodes scatter, and how that changes with more, is
+    the evidence of how many recordings an identification needs. `options` go to :func:`identify`.
+    """
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(trajectories):
+            raise SysIdError(f"subset size must be an integer from 1 to {len(trajectories)} (the episodes "
+                             f"recorded), got {size!r}")
+    return {size: [identify(task, trajectories[start:start + size], params, **options).values
+                   for start in range(0, len(trajectories) - size + 1, size)]
+            for size in sizes}
 
 
 FITTED_TARGET = "fitted"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sim2real import catalog, load_policy, make_env
-from sim2real.sysid import Replay, SysIdError, identify, load_trajectories, record, write_fit
+from sim2real.sysid import Replay, SysIdError, fit_subsets, identify, load_trajectories, record, write_fit
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,13 @@ def test_mass_and_motor_force_scaled_together_give_the_same_trajectory_so_no_rec
     assert np.array_equal(replay.simulate(both, replay.trajectories[0], 0), reference)
     assert not np.allclose(replay.simulate(mass_only, replay.trajectories[0], 0)[:40], reference[:40], atol=1e-3)
     replay.close()
+
+
+def test_fit_subsets_fits_each_disjoint_run_of_episodes_and_refuses_sizes_it_cannot_fill(wet_rollouts: Path):
+    spec = catalog.load("driving")
+    recordings = load_trajectories(wet_rollouts, spec)
+    fits = fit_subsets(spec, recordings, ["tyre_friction"], [2, 5], budget=12, horizon=20)
+    assert [len(fits[2]), len(fits[5])] == [2, 1]
+    assert all(0.05 <= fit["tyre_friction"] <= 2.0 for runs in fits.values() for fit in runs)
+    with pytest.raises(SysIdError, match=r"subset size must be an integer from 1 to 5 .*got 6"):
+        fit_subsets(spec, recordings, ["tyre_friction"], [6])
