@@ -39,7 +39,7 @@ def driving_bundle(tmp_path_factory) -> Path:
 def test_cli_training_learns_and_its_card_matches_an_independent_evaluation(driving_bundle: Path):
     card = load_card(driving_bundle)
     assert card["source_success"] >= 0.8, card  # a random policy scores 0 here
-    assert set(card["targets"]) == {"source", "wet", "truck", "real"}
+    assert set(card["targets"]) == {"source", "wet", "truck", "real", "park"}
     independent = evaluate_policy(driving_bundle, "driving", target="wet", episodes=20, seed=EVAL_SEED)
     assert independent["success_rate"] == card["targets"]["wet"]["success"]
     assert independent["mean_return"] == pytest.approx(card["targets"]["wet"]["return"], abs=1e-3)
