@@ -15,6 +15,12 @@ from rich.table import Table
 
 from sim2real.errors import Sim2RealError
 from sim2real.sysid import DEFAULT_HORIZON
+from sim2real.transfer.strategies import (
+    DEFAULT_RECORD_EPISODES,
+    DEFAULT_ROUNDS,
+    DEFAULT_SIM_STEPS,
+    DEFAULT_SYSID_BUDGET,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
@@ -215,13 +221,15 @@ def adapt(
     task: TaskOption,
     target: Annotated[str, typer.Option(help="target to adapt to (locally)")] = "real",
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to adapt to")] = None,
-    episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = 10,
+    episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = (
+        DEFAULT_RECORD_EPISODES),
     params: FitParams = None,
-    budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 400,
+    budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = DEFAULT_SYSID_BUDGET,
     horizon: FitHorizon = DEFAULT_HORIZON,
-    sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = 60_000,
+    sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = DEFAULT_SIM_STEPS,
     randomize: Annotated[bool, typer.Option(help="randomize around the fit while fine-tuning")] = True,
-    rounds: Annotated[int, typer.Option(help="rounds of record, fit, fine-tune (each with the newest policy)")] = 2,
+    rounds: Annotated[int, typer.Option(help="rounds of record, fit, fine-tune (each with the newest policy)")] = (
+        DEFAULT_ROUNDS),
     eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
     seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/adapt-TASK-TARGET)")] = None,

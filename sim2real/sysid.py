@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cma
 import gymnasium as gym
 import numpy as np
 import yaml
@@ -312,6 +311,8 @@ def identify(
     the parameter's units: a measure of how flat the discrepancy is around the estimate, not a
     confidence interval.
     """
+    import cma  # ~2 s to import: only identification pays it, not every user of the strategies
+
     spec = catalog.load(task)
     chosen = check_params(spec, params)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:

@@ -105,21 +105,26 @@ def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -
     return model
 
 
+def _mismatched(model: BaseAlgorithm, env: gym.Env) -> list[tuple[str, gym.Space, gym.Space]]:
+    """Each space ("observation_space", "action_space") whose shape or kind differs: (name, policy's, env's)."""
+    pairs = ((kind, getattr(model, kind), getattr(env, kind)) for kind in ("observation_space", "action_space"))
+    return [(kind, theirs, ours) for kind, theirs, ours in pairs
+            if theirs.shape != ours.shape or type(theirs) is not type(ours)]
+
+
 def space_changes(model: BaseAlgorithm, env: gym.Env) -> str | None:
     """How the env's observation and action shapes differ from the policy's (a changed task), or None if they fit."""
-    changes = [f"{kind} {getattr(model, attr).shape} → {getattr(env, attr).shape}"
-               for kind, attr in (("observation", "observation_space"), ("action", "action_space"))
-               if getattr(model, attr).shape != getattr(env, attr).shape
-               or type(getattr(model, attr)) is not type(getattr(env, attr))]
+    changes = [f"{kind.removesuffix('_space')} {theirs.shape} → {ours.shape}"
+               for kind, theirs, ours in _mismatched(model, env)]
     return ", ".join(changes) or None
 
 
 def check_spaces(model: BaseAlgorithm, env: gym.Env, name: str = "the policy") -> None:
     """Raise a BundleError naming both sides when the policy's spaces differ from the env's."""
-    for kind in ("observation_space", "action_space"):
-        theirs, ours = getattr(model, kind), getattr(env, kind)
-        if theirs.shape != ours.shape or type(theirs) is not type(ours):
-            raise BundleError(f"{name} expects {kind.replace('_', ' ')} {theirs}, but the env has {ours}")
+    mismatched = _mismatched(model, env)
+    if mismatched:
+        kind, theirs, ours = mismatched[0]
+        raise BundleError(f"{name} expects {kind.replace('_', ' ')} {theirs}, but the env has {ours}")
 
 
 def save_bundle(model: BaseAlgorithm, directory: Path, card: Mapping[str, Any]) -> Path:

@@ -15,6 +15,7 @@ import sim2real
 from sim2real.bullet.driving import DrivingEnv
 from sim2real.bullet.grasping import GraspingEnv
 from sim2real.errors import ConfigError
+from sim2real.zoo import load_policy
 
 IDS = sim2real.ENV_IDS
 
@@ -190,8 +191,6 @@ def test_an_unknown_goal_is_refused_naming_the_goals(env_class, goals):
 
 
 def park_successes(env: DrivingEnv, episodes: int = 10) -> int:
-    from sim2real.zoo import load_policy
-
     racer = load_policy("driving-ppo-nominal")
     successes = 0
     for seed in range(episodes):
