@@ -2,7 +2,9 @@
 
 Records `--episodes` episodes of POLICY on TARGET once, fits PARAMS to each disjoint subset of
 each size (sim2real.sysid.fit_subsets) and prints, per size, the estimates' mean, range and error
-against the target's values (the truth, for the shipped stand-ins).
+against the target's values (the truth, for the shipped stand-ins). With `--known` every other
+episode is recorded with those values set (e.g. a payload of known mass), so every subset holds
+as many episodes with them as without.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.factory import make_env
-from sim2real.sysid import fit_subsets, record_episode
+from sim2real.sysid import DEFAULT_HORIZON, check_known, fit_subsets, parse_known, record_episode
 from sim2real.zoo import load_policy
 
 RECORD_SEED = 5_000_000  # apart from training and evaluation seeds
@@ -29,17 +31,24 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40, help="episodes recorded in all")
     parser.add_argument("--sizes", default="5,10,20", help="comma-separated subset sizes")
     parser.add_argument("--budget", type=int, default=150, help="discrepancy evaluations per fit")
+    parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON, help="control steps compared per episode")
+    parser.add_argument("--known", default=None, help="NAME=NUMBER,... set on every other recorded episode")
     parser.add_argument("--out", default=None, help="JSON file for the estimates")
     args = parser.parse_args()
     spec = catalog.load(args.task)
     params = [p.strip() for p in args.params.split(",") if p.strip()]
     truth = spec.domain(args.target)
+    known = check_known(spec, parse_known(args.known), where="--known")
     env = make_env(spec, args.target)
     policy = load_policy(args.policy, env)
-    recordings = [record_episode(policy, env, seed=RECORD_SEED + i) for i in range(args.episodes)]
+    recordings = []
+    for i in range(args.episodes):
+        changes = known if i % 2 else {}
+        env.set_wrapper_attr("values", {**truth, **changes})  # the DomainWrapper's values
+        recordings.append(record_episode(policy, env, seed=RECORD_SEED + i, known=changes))
     env.close()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = fit_subsets(spec, recordings, params, sizes, budget=args.budget)
+    results = fit_subsets(spec, recordings, params, sizes, budget=args.budget, horizon=args.horizon)
     for size, fits in results.items():
         parts = []
         for name in params:

@@ -173,21 +173,28 @@ def record(
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 20,
     seed: Seed = 0,
     testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to record on")] = None,
+    known: Annotated[str | None, typer.Option(
+        help="domain values set on purpose for these episodes, NAME=NUMBER,... (e.g. a weighed payload: "
+             "cargo_mass=8,cargo_height=0.1); applied on a local target, only written down on the testbed")] = None,
 ) -> None:
     """Record episodes (observations and actions, no reward) for system identification."""
-    from sim2real.sysid import record_policy, recorded_steps
+    from sim2real.sysid import parse_known, record_policy, recorded_steps
 
-    trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed)
+    changes = parse_known(known)
+    trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed,
+                                 known=changes)
     steps = recorded_steps(trajectories)
-    console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'} "
-                  f"into {out}")
+    with_known = f" with {', '.join(f'{k}={v:g}' for k, v in changes.items())}" if changes else ""
+    console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'}"
+                  f"{with_known} into {out}")
 
 
 @app.command()
 @user_errors
 def sysid(
     task: Task,
-    rollouts: Annotated[Path, typer.Option(help="recorded episodes (sim2real record, JSONL)")],
+    rollouts: Annotated[list[Path], typer.Option(help="recorded episodes (sim2real record, JSONL); repeat the "
+                                                      "option to fit to several files together")],
     params: FitParams = None,
     budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 300,
     horizon: FitHorizon = DEFAULT_HORIZON,
@@ -201,11 +208,12 @@ def sysid(
     spec = catalog.load(task)
     names = _names(params) or fittable(spec)
     check_params(spec, names)
-    trajectories = load_trajectories(rollouts, spec)
+    trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
     console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon)
     paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}")
-    table = Table("parameter", "estimate", "search spread", "nominal", title=f"{spec.name}: fitted to {rollouts}")
+    table = Table("parameter", "estimate", "search spread", "nominal",
+                  title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")
     for name, entry in fit.params.items():
         table.add_row(name, f"{entry['estimate']:.4g}", f"{entry['spread']:.2g}", f"{entry['nominal']:.4g}")
     console.print(table)

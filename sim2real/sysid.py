@@ -10,8 +10,15 @@ them, and it is the optimiser of SimOpt (Chebotar et al. 2019); the ``cma`` pack
 pure Python and needs no storage backend.
 
 Rollout files are JSONL, one episode per line: ``{"seed": int, "observations": [[...], ...],
-"actions": [[...], ...]}`` with one more observation than actions (the reset observation first).
+"actions": [[...], ...]}`` with one more observation than actions (the reset observation first),
+and optionally ``"known": {"param": value, ...}``: domain values the experimenter set while
+recording that episode (a known payload, say), which its replay applies over the candidate values.
 :func:`record` writes them, locally or through the testbed client.
+
+Some parameters act on the observations only together: on the car every force but the motor's
+scales with its mass, so plain driving shows the ratio of motor force to mass, never the two.
+Episodes recorded with a known change that breaks such a tie (a payload of known mass) make them
+identifiable, as a weighed payload does on a real robot.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +56,23 @@ class SysIdError(Sim2RealError):
 
 @dataclass(frozen=True)
 class Trajectory:
-    """One recorded episode: its reset seed, observations (T+1 × obs) and the actions sent (T × act)."""
+    """One recorded episode: its reset seed, observations (T+1 × obs), the actions sent (T × act), known values.
+
+    `known` holds the domain values the experimenter set for this episode (e.g. a payload's mass);
+    its replay uses them, whatever the candidate values of a fit.
+    """
 
     seed: int
     observations: np.ndarray
     actions: np.ndarray
+    known: Mapping[str, float] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         """The JSON line of a rollout file."""
-        return {"seed": self.seed, "observations": self.observations.tolist(), "actions": self.actions.tolist()}
+        record = {"seed": self.seed, "observations": self.observations.tolist(), "actions": self.actions.tolist()}
+        if self.known:
+            record["known"] = dict(self.known)
+        return record
 
 
 def recorded_steps(trajectories: Sequence[Trajectory]) -> int:
@@ -65,8 +80,12 @@ def recorded_steps(trajectories: Sequence[Trajectory]) -> int:
     return sum(len(t.actions) for t in trajectories)
 
 
-def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool = True) -> Trajectory:
-    """Run one episode from ``reset(seed)`` and keep what a target without reward gives: observations, actions."""
+def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool = True,
+                   known: Mapping[str, float] | None = None) -> Trajectory:
+    """Run one episode from ``reset(seed)`` and keep what a target without reward gives: observations, actions.
+
+    `known` is written with the episode: the domain values set on the target while it ran.
+    """
     obs, _ = env.reset(seed=seed)
     observations, actions, done = [np.asarray(obs, dtype=float)], [], False
     while not done:
@@ -75,16 +94,19 @@ def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool 
         observations.append(np.asarray(obs, dtype=float))
         actions.append(np.asarray(action, dtype=float))
         done = terminated or truncated
-    return Trajectory(seed, np.array(observations), np.array(actions))
+    return Trajectory(seed, np.array(observations), np.array(actions), dict(known or {}))
 
 
 def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: int = 0,
-           deterministic: bool = True) -> list[Trajectory]:
-    """Run `episodes` episodes (seeds seed+i) and append each to the rollout file at `path` as it ends."""
+           deterministic: bool = True, known: Mapping[str, float] | None = None) -> list[Trajectory]:
+    """Run `episodes` episodes (seeds seed+i) and append each to the rollout file at `path` as it ends.
+
+    `known` (the domain values set on the target for these episodes) is written with each episode.
+    """
     trajectories = []
     with JsonlWriter(Path(path)) as writer:
         for index in range(episodes):
-            trajectory = record_episode(policy, env, seed + index, deterministic)
+            trajectory = record_episode(policy, env, seed + index, deterministic, known)
             writer.write(trajectory.to_record())
             writer.fsync()
             trajectories.append(trajectory)
@@ -92,8 +114,15 @@ def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: 
 
 
 def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | Path, *, target: str = SOURCE,
-                  episodes: int = 20, seed: int = 0, testbed: str | None = None) -> list[Trajectory]:
-    """Record a zoo name / bundle / zip on a target of the task, or on the testbed at `testbed` (shielded)."""
+                  episodes: int = 20, seed: int = 0, testbed: str | None = None,
+                  known: Mapping[str, Any] | None = None) -> list[Trajectory]:
+    """Record a zoo name / bundle / zip on a target of the task, or on the testbed at `testbed` (shielded).
+
+    `known` are domain values changed on purpose for these episodes (e.g. ``{"cargo_mass": 2.0}``,
+    a payload of known mass). On a local target they are applied over the target's values; on the
+    testbed the experimenter makes the change on the robot, and sim2real only writes it down. Either
+    way each episode carries them, so identification replays it with them.
+    """
     path = Path(path)
     if episodes <= 0:
         raise SysIdError(f"episodes must be > 0, got {episodes}")
@@ -101,6 +130,7 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
         raise SysIdError(f"{path} exists; choose another file (a rollout file is never overwritten)")
     spec = catalog.load(task)
     spec.target(target)
+    known = check_known(spec, known or {}, where="known values")
     if testbed is not None:
         from sim2real.testbed.evaluation import connect
 
@@ -108,11 +138,46 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
         env: gym.Env = connect(testbed, model)[1]
     else:
         env = make_env(spec, target)
+        domain = _find(env, DomainWrapper)
+        domain.values = {**domain.values, **known}
         model = load_policy(policy, env)
     try:
-        return record(model, env, episodes, path, seed=seed)
+        return record(model, env, episodes, path, seed=seed, known=known)
     finally:
         env.close()
+
+
+def parse_known(text: str | None) -> dict[str, float]:
+    """Known values written ``name=number,...`` (as on the command line) as a dict; an error naming a bad item."""
+    values: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sign, number = item.partition("=")
+        try:
+            values[name.strip()] = float(number)
+        except ValueError:
+            sign = ""
+        if not sign or not name.strip():
+            raise SysIdError(f"known values: {item.strip()!r} is not NAME=NUMBER "
+                             f"(e.g. cargo_mass=8,cargo_height=0.1)")
+    return values
+
+
+def check_known(spec: TaskSpec, known: Mapping[str, Any], where: str) -> dict[str, float]:
+    """`known` as floats, or an error naming a value that is not a numeric domain parameter or out of bounds."""
+    if not isinstance(known, Mapping):
+        raise SysIdError(f"{where}: 'known' must map parameter names to numbers, got {known!r}")
+    checked = {}
+    for name, value in known.items():
+        if name not in fittable(spec):
+            raise SysIdError(f"{where}: {name!r} is not a numeric domain parameter of {spec.name} "
+                             f"(allowed: {allowed(fittable(spec))})")
+        try:
+            checked[name] = float(spec.params[name].validate(value))
+        except Sim2RealError as exc:
+            raise SysIdError(f"{where}: {exc}") from exc
+    return checked
 
 
 def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
@@ -142,7 +207,8 @@ def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
         if len(observations) != len(actions) + 1 or len(actions) == 0:
             raise SysIdError(f"{where}: {len(observations)} observations for {len(actions)} actions; "
                              f"expected one more observation than actions, and at least one action")
-        trajectories.append(Trajectory(int(rec["seed"]), observations, actions))
+        known = check_known(spec, rec.get("known", {}), where)
+        trajectories.append(Trajectory(int(rec["seed"]), observations, actions, known))
     if not trajectories:
         raise SysIdError(f"rollout file {path} holds no episode")
     return trajectories
@@ -188,7 +254,7 @@ class Replay:
 
     def simulate(self, values: Mapping[str, Any], trajectory: Trajectory, delay: int) -> np.ndarray:
         """The simulated observations of one episode under `values`, actions applied `delay` steps late."""
-        self.domain.values = {**self.base, **values}
+        self.domain.values = {**self.base, **values, **trajectory.known}
         env: gym.Env = ActionDelay(self.env, delay) if delay else self.env
         obs, _ = env.reset(seed=trajectory.seed)
         simulated = [np.asarray(obs, dtype=float)]
@@ -319,6 +385,9 @@ def identify(
         raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
     if isinstance(trajectories, str | Path):
         trajectories = load_trajectories(trajectories, spec)
+    pinned = [name for name in params if all(name in t.known for t in trajectories)]
+    if pinned:
+        raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
     scales = [_Scale(p) for p in chosen]
     replay = Replay(spec, trajectories, horizon)
     try:
