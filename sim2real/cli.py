@@ -203,12 +203,13 @@ def sysid(
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import check_params, fittable, identify, load_trajectories, write_fit
+    from sim2real.sysid import check_not_known, check_params, fittable, identify, load_trajectories, write_fit
 
     spec = catalog.load(task)
     names = _names(params) or fittable(spec)
     check_params(spec, names)
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
+    check_not_known(names, trajectories)
     console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon)
     paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}")

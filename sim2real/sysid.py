@@ -363,6 +363,13 @@ def check_params(spec: TaskSpec, names: Sequence[str]) -> list[DomainParam]:
     return [spec.params[name] for name in names]
 
 
+def check_not_known(params: Sequence[str], trajectories: Sequence[Trajectory]) -> None:
+    """Refuse to fit a parameter whose value every recorded episode gives as known: nothing is left to fit."""
+    pinned = [name for name in params if all(name in t.known for t in trajectories)]
+    if pinned:
+        raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
+
+
 def identify(
     task: str | Path | TaskSpec,
     trajectories: Sequence[Trajectory] | str | Path,
@@ -398,9 +405,7 @@ def identify(
         raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
     if isinstance(trajectories, str | Path):
         trajectories = load_trajectories(trajectories, spec)
-    pinned = [name for name in params if all(name in t.known for t in trajectories)]
-    if pinned:
-        raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
+    check_not_known(params, trajectories)
     scales = [_Scale(p) for p in chosen]
     replay = Replay(spec, trajectories, horizon)
     try:
