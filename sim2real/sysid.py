@@ -521,7 +521,8 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
         "The search spread is how wide CMA-ES's last search distribution still was along a parameter: "
         "how flat the discrepancy is there, not a confidence interval. Parameters the recordings cannot "
         "tell apart (e.g. mass and motor force, which act through their ratio) get a small spread and "
-        "can still be far off.",
+        "can still be far off; episodes recorded with a known change that breaks the tie (a payload of "
+        "known mass: `sim2real record --known`) separate them.",
         "",
         "| parameter | estimate | search spread | nominal | bounds | recommended randomization |",
         "|---|---:|---:|---:|---|---|",
