@@ -153,14 +153,14 @@ def parse_known(text: str | None) -> dict[str, float]:
     for item in (text or "").split(","):
         if not item.strip():
             continue
-        name, sign, number = item.partition("=")
+        name, _, number = item.partition("=")
         try:
+            if not name.strip():
+                raise ValueError(item)
             values[name.strip()] = float(number)
         except ValueError:
-            sign = ""
-        if not sign or not name.strip():
             raise SysIdError(f"known values: {item.strip()!r} is not NAME=NUMBER "
-                             f"(e.g. cargo_mass=8,cargo_height=0.1)")
+                             f"(e.g. cargo_mass=8,cargo_height=0.1)") from None
     return values
 
 
@@ -277,10 +277,9 @@ class Replay:
         for trajectory in self.trajectories:
             simulated = self.simulate(values, trajectory, delay)
             recorded = trajectory.observations[: self.horizon + 1]
-            if len(simulated) < len(recorded):
-                simulated = np.vstack([simulated, np.repeat(simulated[-1:], len(recorded) - len(simulated), axis=0)])
-            total += float(np.sum((simulated[1:len(recorded)] - recorded[1:]) ** 2))
-            count += (len(recorded) - 1) * recorded.shape[1]
+            held = np.repeat(simulated[-1:], len(recorded) - len(simulated), axis=0)
+            total += float(np.sum((np.vstack([simulated, held])[1:] - recorded[1:]) ** 2))
+            count += recorded[1:].size
         return total / max(count, 1)
 
     def close(self) -> None:
