@@ -4,7 +4,9 @@ Records `--episodes` episodes of POLICY on TARGET once, fits PARAMS to each disj
 each size (sim2real.sysid.fit_subsets) and prints, per size, the estimates' mean, range and error
 against the target's values (the truth, for the shipped stand-ins). With `--known` every other
 episode is recorded with those values set (e.g. a payload of known mass), so every subset holds
-as many episodes with them as without.
+as many episodes with them as without. With `--closed`, each fit is a two-step identification:
+the open-loop fit of PARAMS, then the `--closed` parameters refitted closed-loop with POLICY on
+top of it (sim2real.sysid.refine_closed_loop).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=150, help="discrepancy evaluations per fit")
     parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON, help="control steps compared per episode")
     parser.add_argument("--known", default=None, help="NAME=NUMBER,... set on every other recorded episode")
+    parser.add_argument("--closed", default=None,
+                        help="comma-separated parameters to refit closed-loop after each open-loop fit")
+    parser.add_argument("--closed-budget", type=int, default=300, help="evaluations of the closed-loop step")
+    parser.add_argument("--closed-horizon", type=int, default=80, help="steps compared in the closed-loop step")
     parser.add_argument("--out", default=None, help="JSON file for the estimates")
     args = parser.parse_args()
     spec = catalog.load(args.task)
@@ -48,10 +54,13 @@ def main() -> None:
         recordings.append(record_episode(policy, env, seed=RECORD_SEED + i, known=changes))
     env.close()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = fit_subsets(spec, recordings, params, sizes, budget=args.budget, horizon=args.horizon)
+    closed = [p.strip() for p in args.closed.split(",") if p.strip()] if args.closed else []
+    refine = {"params": closed, "policy": policy, "budget": args.closed_budget,
+              "horizon": args.closed_horizon} if closed else None
+    results = fit_subsets(spec, recordings, params, sizes, refine, budget=args.budget, horizon=args.horizon)
     for size, fits in results.items():
         parts = []
-        for name in params:
+        for name in dict.fromkeys([*params, *closed]):
             values = np.array([fit[name] for fit in fits])
             worst = np.max(np.abs(values / float(truth[name]) - 1.0))
             parts.append(f"{name} mean {values.mean():.4g}, range {values.min():.4g}–{values.max():.4g}, "
@@ -59,7 +68,8 @@ def main() -> None:
         print(f"{size} episodes × {len(fits)} subsets: " + "; ".join(parts), flush=True)
     if args.out:
         with open(args.out, "w") as handle:
-            json.dump({"truth": {name: truth[name] for name in params}, "fits": results}, handle, indent=1)
+            json.dump({"truth": {name: truth[name] for name in [*params, *closed]}, "fits": results}, handle,
+                      indent=1)
 
 
 if __name__ == "__main__":

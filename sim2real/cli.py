@@ -200,19 +200,42 @@ def sysid(
     horizon: FitHorizon = DEFAULT_HORIZON,
     seed: Annotated[int, typer.Option(help="seed of the optimiser")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/sysid-TASK)")] = None,
+    policy: Annotated[str | None, typer.Option(
+        help="the policy that recorded the episodes (zoo name, bundle or .zip): replay closed-loop, the "
+             "policy driving the simulation, instead of the recorded actions")] = None,
+    base: Annotated[str, typer.Option(
+        help="target whose values the parameters not fitted take (e.g. 'fitted' of an earlier fit's YAML)")] = "source",
+    latency: Annotated[int | None, typer.Option(
+        help="action latency in control steps, fixed (default: fitted, 0-3)")] = None,
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import check_not_known, check_params, fittable, identify, load_trajectories, write_fit
+    from sim2real.sysid import (
+        check_not_known,
+        check_params,
+        check_recorded_by,
+        fittable,
+        identify,
+        load_trajectories,
+        write_fit,
+    )
+    from sim2real.zoo import load_policy
 
     spec = catalog.load(task)
+    spec.target(base)
     names = _names(params) or fittable(spec)
     check_params(spec, names)
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
     check_not_known(names, trajectories)
-    console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes ({budget} evaluations)...")
-    fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon)
-    paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}")
+    driver = load_policy(policy) if policy is not None else None
+    if driver is not None:
+        check_recorded_by(driver, trajectories)
+    replay = "open-loop" if driver is None else f"closed-loop with {policy}"
+    console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes replayed {replay} "
+                  f"({budget} evaluations)...")
+    fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
+                   delay=latency)
+    paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}", driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
                   title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")
     for name, entry in fit.params.items():

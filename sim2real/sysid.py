@@ -1,9 +1,10 @@
 """System identification: fit a task's domain parameters to recorded target episodes, no reward needed.
 
-Recorded episodes (observations and the actions the policy sent, per step) are replayed open-loop
-in simulation: each episode from ``reset(seed)`` with the recorded seed, the recorded actions
-applied in order (optionally a few control steps late, as a latency would), and the simulated
-observations compared with the recorded ones. CMA-ES (the ``cma`` package) minimises the mean
+Recorded episodes (observations and the actions the policy sent, per step) are replayed in
+simulation: each episode from ``reset(seed)`` with the recorded seed, and either the recorded
+actions applied in order (open-loop) or the policy that recorded them acting on the simulated
+observations (closed-loop), actions optionally a few control steps late, as a latency would; the
+simulated observations are compared with the recorded ones. CMA-ES (the ``cma`` package) minimises the mean
 squared observation difference over the chosen parameters. CMA-ES because the discrepancy of a
 contact-rich simulation is noisy and non-smooth in its parameters, there are only a handful of
 them, and it is the optimiser of SimOpt (Chebotar et al. 2019); the ``cma`` package is small,
@@ -19,6 +20,11 @@ Some parameters act on the observations only together: on the car every force bu
 scales with its mass, so plain driving shows the ratio of motor force to mass, never the two.
 Episodes recorded with a known change that breaks such a tie (a payload of known mass) make them
 identifiable, as a weighed payload does on a real robot.
+
+Open-loop replays drift from the recording as the target's unrecorded actuator noise adds up, and
+a drifting replay favours a car that steers less: keep them short. What only long stretches show
+(where the tyres start to slide) needs closed-loop replays, in which the policy corrects the
+simulated car as it did the real one. Hence the two-step identification (:func:`refine_closed_loop`).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from sim2real.wrappers import ActionDelay, DomainWrapper
 from sim2real.zoo import load_policy
 
 DEFAULT_HORIZON = 40
-"""Control steps of each episode compared: open-loop replay drifts apart from the recording later on."""
+"""Control steps of each episode compared: an open-loop replay drifts apart from the recording later on."""
 
 
 class SysIdError(Sim2RealError):
@@ -244,11 +250,18 @@ class _Scale:
 
 
 class Replay:
-    """Replays recorded episodes in the task's simulation under candidate domain values."""
+    """Replays recorded episodes in the task's simulation under candidate domain values.
 
-    def __init__(self, spec: TaskSpec, trajectories: Sequence[Trajectory], horizon: int = DEFAULT_HORIZON) -> None:
-        self.spec, self.trajectories, self.horizon = spec, list(trajectories), horizon
-        self.base = spec.domain(SOURCE)
+    Open-loop (no `policy`): the recorded actions are applied in order. Closed-loop (a `policy`,
+    the one that recorded the episodes): it acts, deterministically, on the simulated
+    observations, as it did on the target. Parameters a fit leaves alone take the `base`
+    target's values.
+    """
+
+    def __init__(self, spec: TaskSpec, trajectories: Sequence[Trajectory], horizon: int = DEFAULT_HORIZON,
+                 policy: Policy | None = None, base: str = SOURCE) -> None:
+        self.spec, self.trajectories, self.horizon, self.policy = spec, list(trajectories), horizon, policy
+        self.base = spec.domain(base)
         self.env = make_env(spec, SOURCE, reality_gap=False)
         self.domain = _find(self.env, DomainWrapper)
 
@@ -258,8 +271,12 @@ class Replay:
         env: gym.Env = ActionDelay(self.env, delay) if delay else self.env
         obs, _ = env.reset(seed=trajectory.seed)
         simulated = [np.asarray(obs, dtype=float)]
-        for action in trajectory.actions[: self.horizon]:
-            obs, _, terminated, truncated, _ = env.step(action.astype(np.float32))
+        for step in range(min(self.horizon, len(trajectory.actions))):
+            if self.policy is None:
+                action = trajectory.actions[step].astype(np.float32)
+            else:
+                action = self.policy.predict(obs, deterministic=True)[0]
+            obs, _, terminated, truncated, _ = env.step(action)
             simulated.append(np.asarray(obs, dtype=float))
             if terminated or truncated:
                 break
@@ -307,6 +324,8 @@ class Fit:
     evaluations: int
     episodes: int
     horizon: int
+    replay: str = "open-loop"
+    base: str = SOURCE
 
     @property
     def values(self) -> dict[str, float]:
@@ -333,6 +352,8 @@ class Fit:
             "evaluations": self.evaluations,
             "episodes": self.episodes,
             "horizon": self.horizon,
+            "replay": self.replay,
+            "base": self.base,
             "randomization": self.randomization(),
         }
 
@@ -343,7 +364,7 @@ def read_fit(path: str | Path) -> Fit:
     if not path.is_file():
         raise SysIdError(f"fit file {path} does not exist")
     data = json.loads(path.read_text())
-    return Fit(**{name: data[name] for name in Fit.__dataclass_fields__})
+    return Fit(**{name: data[name] for name in Fit.__dataclass_fields__ if name in data})
 
 
 def fittable(spec: TaskSpec) -> list[str]:
@@ -369,6 +390,25 @@ def check_not_known(params: Sequence[str], trajectories: Sequence[Trajectory]) -
         raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
 
 
+def check_recorded_by(policy: Policy, trajectories: Sequence[Trajectory], steps: int = 5) -> None:
+    """Refuse a closed-loop replay whose policy is not the one that recorded the episodes, deterministically.
+
+    The first `steps` recorded actions of each episode must be what `policy` does on the recorded
+    observations; otherwise the replay would compare two different drivers, not two physics.
+    """
+    for number, trajectory in enumerate(trajectories, start=1):
+        for step in range(min(steps, len(trajectory.actions))):
+            acted = np.asarray(policy.predict(trajectory.observations[step].astype(np.float32), deterministic=True)[0],
+                               dtype=float).reshape(-1)
+            recorded = trajectory.actions[step].reshape(-1)
+            if acted.shape != recorded.shape or not np.allclose(acted, recorded, atol=1e-4):
+                raise SysIdError(
+                    f"episode {number} (seed {trajectory.seed}), step {step}: the recorded action "
+                    f"{np.round(recorded, 4).tolist()} is not what the policy does on the recorded observation "
+                    f"({np.round(acted, 4).tolist()}); a closed-loop replay needs the policy that recorded the "
+                    "episodes, acting deterministically (as `sim2real record` does)")
+
+
 def identify(
     task: str | Path | TaskSpec,
     trajectories: Sequence[Trajectory] | str | Path,
@@ -377,10 +417,22 @@ def identify(
     seed: int = 0,
     horizon: int = DEFAULT_HORIZON,
     max_delay: int = 3,
+    policy: Policy | None = None,
+    base: str = SOURCE,
+    delay: int | None = None,
 ) -> Fit:
-    """Fit `params` so that replaying the recorded actions reproduces the recorded observations.
+    """Fit `params` so that replaying the recorded episodes reproduces the recorded observations.
 
-    The action latency (0..max_delay control steps) and the parameters are fitted together. Half
+    The replay is open-loop (the recorded actions), or closed-loop with `policy`, the policy that
+    recorded the episodes (see :class:`Replay`). Open-loop replays measure the response to the
+    actions before unrecorded actuator noise adds up (inertia, motor force, latency): keep them
+    short. Closed-loop replays can run longer, as the policy corrects the simulated car as it did
+    the real one, and show what only long stretches show (where the tyres start to slide), but the
+    real policy acted on noisy sensors and the simulated one does not, which biases what the noise
+    changes (how hard it pushed). So identify in two steps where it matters: open-loop first, then
+    closed-loop for the rest with the first fit as `base` and its latency as `delay`.
+    Parameters not fitted take the `base` target's values. The action latency is `delay` control
+    steps if given, else fitted in 0..max_delay together with the parameters: half
     the `budget` goes to a CMA-ES search (parameters in [0, 1] each, log-scaled for wide
     multiplicative ranges) whose every candidate is replayed at every latency and scored by the
     best of them; the latency of the best candidate is kept, and the rest of the budget refines
@@ -402,11 +454,16 @@ def identify(
     chosen = check_params(spec, params)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
         raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
+    spec.target(base)
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
+        raise SysIdError(f"the action latency must be an integer >= 0 control steps, got {delay!r}")
     if isinstance(trajectories, str | Path):
         trajectories = load_trajectories(trajectories, spec)
     check_not_known(params, trajectories)
+    if policy is not None:
+        check_recorded_by(policy, trajectories)
     scales = [_Scale(p) for p in chosen]
-    replay = Replay(spec, trajectories, horizon)
+    replay = Replay(spec, trajectories, horizon, policy, base)
     try:
         nominal = {p.name: float(p.nominal) for p in chosen}
 
@@ -425,7 +482,7 @@ def identify(
                 strategy.tell(asked, [score(x) for x in asked])
             return strategy
 
-        delays = range(max_delay + 1)
+        delays = range(max_delay + 1) if delay is None else [delay]
 
         def over_delays(x: Sequence[float]) -> float:
             return min(replay.discrepancy(values_of(x), d) for d in delays)
@@ -433,14 +490,14 @@ def identify(
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
         joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), over_delays)
         best, stds = joint.result.xfavorite, joint.result.stds
-        delay = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
+        latency = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
         evaluations = (joint.result.evaluations + 1) * len(delays)
         if budget - evaluations >= 10:
-            refine = search(best, 0.1, budget - evaluations, lambda x: replay.discrepancy(values_of(x), delay))
+            refine = search(best, 0.1, budget - evaluations, lambda x: replay.discrepancy(values_of(x), latency))
             evaluations += refine.result.evaluations
             best, stds = refine.result.xfavorite, refine.result.stds
-        before = replay.discrepancy(nominal, delay)
-        after = replay.discrepancy(values_of(best), delay)
+        before = replay.discrepancy({name: replay.base[name] for name in nominal}, latency)
+        after = replay.discrepancy(values_of(best), latency)
         fitted: dict[str, dict[str, float]] = {}
         for scale, unit, spread in zip(scales, best, stds, strict=True):
             estimate = scale.from_unit(float(unit))
@@ -449,23 +506,48 @@ def identify(
                 "estimate": round(estimate, 5), "spread": round((high - low) / 2, 5),
                 "nominal": float(scale.param.nominal), "low": float(scale.param.low), "high": float(scale.param.high),
             }
-        return Fit(spec.name, fitted, delay, before, after, evaluations, len(replay.trajectories), horizon)
+        return Fit(spec.name, fitted, latency, before, after, evaluations, len(replay.trajectories), horizon,
+                   "open-loop" if policy is None else "closed-loop", base)
     finally:
         replay.close()
 
 
+def refine_closed_loop(task: str | Path | TaskSpec, first: Fit, trajectories: Sequence[Trajectory],
+                       params: Sequence[str], policy: Policy, **options: Any) -> Fit:
+    """The second step of a two-step identification: refit `params` closed-loop on top of `first`.
+
+    The other parameters and the latency stay as `first` (an open-loop fit) found them; `options`
+    (budget, horizon, seed) go to :func:`identify`. The same as ``sim2real sysid FIRST-FITTED.yaml
+    --policy P --base fitted --latency N``.
+    """
+    spec = catalog.load(task)
+    on_first = catalog.parse(fitted_task(spec, first), source=f"{spec.name} after a first fit")
+    return identify(on_first, trajectories, params, policy=policy, base=FITTED_TARGET,
+                    delay=first.action_delay_steps, **options)
+
+
 def fit_subsets(task: str | Path | TaskSpec, trajectories: Sequence[Trajectory], params: Sequence[str],
-                sizes: Sequence[int], **options: Any) -> dict[int, list[dict[str, float]]]:
+                sizes: Sequence[int], refine: Mapping[str, Any] | None = None,
+                **options: Any) -> dict[int, list[dict[str, float]]]:
     """Per size, the estimates fitted to each disjoint run of that many recorded episodes.
 
     How far the estimates from equally many episodes scatter, and how that changes with more, is
-    the evidence of how many recordings an identification needs. `options` go to :func:`identify`.
+    the evidence of how many recordings an identification needs. `options` go to :func:`identify`;
+    with `refine` (the arguments of :func:`refine_closed_loop` after the trajectories), each fit
+    is followed by that second step, and the estimates are both steps' together.
     """
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(trajectories):
             raise SysIdError(f"subset size must be an integer from 1 to {len(trajectories)} (the episodes "
                              f"recorded), got {size!r}")
-    return {size: [identify(task, trajectories[start:start + size], params, **options).values
+
+    def estimates(subset: Sequence[Trajectory]) -> dict[str, float]:
+        first = identify(task, subset, params, **options)
+        if refine is None:
+            return first.values
+        return {**first.values, **refine_closed_loop(task, first, subset, **refine).values}
+
+    return {size: [estimates(trajectories[start:start + size])
                    for start in range(0, len(trajectories) - size + 1, size)]
             for size in sizes}
 
@@ -476,15 +558,16 @@ FITTED_TARGET = "fitted"
 def fitted_task(spec: TaskSpec, fit: Fit, name: str = FITTED_TARGET) -> dict[str, Any]:
     """The task YAML with a target `name` holding the fit, and randomization ranges centred on it.
 
-    The fitted target keeps the estimated latency as its reality gap; the randomization of every
-    fitted parameter is replaced by the recommended range, so ``--randomize`` trains around the fit.
+    The fitted target keeps the estimated latency as its reality gap, and the fit's base target's
+    values for the parameters it did not fit; the randomization of every fitted parameter is
+    replaced by the recommended range, so ``--randomize`` trains around the fit.
     """
     raw = copy.deepcopy(dict(spec.raw))
     gap = {"action_delay_steps": fit.action_delay_steps} if fit.action_delay_steps else {}
     target: dict[str, Any] = {
         "kind": "real",
         "description": f"identified from {fit.episodes} recorded episodes (sim2real sysid)",
-        "params": {key: float(value) for key, value in fit.values.items()},
+        "params": {**spec.target(fit.base).params, **{key: float(value) for key, value in fit.values.items()}},
     }
     if gap:
         target["reality_gap"] = gap
@@ -493,8 +576,12 @@ def fitted_task(spec: TaskSpec, fit: Fit, name: str = FITTED_TARGET) -> dict[str
     return raw
 
 
-def write_fit(fit: Fit, spec: TaskSpec, trajectories: Sequence[Trajectory], out: str | Path) -> dict[str, Path]:
-    """Write fit.json, fit.md, the fitted task YAML and a figure of recorded vs simulated observations."""
+def write_fit(fit: Fit, spec: TaskSpec, trajectories: Sequence[Trajectory], out: str | Path,
+              policy: Policy | None = None) -> dict[str, Path]:
+    """Write fit.json, fit.md, the fitted task YAML and a figure of recorded vs simulated observations.
+
+    `policy` is the one a closed-loop fit replayed with: the figure replays the same way.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"fit": out / "fit.json", "report": out / "fit.md", "task": out / f"{spec.name}-fitted.yaml",
@@ -503,7 +590,7 @@ def write_fit(fit: Fit, spec: TaskSpec, trajectories: Sequence[Trajectory], out:
     write_bytes_atomic(paths["task"], yaml.safe_dump(fitted_task(spec, fit), sort_keys=False,
                                                      allow_unicode=True).encode())
     write_bytes_atomic(paths["report"], _markdown(fit, paths).encode())
-    write_bytes_atomic(paths["figure"], _figure(fit, spec, trajectories[0]))
+    write_bytes_atomic(paths["figure"], _figure(fit, spec, trajectories[0], policy))
     return paths
 
 
@@ -511,11 +598,12 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
     lines = [
         f"# System identification: {fit.task}",
         "",
-        f"{fit.episodes} recorded episodes, the first {fit.horizon} steps of each replayed open-loop; "
-        f"{fit.evaluations} discrepancy evaluations (CMA-ES).",
+        f"{fit.episodes} recorded episodes, the first {fit.horizon} steps of each replayed {fit.replay}; "
+        f"{fit.evaluations} discrepancy evaluations (CMA-ES)"
+        + ("." if fit.base == SOURCE else f"; the other parameters as in target `{fit.base}`."),
         "",
         f"Action latency: {fit.action_delay_steps} control steps. Discrepancy (mean squared observation "
-        f"difference): {fit.discrepancy_before:.5f} at the nominal values, {fit.discrepancy_after:.5f} fitted.",
+        f"difference): {fit.discrepancy_before:.5f} at the {_before(fit)} values, {fit.discrepancy_after:.5f} fitted.",
         "",
         "The search spread is how wide CMA-ES's last search distribution still was along a parameter: "
         "how flat the discrepancy is there, not a confidence interval. Parameters the recordings cannot "
@@ -537,25 +625,29 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, dims: int = 4) -> bytes:
-    """Recorded observations of one episode against the simulation at nominal and at fitted values."""
+def _before(fit: Fit) -> str:
+    return "nominal" if fit.base == SOURCE else f"`{fit.base}` target's"
+
+
+def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, policy: Policy | None = None, dims: int = 4) -> bytes:
+    """Recorded observations of one episode against the simulation before (nominal or base values) and fitted."""
     from matplotlib.figure import Figure
 
-    replay = Replay(spec, [trajectory], fit.horizon)
+    replay = Replay(spec, [trajectory], fit.horizon, policy, fit.base)
     try:
-        nominal = replay.simulate({name: entry["nominal"] for name, entry in fit.params.items()}, trajectory,
-                                  fit.action_delay_steps)
+        before = replay.simulate({}, trajectory, fit.action_delay_steps)
         fitted = replay.simulate(fit.values, trajectory, fit.action_delay_steps)
     finally:
         replay.close()
     recorded = trajectory.observations[: fit.horizon + 1]
+    start = "nominal" if fit.base == SOURCE else fit.base
     spread = recorded.std(axis=0)
     shown = sorted(np.argsort(spread)[::-1][:dims])
     figure = Figure(figsize=(10, 2.2 * len(shown)), layout="constrained")
     axes = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
     for axis, dim in zip(axes, shown, strict=True):
         axis.plot(recorded[:, dim], color="black", label="recorded")
-        axis.plot(nominal[:, dim], color="tab:gray", linestyle="--", label="simulated, nominal")
+        axis.plot(before[:, dim], color="tab:gray", linestyle="--", label=f"simulated, {start}")
         axis.plot(fitted[:, dim], color="tab:blue", label="simulated, fitted")
         axis.set_ylabel(f"obs[{dim}]")
     axes[0].legend(loc="upper right", fontsize="small")

@@ -18,6 +18,7 @@ from sim2real.sysid import (
     fit_subsets,
     identify,
     load_trajectories,
+    read_fit,
     record,
     record_policy,
     write_fit,
@@ -212,3 +213,57 @@ def test_the_cli_records_known_values_and_fits_several_rollout_files(wet_rollout
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "known values: 'cargo_mass' is not NAME=NUMBER" in bad.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_closed_loop_replay_with_the_recording_policy_reproduces_the_recording(wet_rollouts: Path):
+    spec = catalog.load("driving")
+    trajectories = load_trajectories(wet_rollouts, spec)
+    closed = Replay(spec, trajectories, horizon=200, policy=load_policy("driving-ppo-dr"))
+    wet = spec.domain("wet")
+    assert closed.discrepancy(wet, 0) == 0.0  # the same driver, the same physics: the same episodes
+    assert closed.discrepancy({**wet, "tyre_friction": 1.5}, 0) > 1e-3
+    closed.close()
+
+
+@pytest.fixture(scope="module")
+def real_rollouts(tmp_path_factory) -> Path:
+    """Five episodes of the randomized driving policy on the `real` stand-in: noisy sensors and actuators, latency."""
+    path = tmp_path_factory.mktemp("rollouts") / "real.jsonl"
+    env = make_env("driving", "real")
+    record(load_policy("driving-ppo-dr", env), env, 5, path, seed=300)
+    env.close()
+    return path
+
+
+def test_a_closed_loop_fit_recovers_the_tyre_friction_on_top_of_a_base_target(real_rollouts: Path, tmp_path: Path):
+    """Closed-loop, with the other values from a base target and the latency given: the grip within 15 %."""
+    policy = load_policy("driving-ppo-dr")
+    fit = identify("driving", real_rollouts, ["tyre_friction"], budget=30, horizon=80, policy=policy,
+                   base="real", delay=2)
+    assert (fit.replay, fit.base, fit.action_delay_steps) == ("closed-loop", "real", 2)
+    assert fit.params["tyre_friction"]["estimate"] == pytest.approx(0.7, rel=0.15)
+
+    spec = catalog.load("driving")
+    paths = write_fit(fit, spec, load_trajectories(real_rollouts, spec), tmp_path / "fit", policy)
+    assert read_fit(paths["fit"]) == fit
+    assert "replayed closed-loop" in paths["report"].read_text()
+    fitted = catalog.load(paths["task"]).target("fitted")
+    assert fitted.params == {**spec.target("real").params, "tyre_friction": fit.params["tyre_friction"]["estimate"]}
+
+
+def test_a_closed_loop_fit_refuses_a_policy_that_did_not_record_the_episodes(wet_rollouts: Path):
+    with pytest.raises(SysIdError, match=r"episode 1 \(seed 100\), step 0: the recorded action .* is not what "
+                                         r"the policy does on the recorded observation"):
+        identify("driving", wet_rollouts, ["tyre_friction"], policy=load_policy("driving-ppo-nominal"))
+
+
+def test_the_cli_refuses_a_wrong_policy_base_or_latency_in_one_line(wet_rollouts: Path, tmp_path: Path):
+    cli = [sys.executable, "-m", "sim2real.cli", "sysid", "driving", "--rollouts", str(wet_rollouts),
+           "--params", "tyre_friction", "--out", str(tmp_path / "fit")]
+    for options, message in ((["--policy", "driving-ppo-nominal"], "is not what the policy does"),
+                             (["--base", "moon"], "unknown target 'moon'"),
+                             (["--latency", "-1"], "latency must be an integer >= 0")):
+        result = subprocess.run([*cli, *options], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, options
+        assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "fit").exists()
