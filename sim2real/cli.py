@@ -241,7 +241,8 @@ def sysid(
     for name, entry in fit.params.items():
         table.add_row(name, f"{entry['estimate']:.4g}", f"{entry['spread']:.2g}", f"{entry['nominal']:.4g}")
     console.print(table)
-    console.print(f"latency {fit.action_delay_steps} steps; discrepancy {fit.discrepancy_before:.5f} nominal → "
+    start = "nominal" if base == "source" else f"as in {base!r}"
+    console.print(f"latency {fit.action_delay_steps} steps; discrepancy {fit.discrepancy_before:.5f} {start} → "
                   f"{fit.discrepancy_after:.5f} fitted")
     console.print(f"Fitted task: {paths['task']} (target 'fitted'); report: {paths['report']}")
 
