@@ -4,8 +4,8 @@ Recorded episodes (observations and the actions the policy sent, per step) are r
 simulation: each episode from ``reset(seed)`` with the recorded seed, and either the recorded
 actions applied in order (open-loop) or the policy that recorded them acting on the simulated
 observations (closed-loop), actions optionally a few control steps late, as a latency would; the
-simulated observations are compared with the recorded ones. CMA-ES (the ``cma`` package) minimises the mean
-squared observation difference over the chosen parameters. CMA-ES because the discrepancy of a
+simulated observations are compared with the recorded ones. CMA-ES (the ``cma`` package)
+minimises the mean squared observation difference over the chosen parameters. CMA-ES because the discrepancy of a
 contact-rich simulation is noisy and non-smooth in its parameters, there are only a handful of
 them, and it is the optimiser of SimOpt (Chebotar et al. 2019); the ``cma`` package is small,
 pure Python and needs no storage backend.
