@@ -432,7 +432,8 @@ def identify(
     changes (how hard it pushed). So identify in two steps where it matters: open-loop first, then
     closed-loop for the rest with the first fit as `base` and its latency as `delay`.
     Parameters not fitted take the `base` target's values. The action latency is `delay` control
-    steps if given, else fitted in 0..max_delay together with the parameters: half
+    steps if given (then the whole `budget` goes to one CMA-ES search), else fitted in
+    0..max_delay together with the parameters: half
     the `budget` goes to a CMA-ES search (parameters in [0, 1] each, log-scaled for wide
     multiplicative ranges) whose every candidate is replayed at every latency and scored by the
     best of them; the latency of the best candidate is kept, and the rest of the budget refines
@@ -482,20 +483,26 @@ def identify(
                 strategy.tell(asked, [score(x) for x in asked])
             return strategy
 
-        delays = range(max_delay + 1) if delay is None else [delay]
-
-        def over_delays(x: Sequence[float]) -> float:
-            return min(replay.discrepancy(values_of(x), d) for d in delays)
-
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
-        joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), over_delays)
-        best, stds = joint.result.xfavorite, joint.result.stds
-        latency = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
-        evaluations = (joint.result.evaluations + 1) * len(delays)
-        if budget - evaluations >= 10:
-            refine = search(best, 0.1, budget - evaluations, lambda x: replay.discrepancy(values_of(x), latency))
-            evaluations += refine.result.evaluations
-            best, stds = refine.result.xfavorite, refine.result.stds
+        if delay is not None:  # no latency to choose: one uninterrupted search keeps what CMA-ES learnt
+            fixed = search(x0, 0.25, budget, lambda x: replay.discrepancy(values_of(x), delay))
+            latency, evaluations = delay, fixed.result.evaluations
+            best, stds = fixed.result.xfavorite, fixed.result.stds
+        else:
+            delays = range(max_delay + 1)
+
+            def over_delays(x: Sequence[float]) -> float:
+                return min(replay.discrepancy(values_of(x), d) for d in delays)
+
+            joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), over_delays)
+            best, stds = joint.result.xfavorite, joint.result.stds
+            latency = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
+            evaluations = (joint.result.evaluations + 1) * len(delays)
+            if budget - evaluations >= 10:
+                refine = search(best, 0.1, budget - evaluations,
+                                lambda x: replay.discrepancy(values_of(x), latency))
+                evaluations += refine.result.evaluations
+                best, stds = refine.result.xfavorite, refine.result.stds
         before = replay.discrepancy({name: replay.base[name] for name in nominal}, latency)
         after = replay.discrepancy(values_of(best), latency)
         fitted: dict[str, dict[str, float]] = {}
