@@ -28,14 +28,19 @@ from sim2real.sysid import (
 )
 
 
-@pytest.fixture(scope="module")
-def wet_rollouts(tmp_path_factory) -> Path:
-    """Five episodes of the randomized driving policy on the wet floor (tyre friction 0.75), no sensor noise."""
-    path = tmp_path_factory.mktemp("rollouts") / "wet.jsonl"
-    env = make_env("driving", "wet")
-    record(load_policy("driving-ppo-dr", env), env, 5, path, seed=100)
+def record_five(tmp_path_factory, target: str, seed: int) -> Path:
+    """Five episodes of the randomized driving policy on `target`, recorded into a fresh rollout file."""
+    path = tmp_path_factory.mktemp("rollouts") / f"{target}.jsonl"
+    env = make_env("driving", target)
+    record(load_policy("driving-ppo-dr", env), env, 5, path, seed=seed)
     env.close()
     return path
+
+
+@pytest.fixture(scope="module")
+def wet_rollouts(tmp_path_factory) -> Path:
+    """The wet floor (tyre friction 0.75), no sensor noise."""
+    return record_five(tmp_path_factory, "wet", seed=100)
 
 
 def test_a_recording_holds_seeds_observations_and_actions(wet_rollouts: Path):
@@ -230,12 +235,8 @@ def test_a_closed_loop_replay_with_the_recording_policy_reproduces_the_recording
 
 @pytest.fixture(scope="module")
 def real_rollouts(tmp_path_factory) -> Path:
-    """Five episodes of the randomized driving policy on the `real` stand-in: noisy sensors and actuators, latency."""
-    path = tmp_path_factory.mktemp("rollouts") / "real.jsonl"
-    env = make_env("driving", "real")
-    record(load_policy("driving-ppo-dr", env), env, 5, path, seed=300)
-    env.close()
-    return path
+    """The `real` stand-in: noisy sensors and actuators, latency."""
+    return record_five(tmp_path_factory, "real", seed=300)
 
 
 def test_a_closed_loop_fit_recovers_the_tyre_friction_on_top_of_a_first_fit(real_rollouts: Path, tmp_path: Path):
