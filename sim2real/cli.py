@@ -211,6 +211,7 @@ def sysid(
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
     from sim2real.sysid import (
+        check_latency,
         check_not_known,
         check_params,
         check_recorded_by,
@@ -223,6 +224,7 @@ def sysid(
 
     spec = catalog.load(task)
     spec.target(base)
+    check_latency(latency)
     names = _names(params) or fittable(spec)
     check_params(spec, names)
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]

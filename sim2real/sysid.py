@@ -390,6 +390,12 @@ def check_not_known(params: Sequence[str], trajectories: Sequence[Trajectory]) -
         raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
 
 
+def check_latency(delay: int | None) -> None:
+    """Refuse a fixed action latency that is not a whole number of control steps >= 0 (None: fit it)."""
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
+        raise SysIdError(f"the action latency must be an integer >= 0 control steps, got {delay!r}")
+
+
 def check_recorded_by(policy: Policy, trajectories: Sequence[Trajectory], steps: int = 5) -> None:
     """Refuse a closed-loop replay whose policy is not the one that recorded the episodes, deterministically.
 
@@ -456,8 +462,7 @@ def identify(
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
         raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
     spec.target(base)
-    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
-        raise SysIdError(f"the action latency must be an integer >= 0 control steps, got {delay!r}")
+    check_latency(delay)
     if isinstance(trajectories, str | Path):
         trajectories = load_trajectories(trajectories, spec)
     check_not_known(params, trajectories)

@@ -278,4 +278,5 @@ def test_the_cli_refuses_a_wrong_policy_base_or_latency_in_one_line(wet_rollouts
         result = subprocess.run([*cli, *options], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, options
         assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+        assert "Fitting" not in result.stdout  # refused before the fit starts
     assert not (tmp_path / "fit").exists()
