@@ -210,33 +210,18 @@ def sysid(
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import (
-        check_latency,
-        check_not_known,
-        check_params,
-        check_recorded_by,
-        fittable,
-        identify,
-        load_trajectories,
-        write_fit,
-    )
+    from sim2real.sysid import fittable, identify, load_trajectories, write_fit
     from sim2real.zoo import load_policy
 
     spec = catalog.load(task)
-    spec.target(base)
-    check_latency(latency)
     names = _names(params) or fittable(spec)
-    check_params(spec, names)
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
-    check_not_known(names, trajectories)
     driver = load_policy(policy) if policy is not None else None
-    if driver is not None:
-        check_recorded_by(driver, trajectories)
     replay = "open-loop" if driver is None else f"closed-loop with {policy}"
-    console.print(f"Fitting {', '.join(names)} to {len(trajectories)} episodes replayed {replay} "
-                  f"({budget} evaluations)...")
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
-                   delay=latency)
+                   delay=latency, on_start=lambda: console.print(
+                       f"Fitting {', '.join(names)} to {len(trajectories)} episodes replayed {replay} "
+                       f"({budget} evaluations)..."))
     paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}", driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
                   title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")

@@ -5,8 +5,8 @@ simulation: each episode from ``reset(seed)`` with the recorded seed, and either
 actions applied in order (open-loop) or the policy that recorded them acting on the simulated
 observations (closed-loop), actions optionally a few control steps late, as a latency would; the
 simulated observations are compared with the recorded ones. CMA-ES (the ``cma`` package)
-minimises the mean squared observation difference over the chosen parameters. CMA-ES because the discrepancy of a
-contact-rich simulation is noisy and non-smooth in its parameters, there are only a handful of
+minimises the mean squared observation difference over the chosen parameters. CMA-ES because the
+discrepancy of a contact-rich simulation is noisy and non-smooth in its parameters, there are only a handful of
 them, and it is the optimiser of SimOpt (Chebotar et al. 2019); the ``cma`` package is small,
 pure Python and needs no storage backend.
 
@@ -426,6 +426,7 @@ def identify(
     policy: Policy | None = None,
     base: str = SOURCE,
     delay: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Fit:
     """Fit `params` so that replaying the recorded episodes reproduces the recorded observations.
 
@@ -437,7 +438,8 @@ def identify(
     real policy acted on noisy sensors and the simulated one does not, which biases what the noise
     changes (how hard it pushed). So identify in two steps where it matters: open-loop first, then
     closed-loop for the rest with the first fit as `base` and its latency as `delay`.
-    Parameters not fitted take the `base` target's values. The action latency is `delay` control
+    Parameters not fitted take the `base` target's values. `on_start` is called once every input
+    has been checked, before the search starts. The action latency is `delay` control
     steps if given (then the whole `budget` goes to one CMA-ES search), else fitted in
     0..max_delay together with the parameters: half
     the `budget` goes to a CMA-ES search (parameters in [0, 1] each, log-scaled for wide
@@ -471,6 +473,8 @@ def identify(
     scales = [_Scale(p) for p in chosen]
     replay = Replay(spec, trajectories, horizon, policy, base)
     try:
+        if on_start is not None:
+            on_start()
         nominal = {p.name: float(p.nominal) for p in chosen}
 
         def values_of(x: Sequence[float]) -> dict[str, float]:
@@ -615,7 +619,8 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
         + ("." if fit.base == SOURCE else f"; the other parameters as in target `{fit.base}`."),
         "",
         f"Action latency: {fit.action_delay_steps} control steps. Discrepancy (mean squared observation "
-        f"difference): {fit.discrepancy_before:.5f} at the {_before(fit)} values, {fit.discrepancy_after:.5f} fitted.",
+        f"difference): {fit.discrepancy_before:.5f} at the start ({_start(fit)} values), "
+        f"{fit.discrepancy_after:.5f} fitted.",
         "",
         "The search spread is how wide CMA-ES's last search distribution still was along a parameter: "
         "how flat the discrepancy is there, not a confidence interval. Parameters the recordings cannot "
@@ -637,8 +642,9 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def _before(fit: Fit) -> str:
-    return "nominal" if fit.base == SOURCE else f"`{fit.base}` target's"
+def _start(fit: Fit) -> str:
+    """Where the fit started from: the nominal values, or its base target's."""
+    return "nominal" if fit.base == SOURCE else f"target {fit.base!r}"
 
 
 def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, policy: Policy | None = None, dims: int = 4) -> bytes:
@@ -652,14 +658,13 @@ def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, policy: Policy | N
     finally:
         replay.close()
     recorded = trajectory.observations[: fit.horizon + 1]
-    start = "nominal" if fit.base == SOURCE else fit.base
     spread = recorded.std(axis=0)
     shown = sorted(np.argsort(spread)[::-1][:dims])
     figure = Figure(figsize=(10, 2.2 * len(shown)), layout="constrained")
     axes = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
     for axis, dim in zip(axes, shown, strict=True):
         axis.plot(recorded[:, dim], color="black", label="recorded")
-        axis.plot(before[:, dim], color="tab:gray", linestyle="--", label=f"simulated, {start}")
+        axis.plot(before[:, dim], color="tab:gray", linestyle="--", label=f"simulated, {_start(fit)}")
         axis.plot(fitted[:, dim], color="tab:blue", label="simulated, fitted")
         axis.set_ylabel(f"obs[{dim}]")
     axes[0].legend(loc="upper right", fontsize="small")
