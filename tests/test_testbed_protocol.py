@@ -90,7 +90,7 @@ def test_frame_lengths_zero_or_over_the_cap_are_refused(length: int) -> None:
 
 
 def test_sending_an_oversized_message_is_refused() -> None:
-    with pytest.raises(p.ProtocolError, match="exceeds the 1048576-byte cap"):
+    with pytest.raises(p.ProtocolError, match=f"exceeds the {p.MAX_FRAME_BYTES - p.TAG_BYTES}-byte cap"):
         p.pack_frame({"type": p.ERROR, "code": "x", "message": "y" * p.MAX_FRAME_BYTES})
 
 

@@ -5,13 +5,16 @@ simpler failure modes). One lock guards the socket, so the idle heartbeat thread
 interleave its frames with a step's. A step that loses its connection reconnects with the same
 session token and resends the same (episode, seq); the server's exactly-once cache makes the
 resend safe. A refused connection (nobody listening) is final at once; a silent server is a
-TestbedTimeout at the deadline.
+TestbedTimeout at the deadline. With a key the client answers the server's challenge and tags every
+frame (see ``auth``); it refuses a server that cannot prove it holds the same key. ``tls://``
+addresses wrap the socket in TLS, the server checked against a CA file or a pinned fingerprint.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -22,7 +25,11 @@ from urllib.parse import urlsplit
 import gymnasium as gym
 import numpy as np
 
+from sim2real.testbed.auth import FrameTags, client_proof, new_nonce, session_tags
+from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.protocol import (
+    AUTH,
+    CHALLENGE,
     CLOSE,
     ERROR,
     HEADER,
@@ -47,7 +54,8 @@ from sim2real.testbed.protocol import (
     decode_space,
     decode_value,
     encode_value,
-    pack_frame,
+    frame,
+    pack_body,
     spaces_match,
     unpack_message,
 )
@@ -56,8 +64,9 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 LATENCY_HISTORY = 100_000
 
-_HEARTBEAT_FRAME = pack_frame({"type": HEARTBEAT})
-_CLOSE_FRAME = pack_frame({"type": CLOSE})
+_HEARTBEAT_BODY = pack_body({"type": HEARTBEAT})
+_CLOSE_BODY = pack_body({"type": CLOSE})
+SCHEMES = ("tcp", "tls")
 _KEEPS_CONNECTION = (
     Code.EPISODE, Code.SEQ_GAP, Code.STALE_SEQ, Code.EPISODE_OVER, Code.BAD_ACTION, Code.ENV_ERROR,
 )
@@ -67,16 +76,16 @@ class _Lost(Exception):
     """The connection broke (reset, EOF, broken pipe): the request may be resent."""
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split "tcp://host:port" into (host, port)."""
+def parse_address(address: str) -> tuple[str, str, int]:
+    """Split "tcp://host:port" or "tls://host:port" into (scheme, host, port)."""
     try:
         parts = urlsplit(address)
         scheme, host, port = parts.scheme, parts.hostname, parts.port
     except ValueError:
         scheme = host = port = None
-    if scheme != "tcp" or not host or port is None:
-        raise TestbedError(f"testbed address {address!r} is not accepted; expected tcp://HOST:PORT")
-    return host, port
+    if scheme not in SCHEMES or not host or port is None:
+        raise TestbedError(f"testbed address {address!r} is not accepted; expected tcp://HOST:PORT or tls://HOST:PORT")
+    return scheme, host, port
 
 
 def _spaces_of(expected: Any) -> tuple[gym.Space, gym.Space]:
@@ -107,6 +116,7 @@ class RemoteEnv(gym.Env):
         heartbeat_every: float | None = 0.2,
         expected_spaces: Any = None,
         reconnect_attempts: int = 5,
+        credentials: Credentials | None = None,
     ) -> None:
         timeouts = {"connect_timeout": connect_timeout, "step_timeout": step_timeout,
                     "reset_timeout": reset_timeout}
@@ -116,7 +126,16 @@ class RemoteEnv(gym.Env):
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
         self.address = address
-        self._host, self._port = parse_address(address)
+        self._scheme, self._host, self._port = parse_address(address)
+        self.credentials = credentials or Credentials()
+        if (self._scheme == "tls") != (self.credentials.tls is not None):
+            raise TestbedError(
+                f"testbed {address}: a tls:// address needs a CA file (--tls-ca) or a pinned fingerprint "
+                f"(--tls-fingerprint), and those apply to tls:// addresses only"
+            )
+        self._tls_context = self.credentials.tls.context() if self.credentials.tls else None
+        self._tags: FrameTags | None = None
+        self._handshaking = False
         self.connect_timeout = float(connect_timeout)
         self.step_timeout = float(step_timeout)
         self.reset_timeout = float(reset_timeout)
@@ -161,7 +180,7 @@ class RemoteEnv(gym.Env):
         """Start a new episode on the server; the seed and options are forwarded to its env."""
         super().reset(seed=seed)
         try:
-            request = pack_frame({"type": RESET, "seed": seed, "options": options})
+            request = pack_body({"type": RESET, "seed": seed, "options": options})
         except TypeError as exc:
             raise TestbedError(f"reset options {options!r:.200} are not plain data: {exc}") from None
         self._broken = "the reset did not complete; call reset()"
@@ -176,7 +195,7 @@ class RemoteEnv(gym.Env):
         if self._broken is not None:
             raise TestbedError(f"cannot step: {self._broken}")
         seq = self._seq + 1
-        request = pack_frame(
+        request = pack_body(
             {"type": STEP, "episode": self._episode, "seq": seq, "action": self._encode_action(action)}
         )
         start = time.perf_counter()
@@ -204,7 +223,7 @@ class RemoteEnv(gym.Env):
             try:
                 if self._sock is not None:
                     self._sock.settimeout(min(0.5, self.step_timeout))
-                    self._sock.sendall(_CLOSE_FRAME)
+                    self._sock.sendall(self._frame(_CLOSE_BODY))
             except OSError:
                 pass
             finally:
@@ -226,20 +245,20 @@ class RemoteEnv(gym.Env):
             return np.asarray(value, dtype=self.observation_space.dtype)
         return value
 
-    def _request(self, frame: bytes, timeout: float, expect: str) -> dict[str, Any]:
+    def _request(self, body: bytes, timeout: float, expect: str) -> dict[str, Any]:
         """Send a request and return the reply, reconnecting and resending on a lost connection."""
         deadline = time.monotonic() + timeout
         if not self._lock.acquire(timeout=timeout):
             raise TestbedTimeout(f"testbed {self.address}: the connection stayed busy for {timeout} s")
         try:
-            return self._expect(self._retrying(lambda: self._exchange(frame, deadline), deadline), expect)
+            return self._expect(self._retrying(lambda: self._exchange(body, deadline), deadline), expect)
         finally:
             self._lock.release()
 
-    def _exchange(self, frame: bytes, deadline: float) -> dict[str, Any]:
+    def _exchange(self, body: bytes, deadline: float) -> dict[str, Any]:
         if self._sock is None:
             self._connect(deadline)
-        self._send(frame, deadline)
+        self._send(body, deadline)
         return self._receive(deadline)
 
     def _retrying(self, attempt: Callable[[], _T], deadline: float) -> _T:
@@ -252,8 +271,11 @@ class RemoteEnv(gym.Env):
                 self._drop()
                 failures += 1
                 if failures > self.reconnect_attempts:
+                    hint = ""
+                    if self._handshaking and self._scheme == "tcp":
+                        hint = "; it closed during the handshake: if it serves TLS, connect with tls://"
                     raise TestbedError(
-                        f"testbed {self.address}: connection lost {failures} times in a row ({lost})"
+                        f"testbed {self.address}: connection lost {failures} times in a row ({lost}){hint}"
                     ) from None
                 if failures > 1:
                     time.sleep(min(0.005 * 2 ** (failures - 1), max(0.0, deadline - time.monotonic())))
@@ -272,7 +294,7 @@ class RemoteEnv(gym.Env):
         return reply
 
     def _connect(self, deadline: float) -> None:
-        """Open the socket and run the HELLO/WELCOME handshake (resuming our session if any)."""
+        """Open the socket (TLS-wrapped for tls://) and run the handshake, resuming our session if any."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TestbedTimeout(f"testbed {self.address}: no time left to connect")
@@ -285,13 +307,31 @@ class RemoteEnv(gym.Env):
         except OSError as exc:
             raise TestbedError(f"testbed {self.address} is unreachable: {exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+        self._handshaking = True
+        self._sock = self._wrap_tls(sock, deadline) if self._tls_context is not None else sock
         self._buffer.clear()
         if self._session is not None:
             self.reconnects += 1
-        hello = {"type": HELLO, "version": PROTOCOL_VERSION, "session": self._session}
-        self._send(pack_frame(hello), deadline)
-        welcome = self._expect(self._receive(deadline), WELCOME)
+        nonce = new_nonce()
+        self._send(pack_body({"type": HELLO, "version": PROTOCOL_VERSION, "session": self._session, "nonce": nonce}),
+                   deadline)
+        reply = self._receive(deadline)
+        key = self.credentials.key
+        if reply["type"] == CHALLENGE:
+            if key is None:
+                raise TestbedError(
+                    f"testbed {self.address} requires a key: pass --key-file FILE (or set SIM2REAL_TESTBED_KEY_FILE)"
+                )
+            proof = client_proof(key, nonce, reply["nonce"], self._session)
+            self._send(pack_body({"type": AUTH, "proof": proof}), deadline)
+            self._tags = session_tags(key, nonce, reply["nonce"], server=False)
+            reply = self._receive(deadline)
+        elif key is not None and reply["type"] == WELCOME:
+            raise TestbedError(
+                f"testbed {self.address} runs without a key, so it cannot prove it is the testbed the key is for; "
+                f"refusing to connect (drop --key-file to use a key-less server on this machine)"
+            )
+        welcome = self._expect(reply, WELCOME)
         check_version(PROTOCOL_VERSION, welcome["version"], us="client", them=f"testbed {self.address}")
         observation_space = decode_space(welcome["observation_space"])
         action_space = decode_space(welcome["action_space"])
@@ -302,6 +342,39 @@ class RemoteEnv(gym.Env):
                   and spaces_match(action_space, self.action_space)):
             raise HandshakeError(f"testbed {self.address} changed its spaces across a reconnect")
         self._session = welcome["session"]
+        self._handshaking = False
+
+    def _wrap_tls(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
+        """Run the TLS handshake and check the server's certificate; failures are final, one line each."""
+        assert self._tls_context is not None and self.credentials.tls is not None
+        try:
+            sock.settimeout(max(1e-3, deadline - time.monotonic()))
+            wrapped = self._tls_context.wrap_socket(sock, server_hostname=self._host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise TestbedError(
+                f"testbed {self.address}: its certificate failed verification ({exc.verify_message}); "
+                f"refusing to connect"
+            ) from None
+        except ssl.SSLError as exc:
+            sock.close()
+            raise TestbedError(
+                f"testbed {self.address}: TLS handshake failed ({exc.reason or exc}); "
+                f"if the server does not serve TLS, connect with tcp://"
+            ) from None
+        except TimeoutError:
+            sock.close()
+            raise TestbedTimeout(f"testbed {self.address}: no TLS handshake within the deadline") from None
+        except OSError as exc:
+            sock.close()
+            raise TestbedError(f"testbed {self.address}: the connection broke during the TLS handshake ({exc}); "
+                               f"if the server does not serve TLS, connect with tcp://") from None
+        try:
+            self.credentials.tls.check_pin(wrapped.getpeercert(binary_form=True), self.address)
+        except TestbedError:
+            wrapped.close()
+            raise
+        return wrapped
 
     def _check_expected(self) -> None:
         if self._expected is None:
@@ -314,10 +387,13 @@ class RemoteEnv(gym.Env):
                     f"testbed {self.address} offers {theirs!r}"
                 )
 
-    def _send(self, frame: bytes, deadline: float) -> None:
+    def _frame(self, body: bytes) -> bytes:
+        return frame(body if self._tags is None else self._tags.seal(body))
+
+    def _send(self, body: bytes, deadline: float) -> None:
         sock = self._live_socket(deadline)
         try:
-            sock.sendall(frame)
+            sock.sendall(self._frame(body))
         except TimeoutError:
             raise TestbedTimeout(f"testbed {self.address}: could not send within the deadline") from None
         except OSError as exc:
@@ -325,16 +401,16 @@ class RemoteEnv(gym.Env):
         self._last_io = time.monotonic()
 
     def _receive(self, deadline: float) -> dict[str, Any]:
-        """Read one frame before the deadline and return the validated message."""
+        """Read one frame before the deadline and return the validated message (tag checked and removed)."""
         buffer = self._buffer
         while True:
             if len(buffer) >= 4:
-                length = check_length(HEADER.unpack_from(buffer)[0], MAX_FRAME_BYTES)
+                length = self._frame_length(HEADER.unpack_from(buffer)[0])
                 if len(buffer) >= 4 + length:
                     body = bytes(buffer[4:4 + length])
                     del buffer[:4 + length]
                     self._last_io = time.monotonic()
-                    return unpack_message(body)
+                    return self._open(body)
             sock = self._live_socket(deadline)
             try:
                 chunk = sock.recv(65536)
@@ -347,6 +423,31 @@ class RemoteEnv(gym.Env):
             if not chunk:
                 raise _Lost("the server closed the connection")
             buffer += chunk
+
+    def _open(self, body: bytes) -> dict[str, Any]:
+        """Check the tag and decode; in the handshake an untagged ERROR is taken (it can only end the attempt)."""
+        if self._tags is None:
+            return unpack_message(body)
+        try:
+            return unpack_message(self._tags.open(body))
+        except ProtocolError:
+            if self._handshaking:
+                message = unpack_message(body)
+                if message["type"] == ERROR:
+                    return message
+            raise
+
+    def _frame_length(self, length: int) -> int:
+        """Check a received frame length; in the handshake, a non-frame means the server speaks something else."""
+        try:
+            return check_length(length, MAX_FRAME_BYTES)
+        except ProtocolError:
+            if not self._handshaking:
+                raise
+            hint = "tcp://" if self._scheme == "tls" else "tls:// if it serves TLS"
+            raise TestbedError(
+                f"testbed {self.address} does not answer in the sim2real testbed protocol; connect with {hint}"
+            ) from None
 
     def _live_socket(self, deadline: float) -> socket.socket:
         remaining = deadline - time.monotonic()
@@ -362,6 +463,7 @@ class RemoteEnv(gym.Env):
             self._sock.close()
             self._sock = None
         self._buffer.clear()
+        self._tags = None
 
     def _heartbeat_loop(self, every: float) -> None:
         """Keep the link alive while idle; never blocks a step (skips when the lock is taken)."""
@@ -371,7 +473,7 @@ class RemoteEnv(gym.Env):
             try:
                 if self._sock is not None:
                     deadline = time.monotonic() + self.step_timeout
-                    self._send(_HEARTBEAT_FRAME, deadline)
+                    self._send(_HEARTBEAT_BODY, deadline)
                     self._expect(self._receive(deadline), HEARTBEAT_OK)
             except (TestbedError, _Lost) as exc:
                 logger.warning("testbed %s: heartbeat failed (%s); reconnecting at the next request",

@@ -1,7 +1,8 @@
 """Testbed wire protocol: length-prefixed msgpack frames, typed messages, arrays, spaces, versions.
 
 A frame is a u32 big-endian length (1 .. ``MAX_FRAME_BYTES``) followed by that many bytes of one
-msgpack map with a ``"type"`` key. Arrays travel as ``[dtype, shape, little-endian bytes]`` with a
+msgpack map with a ``"type"`` key (on an authenticated link, after the handshake, followed by a
+``TAG_BYTES`` tag: see ``sim2real.testbed.auth``). Arrays travel as ``[dtype, shape, little-endian bytes]`` with a
 dtype whitelist; nothing is ever pickled, and unpacking runs with strict size limits, so a peer can
 at worst get a typed error back, never run code or exhaust memory.
 """
@@ -20,8 +21,10 @@ import numpy as np
 
 from sim2real.errors import Sim2RealError, allowed
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "2.0"
 MAX_FRAME_BYTES = 1 << 20
+TAG_BYTES = 16
+NONCE_BYTES = 32
 HEADER = struct.Struct(">I")
 ALLOWED_DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 _DTYPES = allowed(ALLOWED_DTYPES)
@@ -32,6 +35,8 @@ MAX_NDIM = 8
 MAX_DEPTH = 16
 
 HELLO = "hello"
+CHALLENGE = "challenge"
+AUTH = "auth"
 WELCOME = "welcome"
 RESET = "reset"
 RESET_OK = "reset_ok"
@@ -52,6 +57,8 @@ class Code:
     UNKNOWN_TYPE = "unknown_type"
     HANDSHAKE = "handshake"
     VERSION = "version"
+    AUTH = "auth"
+    RATE_LIMITED = "rate_limited"
     BUSY = "busy"
     EPISODE = "episode"
     SEQ_GAP = "seq_gap"
@@ -63,7 +70,7 @@ class Code:
     INTERNAL = "internal"
 
     ALL = (
-        BAD_FRAME, BAD_MESSAGE, BAD_ARRAY, UNKNOWN_TYPE, HANDSHAKE, VERSION, BUSY, EPISODE,
+        BAD_FRAME, BAD_MESSAGE, BAD_ARRAY, UNKNOWN_TYPE, HANDSHAKE, VERSION, AUTH, RATE_LIMITED, BUSY, EPISODE,
         SEQ_GAP, STALE_SEQ, EPISODE_OVER, BAD_ACTION, ENV_ERROR, TIMEOUT, INTERNAL,
     )
 
@@ -87,6 +94,7 @@ class ProtocolError(TestbedError):
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
+        self.detail = message
         super().__init__(f"{code}: {message}")
 
 
@@ -103,7 +111,9 @@ _NONE = type(None)
 _NUM = (int, float)
 # type -> {field: (accepted python types, required)}; extra fields are ignored (minor versions).
 _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    HELLO: {"version": ((str,), True), "session": ((str, _NONE), False)},
+    HELLO: {"version": ((str,), True), "session": ((str, _NONE), False), "nonce": ((bytes, _NONE), False)},
+    CHALLENGE: {"nonce": ((bytes,), True)},
+    AUTH: {"proof": ((bytes,), True)},
     WELCOME: {
         "version": ((str,), True),
         "session": ((str,), True),
@@ -137,12 +147,24 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not accepted")
 
 
+def pack_body(message: Mapping[str, Any], max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """Serialise one message into a frame body, leaving room for a tag; refuses bodies over the cap."""
+    body = msgpack.packb(message, use_bin_type=True)
+    if len(body) > max_bytes - TAG_BYTES:
+        raise ProtocolError(
+            Code.BAD_FRAME, f"message of {len(body)} bytes exceeds the {max_bytes - TAG_BYTES}-byte cap"
+        )
+    return body
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix a (possibly tagged) body with its length."""
+    return HEADER.pack(len(body)) + body
+
+
 def pack_frame(message: Mapping[str, Any], max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """Serialise one message into a length-prefixed frame; refuses frames over the cap."""
-    body = msgpack.packb(message, use_bin_type=True)
-    if len(body) > max_bytes:
-        raise ProtocolError(Code.BAD_FRAME, f"message of {len(body)} bytes exceeds the {max_bytes}-byte cap")
-    return HEADER.pack(len(body)) + body
+    return frame(pack_body(message, max_bytes))
 
 
 def check_length(length: int, max_bytes: int = MAX_FRAME_BYTES) -> int:

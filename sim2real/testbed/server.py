@@ -13,6 +13,11 @@ Guarantees, in the order a robot operator cares about them:
   because the server cannot know what "safe" means for an arbitrary env.
 * Bounded everything. Frames are capped, incomplete frames and idle connections time out, and any
   malformed input gets a typed ERROR and a closed connection, never a crashed server.
+* No stranger drives the env. With a key, a client must answer a fresh challenge (HMAC-SHA256, see
+  ``auth``) before any RESET or STEP, and every later frame is tagged; without a key the server only
+  listens on loopback unless told ``insecure``. Handshakes per peer host are rate-limited, unfinished
+  handshakes time out, and every refusal is logged with the peer and the reason. TLS wraps it all
+  when the server has a certificate.
 
 Every env call (reset, step, hold) runs on the event-loop thread, so they never overlap. The flip
 side: an env.step() that blocks forever blocks the server too; the client then sees a timeout.
@@ -24,11 +29,13 @@ import argparse
 import asyncio
 import functools
 import importlib
+import ipaddress
 import json
 import logging
 import secrets
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -40,12 +47,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2real.testbed.auth import FrameTags, load_key_file, new_nonce, proof_is_valid, session_tags
 from sim2real.testbed.protocol import (
+    AUTH,
+    CHALLENGE,
     CLOSE,
     HEARTBEAT,
     HEARTBEAT_OK,
     HELLO,
     MAX_FRAME_BYTES,
+    NONCE_BYTES,
     PROTOCOL_VERSION,
     RESET,
     RESET_OK,
@@ -63,15 +74,21 @@ from sim2real.testbed.protocol import (
     encode_space,
     encode_value,
     error_message,
-    pack_frame,
+    frame,
+    pack_body,
+    parse_version,
     safe_info,
     unpack_message,
 )
+from sim2real.testbed.tls import server_context
 
 logger = logging.getLogger(__name__)
 
 EnvFactory = Callable[[], gym.Env]
-_HEARTBEAT_OK_FRAME = pack_frame({"type": HEARTBEAT_OK})
+_HEARTBEAT_OK_BODY = pack_body({"type": HEARTBEAT_OK})
+_NEW, _CHALLENGED, _READY = "new", "challenged", "ready"
+_EXPECTED = {_NEW: (HELLO, "the first message must be hello"),
+             _CHALLENGED: (AUTH, "the answer to the challenge must be auth")}
 
 
 class _Refusal(Exception):
@@ -90,7 +107,7 @@ class _Episode:
     session: str
     last_seen: float
     last_seq: int = 0
-    last_reply: bytes | None = None
+    last_reply: bytes | None = None  # the body, tagged afresh on whichever connection resends
     done: bool = False
     held: bool = False
 
@@ -103,8 +120,14 @@ class _Connection(asyncio.Protocol):
         self.decoder = FrameDecoder(server.max_frame_bytes)
         self.transport: asyncio.Transport | None = None
         self.session: str | None = None
+        self.state = _NEW
+        self.wanted_session: str | None = None
+        self.client_nonce = b""
+        self.server_nonce = b""
+        self.tags: FrameTags | None = None
         self.peer = "?"
-        self.last_seen = time.monotonic()
+        self.peer_host = "?"
+        self.opened_at = self.last_seen = time.monotonic()
         self.partial_since: float | None = None
         self.closed_at: float | None = None
 
@@ -112,7 +135,7 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = f"{host}:{port}"
+        self.peer_host, self.peer = str(host), f"{host}:{port}"
         self.server._on_connect(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,9 +164,11 @@ class _Connection(asyncio.Protocol):
             for body in bodies:
                 if self.closed_at is not None:
                     return
+                if self.tags is not None:
+                    body = self.tags.open(body)
                 self.server._dispatch(self, unpack_message(body, self.decoder.max_bytes), now)
         except ProtocolError as exc:
-            self.fail(exc.code, str(exc))
+            self.fail(exc.code, exc.detail)
             return
         except Exception as exc:
             logger.exception("internal error serving %s", self.peer)
@@ -154,17 +179,22 @@ class _Connection(asyncio.Protocol):
         elif bodies or self.partial_since is None:
             self.partial_since = now
 
-    def send(self, frame: bytes) -> None:
+    def send(self, body: bytes) -> None:
+        """Frame a message body (tagged once the connection is authenticated) and write it."""
         if self.transport is not None and self.closed_at is None:
-            self.transport.write(frame)
+            self.transport.write(frame(body if self.tags is None else self.tags.seal(body)))
 
     def fail(self, code: str, message: str) -> None:
         """Answer a protocol violation with a typed ERROR, then close this connection."""
         if self.closed_at is not None:
             return
         self.server._record_error(code, fatal=True)
-        logger.info("closing %s: %s", self.peer, message)
-        self.send(pack_frame(error_message(code, message)))
+        if self.state == _READY:
+            logger.info("closing %s: %s", self.peer, message)
+        else:
+            self.server._counts["refused"] += 1
+            logger.warning("refused %s: %s", self.peer, message)
+        self.send(pack_body(error_message(code, message)))
         self.close()
 
     def close(self) -> None:
@@ -190,12 +220,38 @@ class TestbedServer:
         idle_timeout: float = 10.0,
         frame_timeout: float = 2.0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        key: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
+        insecure: bool = False,
+        handshake_timeout: float = 5.0,
+        handshake_burst: int = 20,
+        handshake_rate: float = 2.0,
+        max_pending: int = 64,
     ) -> None:
         for name, value in (("hold_after", hold_after), ("idle_timeout", idle_timeout),
-                            ("frame_timeout", frame_timeout)):
+                            ("frame_timeout", frame_timeout), ("handshake_timeout", handshake_timeout),
+                            ("handshake_rate", handshake_rate)):
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
+        for name, count in (("handshake_burst", handshake_burst), ("max_pending", max_pending)):
+            if not (isinstance(count, int) and count >= 1):
+                raise TestbedError(f"{name}={count!r}; accepted: an int >= 1")
+        if key is None and not insecure and not is_loopback(host):
+            raise TestbedError(
+                f"refusing to serve on {host} without a key: anyone who reaches the port could drive the env; "
+                f"give a key (`sim2real testbed keygen FILE`, then --key-file FILE), listen on 127.0.0.1, "
+                f"or pass --insecure to accept the risk"
+            )
+        if key is not None and not 16 <= len(key) <= 1024:
+            raise TestbedError(f"a key of {len(key)} bytes; accepted: 16-1024 bytes")
         self.host = host
+        self.key = key
+        self.tls = tls
+        self.handshake_timeout = float(handshake_timeout)
+        self.handshake_burst = handshake_burst
+        self.handshake_rate = float(handshake_rate)
+        self.max_pending = max_pending
+        self._buckets: dict[str, tuple[float, float]] = {}
         self.requested_port = port
         self.hold_after = float(hold_after)
         self.idle_timeout = float(idle_timeout)
@@ -209,11 +265,12 @@ class TestbedServer:
         self._active: _Connection | None = None
         self._episode: _Episode | None = None
         self._episodes = 0
-        self._counts = {"executed": 0, "replayed": 0, "holds": 0, "connections": 0, "rejected": 0}
+        self._counts = {"executed": 0, "replayed": 0, "holds": 0, "connections": 0, "rejected": 0, "refused": 0}
         self._errors = dict.fromkeys(Code.ALL, 0)
         self._tick_every = min(0.05, self.hold_after / 5)
         self._handlers = {
             HELLO: self._on_hello,
+            AUTH: self._on_auth,
             RESET: self._on_reset,
             STEP: self._on_step,
             HEARTBEAT: self._on_heartbeat,
@@ -241,12 +298,12 @@ class TestbedServer:
 
     @property
     def address(self) -> str:
-        """The address a RemoteEnv connects to, e.g. "tcp://127.0.0.1:5555"."""
-        return f"tcp://{self.host}:{self.port}"
+        """The address a RemoteEnv connects to, e.g. "tcp://127.0.0.1:5555" (or tls://...)."""
+        return f"{'tls' if self.tls else 'tcp'}://{self.host}:{self.port}"
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters: executed/replayed steps, holds, connections, rejected connections, episodes, errors."""
+        """Counters: executed/replayed steps, holds, connections, rejected (refused: before the handshake ended)."""
         return {**self._counts, "episodes": self._episodes, "errors": dict(self._errors)}
 
     def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
@@ -301,9 +358,13 @@ class TestbedServer:
                 "action_space": encode_space(env.action_space),
                 "hold_after": self.hold_after,
             }
-            listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
+            listener = await loop.create_server(
+                lambda: _Connection(self), self.host, self.requested_port, ssl=self.tls,
+                ssl_handshake_timeout=self.handshake_timeout if self.tls else None,
+            )
             self._port = listener.sockets[0].getsockname()[1]
-            logger.info("testbed server listening on %s serving %s", self.address, env)
+            logger.info("testbed server listening on %s serving %s (%s)", self.address, env,
+                        "key required" if self.key else "NO KEY: anyone who reaches the port can drive the env")
             self._tick_handle = loop.call_later(self._tick_every, self._tick)
             if on_ready is not None:
                 on_ready(self._port)
@@ -330,6 +391,8 @@ class TestbedServer:
                 if conn.closed_at is not None:
                     if now - conn.closed_at > self.frame_timeout and conn.transport is not None:
                         conn.transport.abort()
+                elif conn.state != _READY and now - conn.opened_at > self.handshake_timeout:
+                    conn.fail(Code.TIMEOUT, f"handshake not completed within {self.handshake_timeout} s")
                 elif conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
                     conn.fail(Code.TIMEOUT, f"incomplete frame for more than {self.frame_timeout} s")
                 elif now - conn.last_seen > self.idle_timeout:
@@ -360,6 +423,26 @@ class TestbedServer:
     def _on_connect(self, conn: _Connection) -> None:
         self._connections.add(conn)
         self._counts["connections"] += 1
+        pending = sum(1 for other in self._connections if other.state != _READY and other.closed_at is None)
+        if pending > self.max_pending:
+            conn.fail(Code.RATE_LIMITED, f"{pending - 1} handshakes already under way; try again later")
+        elif not self._take_token(conn.peer_host):
+            conn.fail(Code.RATE_LIMITED, f"more than {self.handshake_burst} handshakes from {conn.peer_host} "
+                                         f"(at most {self.handshake_rate:g} per second); try again later")
+
+    def _take_token(self, host: str) -> bool:
+        """Token bucket per peer host: `handshake_burst` at once, refilled at `handshake_rate` per second.
+
+        Every connection takes a token and a finished handshake gives it back, so what is limited is
+        failed or abandoned handshakes: guessing, scanning, fuzzing.
+        """
+        now = time.monotonic()
+        tokens, since = self._buckets.get(host, (float(self.handshake_burst), now))
+        tokens = min(float(self.handshake_burst), tokens + (now - since) * self.handshake_rate)
+        if len(self._buckets) > 10_000:
+            self._buckets = {h: b for h, b in self._buckets.items() if now - b[1] < 60.0}
+        self._buckets[host] = (tokens - 1.0 if tokens >= 1.0 else tokens, now)
+        return tokens >= 1.0
 
     def _on_lost(self, conn: _Connection) -> None:
         self._connections.discard(conn)
@@ -374,11 +457,17 @@ class TestbedServer:
         if fatal:
             self._counts["rejected"] += 1
 
+    def _refund_token(self, host: str) -> None:
+        """A finished handshake costs nothing: the limit is on strangers, not on a client that reconnects."""
+        tokens, since = self._buckets.get(host, (float(self.handshake_burst), time.monotonic()))
+        self._buckets[host] = (min(float(self.handshake_burst), tokens + 1.0), since)
+
     def _dispatch(self, conn: _Connection, message: dict[str, Any], now: float) -> None:
         kind = message["type"]
-        if (conn.session is None) != (kind == HELLO):
-            expected = "the first message must be hello" if conn.session is None else "hello was already sent"
-            raise ProtocolError(Code.HANDSHAKE, f"got {kind}: {expected}")
+        if conn.state != _READY and kind != _EXPECTED[conn.state][0]:
+            raise ProtocolError(Code.HANDSHAKE, f"got {kind}: {_EXPECTED[conn.state][1]}")
+        if conn.state == _READY and kind in (HELLO, AUTH):
+            raise ProtocolError(Code.HANDSHAKE, f"got {kind}: the handshake is over")
         handler = self._handlers.get(kind)
         if handler is None:
             raise ProtocolError(
@@ -391,14 +480,34 @@ class TestbedServer:
             handler(conn, message)
         except _Refusal as refusal:
             self._record_error(refusal.code, fatal=False)
-            conn.send(pack_frame(error_message(refusal.code, str(refusal))))
+            conn.send(pack_body(error_message(refusal.code, str(refusal))))
 
     def _on_hello(self, conn: _Connection, message: dict[str, Any]) -> None:
         try:
             check_version(PROTOCOL_VERSION, message["version"], us="server", them="client")
         except HandshakeError as exc:
-            raise ProtocolError(Code.VERSION, str(exc)) from None
-        wanted = message.get("session")
+            upgrade = "; 2.x authenticates the client: upgrade sim2real on the client" if _major(message) < 2 else ""
+            raise ProtocolError(Code.VERSION, f"{exc}{upgrade}") from None
+        conn.wanted_session = message.get("session")
+        if self.key is None:
+            self._admit(conn)
+            return
+        nonce = message.get("nonce")
+        if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES):
+            raise ProtocolError(Code.AUTH, f"this testbed requires a key: hello must carry a {NONCE_BYTES}-byte nonce")
+        conn.client_nonce, conn.server_nonce, conn.state = nonce, new_nonce(), _CHALLENGED
+        conn.send(pack_body({"type": CHALLENGE, "nonce": conn.server_nonce}))
+
+    def _on_auth(self, conn: _Connection, message: dict[str, Any]) -> None:
+        assert self.key is not None
+        if not proof_is_valid(self.key, message["proof"], conn.client_nonce, conn.server_nonce, conn.wanted_session):
+            raise ProtocolError(Code.AUTH, "authentication failed: the proof does not match this server's key")
+        conn.tags = session_tags(self.key, conn.client_nonce, conn.server_nonce, server=True)
+        self._admit(conn)
+
+    def _admit(self, conn: _Connection) -> None:
+        """The handshake is over: take the controlling seat (resuming a session) or refuse, busy."""
+        wanted = conn.wanted_session
         active = self._active
         known = {s.session for s in (active, self._episode) if s is not None}
         if active is not None and active is not conn:
@@ -407,11 +516,14 @@ class TestbedServer:
             logger.info("session resumed by %s; dropping its old connection %s", conn.peer, active.peer)
             active.close()
         conn.session = wanted if wanted in known else secrets.token_hex(8)
+        conn.state = _READY
+        self._refund_token(conn.peer_host)
         self._active = conn
+        logger.info("client %s controls the env (session %s)", conn.peer, conn.session)
         episode = self._episode
         if episode is not None and episode.session == conn.session:
             episode.last_seen = time.monotonic()
-        conn.send(pack_frame({**self._welcome, "session": conn.session}))
+        conn.send(pack_body({**self._welcome, "session": conn.session}))
 
     def _on_reset(self, conn: _Connection, message: dict[str, Any]) -> None:
         seed = message.get("seed")
@@ -462,7 +574,7 @@ class TestbedServer:
             logger.exception("env.step raised at episode %d seq %d", eid, seq)
             self._record_error(Code.ENV_ERROR, fatal=False)
             episode.done = True
-            reply = pack_frame(error_message(Code.ENV_ERROR, f"env.step raised {type(exc).__name__}: {exc}"))
+            reply = pack_body(error_message(Code.ENV_ERROR, f"env.step raised {type(exc).__name__}: {exc}"))
         else:
             env_ms = (time.perf_counter() - start) * 1e3
             episode.done = bool(terminated or truncated)
@@ -472,14 +584,14 @@ class TestbedServer:
                 reply = self._encode_result(header, obs, info, "step")
             except (_Refusal, TypeError, ValueError) as exc:
                 episode.done = True
-                reply = pack_frame(error_message(Code.ENV_ERROR, f"env.step returned an unsendable result: {exc}"))
+                reply = pack_body(error_message(Code.ENV_ERROR, f"env.step returned an unsendable result: {exc}"))
         episode.last_seq, episode.last_reply = seq, reply
         conn.send(reply)
 
     def _encode_result(self, header: dict[str, Any], obs: Any, info: Mapping[str, Any], what: str) -> bytes:
         try:
             message = {**header, "obs": encode_value(obs), "info": safe_info(info)}
-            return pack_frame(message, self.max_frame_bytes)
+            return pack_body(message, self.max_frame_bytes)
         except TestbedError as exc:
             raise _Refusal(Code.ENV_ERROR, f"the result of env.{what} cannot be sent: {exc}") from None
 
@@ -502,7 +614,7 @@ class TestbedServer:
         raise _Refusal(Code.BAD_ACTION, f"action space {space} is not supported")
 
     def _on_heartbeat(self, conn: _Connection, message: dict[str, Any]) -> None:
-        conn.send(_HEARTBEAT_OK_FRAME)
+        conn.send(_HEARTBEAT_OK_BODY)
 
     def _on_close(self, conn: _Connection, message: dict[str, Any]) -> None:
         episode = self._episode
@@ -518,9 +630,41 @@ def serve(
     *,
     hold_after: float = 0.5,
     on_ready: Callable[[int], None] | None = None,
+    key: bytes | None = None,
+    tls: ssl.SSLContext | None = None,
+    insecure: bool = False,
 ) -> None:
     """Serve env_factory() on host:port until SIGINT/SIGTERM; the blocking entry point of `sim2real serve`."""
-    TestbedServer(env_factory, host, port, hold_after).serve_forever(on_ready)
+    TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure).serve_forever(on_ready)
+
+
+def _major(hello: Mapping[str, Any]) -> int:
+    """The major protocol version a HELLO claims (-1 when it is not MAJOR.MINOR)."""
+    try:
+        return parse_version(hello["version"])[0]
+    except HandshakeError:
+        return -1
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1): reachable from this machine alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_security(
+    key_file: str | None, tls_cert: str | None, tls_key: str | None
+) -> tuple[bytes | None, ssl.SSLContext | None]:
+    """The key and TLS context a server runs with, from its files (TLS needs both certificate and key)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise TestbedError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
+    key = load_key_file(key_file) if key_file else None
+    tls = server_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    return key, tls
 
 
 def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) -> EnvFactory:
@@ -547,13 +691,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--hold-after", type=float, default=0.5)
+    parser.add_argument("--key-file", help="shared key file: clients must prove they hold it")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve tls:// (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of the certificate")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a key")
+    parser.add_argument("--handshake-burst", type=int, default=20, help="failed handshakes per peer host at once")
+    parser.add_argument("--handshake-rate", type=float, default=2.0, help="... refilled at this many per second")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    factory = env_factory_from_spec(args.env, json.loads(args.kwargs))
-    serve(factory, args.host, args.port, hold_after=args.hold_after,
-          on_ready=lambda port: print(f"LISTENING {port}", flush=True))
+    try:
+        key, tls = server_security(args.key_file, args.tls_cert, args.tls_key)
+        factory = env_factory_from_spec(args.env, json.loads(args.kwargs))
+        server = TestbedServer(factory, args.host, args.port, args.hold_after, key=key, tls=tls,
+                               insecure=args.insecure, handshake_burst=args.handshake_burst,
+                               handshake_rate=args.handshake_rate)
+    except TestbedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server.serve_forever(on_ready=lambda port: print(f"LISTENING {port}", flush=True))
     return 0
 
 
@@ -569,13 +726,23 @@ class ServerProcess:
         port: int = 0,
         hold_after: float = 0.5,
         start_timeout: float = 30.0,
+        key_file: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        handshake_burst: int = 20,
+        handshake_rate: float = 2.0,
     ) -> None:
         self.host = host
+        self.scheme = "tls" if tls_cert else "tcp"
         code = "import sys; from sim2real.testbed.server import main; sys.exit(main(sys.argv[1:]))"
         command = [
             sys.executable, "-c", code, "--env", env, "--kwargs", json.dumps(dict(env_kwargs or {})),
             "--host", host, "--port", str(port), "--hold-after", str(hold_after),
+            "--handshake-burst", str(handshake_burst), "--handshake-rate", str(handshake_rate),
         ]
+        for flag, value in (("--key-file", key_file), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+            if value is not None:
+                command += [flag, str(value)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:
             self.port = self._read_port(start_timeout)
@@ -591,7 +758,7 @@ class ServerProcess:
     @property
     def address(self) -> str:
         """The address a RemoteEnv connects to."""
-        return f"tcp://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def _read_port(self, timeout: float) -> int:
         stdout = self.process.stdout

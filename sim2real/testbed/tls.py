@@ -1,0 +1,102 @@
+"""TLS for the testbed link (`tls://HOST:PORT`): the server's context, the client's, certificate pins.
+
+The client checks the server's identity one of two ways: against a CA file (the certificate must be
+valid now and name the host), or against a pinned SHA-256 fingerprint of the server's certificate
+(for a lab's self-signed certificate; `sim2real testbed fingerprint CERT` prints it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim2real.testbed.protocol import TestbedError
+
+CA_ENV = "SIM2REAL_TESTBED_CA"
+FINGERPRINT_ENV = "SIM2REAL_TESTBED_FINGERPRINT"
+
+
+def server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context for the certificate chain and its private key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except FileNotFoundError as exc:
+        raise TestbedError(f"TLS certificate or key not found: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise TestbedError(
+            f"TLS certificate {cert_file} and key {key_file} cannot be used: {exc}; accepted: PEM files of one pair"
+        ) from None
+    return context
+
+
+def parse_fingerprint(text: str) -> bytes:
+    """A SHA-256 certificate fingerprint given as 64 hex digits; colons and a `sha256:` prefix are optional."""
+    digits = re.sub(r"^sha256[:/]", "", text.strip(), flags=re.IGNORECASE).replace(":", "")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", digits):
+        raise TestbedError(
+            f"certificate fingerprint {text[:80]!r} is not accepted; expected SHA-256 as 64 hex digits "
+            f"(`sim2real testbed fingerprint CERT` prints it)"
+        )
+    return bytes.fromhex(digits)
+
+
+def certificate_fingerprint(cert_file: str | Path) -> str:
+    """The SHA-256 fingerprint of a PEM certificate, as colon-separated hex (what a client pins)."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(Path(cert_file).read_text())
+    except OSError as exc:
+        raise TestbedError(f"certificate {cert_file} cannot be read: {exc.strerror}") from None
+    except ValueError:
+        raise TestbedError(f"{cert_file} is not a PEM certificate") from None
+    return format_fingerprint(hashlib.sha256(der).digest())
+
+
+def format_fingerprint(digest: bytes) -> str:
+    """Colon-separated upper-case hex, as `openssl x509 -fingerprint -sha256` prints it."""
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a client checks the server: a CA file, or a pinned certificate fingerprint (SHA-256)."""
+
+    ca_file: Path | None = None
+    fingerprint: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ca_file is None) == (self.fingerprint is None):
+            raise TestbedError(
+                "a tls:// testbed needs one way to check the server: a CA file (--tls-ca) or a pinned "
+                "certificate fingerprint (--tls-fingerprint)"
+            )
+
+    def context(self) -> ssl.SSLContext:
+        """The client context: CA verification with the host name checked, or none (the pin is checked after)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ca_file is None:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        try:
+            context.load_verify_locations(cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise TestbedError(f"CA file {self.ca_file} cannot be used: {exc}") from None
+        return context
+
+    def check_pin(self, der: bytes | None, address: str) -> None:
+        """Refuse a server whose certificate is not the pinned one."""
+        if self.fingerprint is None:
+            return
+        actual = hashlib.sha256(der or b"").digest()
+        if not hmac.compare_digest(actual, self.fingerprint):
+            raise TestbedError(
+                f"testbed {address} presented certificate {format_fingerprint(actual)}, not the pinned "
+                f"{format_fingerprint(self.fingerprint)}: refusing to connect"
+            )
