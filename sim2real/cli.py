@@ -26,6 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The shipped pretrained policies.")
 app.add_typer(zoo_app, name="zoo")
+testbed_app = typer.Typer(no_args_is_help=True, help="Keys and certificates of the robot testbed link.")
+app.add_typer(testbed_app, name="testbed")
 console = Console(width=None if sys.stdout.isatty() else 120, emoji=False)  # logs and pipes get full tables
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
@@ -52,6 +54,20 @@ Policy = Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .
 Seed = Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")]
 FitParams = Annotated[str | None, typer.Option(help="comma-separated parameters to fit (default: all numeric)")]
 FitHorizon = Annotated[int, typer.Option(help="control steps of each episode compared")]
+Testbed = Annotated[str | None, typer.Option(help="tcp://HOST:PORT or tls://HOST:PORT of a testbed server")]
+KeyFile = Annotated[Path | None, typer.Option(
+    envvar="SIM2REAL_TESTBED_KEY_FILE", help="the testbed's shared key file (sim2real testbed keygen)")]
+TlsCa = Annotated[Path | None, typer.Option(
+    envvar="SIM2REAL_TESTBED_CA", help="tls://: CA file that signed the testbed's certificate")]
+TlsFingerprint = Annotated[str | None, typer.Option(
+    envvar="SIM2REAL_TESTBED_FINGERPRINT", help="tls://: the testbed certificate's pinned SHA-256 fingerprint")]
+
+
+def _credentials(key_file: Path | None, tls_ca: Path | None, tls_fingerprint: str | None) -> Any:
+    """The client's Credentials from the testbed options (read before anything else runs)."""
+    from sim2real.testbed.credentials import Credentials
+
+    return Credentials.load(key_file, tls_ca, tls_fingerprint)
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -132,10 +148,13 @@ def evaluate(
     target: Annotated[str, typer.Option(help="target to evaluate on")] = "source",
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 100,
     seed: Seed = 0,
-    testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server")] = None,
+    testbed: Testbed = None,
     gif: Annotated[Path | None, typer.Option(help="record a GIF of a few episodes")] = None,
     out: Annotated[Path | None, typer.Option(help="write episodes.jsonl and summary.json here (resumes)")] = None,
     stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mean")] = False,
+    key_file: KeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_fingerprint: TlsFingerprint = None,
 ) -> None:
     """Evaluate a policy on a target, locally or on a robot testbed over the network."""
     from sim2real.evaluate import evaluate_policy
@@ -143,8 +162,9 @@ def evaluate(
 
     if episodes <= 0:
         raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
+    credentials = _credentials(key_file, tls_ca, tls_fingerprint)
     summary = evaluate_policy(policy, task, target=target, episodes=episodes, seed=seed, testbed=testbed, gif=gif,
-                              out=out, deterministic=not stochastic)
+                              out=out, deterministic=not stochastic, credentials=credentials)
     table = Table("metric", "value", title=f"{policy} on {testbed or f'{task}:{target}'}")
     low, high = summary.get("success_ci") or (0, 0)
     table.add_row("episodes", f"{summary['episodes']} ({summary['aborted']} aborted)")
@@ -172,17 +192,21 @@ def record(
     target: Annotated[str, typer.Option(help="target to record on (locally)")] = "source",
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 20,
     seed: Seed = 0,
-    testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to record on")] = None,
+    testbed: Testbed = None,
     known: Annotated[str | None, typer.Option(
         help="domain values set on purpose for these episodes, NAME=NUMBER,... (e.g. a weighed payload: "
              "cargo_mass=8,cargo_height=0.1); applied on a local target, only written down on the testbed")] = None,
+    key_file: KeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_fingerprint: TlsFingerprint = None,
 ) -> None:
     """Record episodes (observations and actions, no reward) for system identification."""
     from sim2real.sysid import parse_known, record_policy, recorded_steps
 
     changes = parse_known(known)
+    credentials = _credentials(key_file, tls_ca, tls_fingerprint)
     trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed,
-                                 known=changes)
+                                 known=changes, credentials=credentials)
     steps = recorded_steps(trajectories)
     with_known = f" with {', '.join(f'{k}={v:g}' for k, v in changes.items())}" if changes else ""
     console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'}"
@@ -240,7 +264,7 @@ def adapt(
     policy: Policy,
     task: TaskOption,
     target: Annotated[str, typer.Option(help="target to adapt to (locally)")] = "real",
-    testbed: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of a testbed server to adapt to")] = None,
+    testbed: Testbed = None,
     episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = (
         DEFAULT_RECORD_EPISODES),
     params: FitParams = None,
@@ -253,6 +277,9 @@ def adapt(
     eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
     seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/adapt-TASK-TARGET)")] = None,
+    key_file: KeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_fingerprint: TlsFingerprint = None,
 ) -> None:
     """Transductive transfer: record on the target (no reward), fit the simulator, fine-tune there, evaluate."""
     from sim2real import catalog
@@ -260,11 +287,13 @@ def adapt(
     from sim2real.transfer import SysidFinetune
 
     spec = catalog.load(task)
+    credentials = _credentials(key_file, tls_ca, tls_fingerprint)
     strategy = SysidFinetune(episodes=episodes, params=_names(params), sysid_budget=budget, horizon=horizon,
                              sim_steps=sim_steps, randomize=randomize, rounds=rounds)
     out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
     summary = run_loop(policy, spec, out, strategy=strategy, target=target, testbed=testbed,
-                       eval_episodes=eval_episodes, seed=seed, on_stage=lambda message: console.print(message + "..."))
+                       eval_episodes=eval_episodes, seed=seed, on_stage=lambda message: console.print(message + "..."),
+                       credentials=credentials)
     table = Table("policy", "success on the target", title=f"{spec.name}: {policy} adapted to {summary['target']}")
     for name, rate in summary["success"].items():
         table.add_row(name, f"{100 * rate:.0f} %")
@@ -282,19 +311,52 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 5555,
     hold_after: Annotated[float, typer.Option(help="seconds of client silence before the safe hold")] = 0.5,
+    key_file: Annotated[Path | None, typer.Option(
+        envvar="SIM2REAL_TESTBED_KEY_FILE", help="shared key file: only clients holding it may drive the env")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve tls:// (with --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="serve a non-loopback host WITHOUT a key: anyone who reaches it can drive the env")] = False,
 ) -> None:
     """Serve a task's target as a testbed stand-in (the same protocol a real robot's server speaks)."""
     import functools
 
     from sim2real import catalog
     from sim2real.factory import make_env
-    from sim2real.testbed.server import serve as serve_env
+    from sim2real.testbed.server import TestbedServer, server_security
 
     spec = catalog.load(task)
     spec.target(target)
-    factory = functools.partial(make_env, spec, target)
-    console.print(f"Serving [bold]{spec.name}:{target}[/] on tcp://{host}:{port} (Ctrl-C to stop)")
-    serve_env(factory, host, port, hold_after=hold_after, on_ready=lambda bound: console.print(f"LISTENING {bound}"))
+    key, tls = server_security(*(str(path) if path else None for path in (key_file, tls_cert, tls_key)))
+    server = TestbedServer(functools.partial(make_env, spec, target), host, port, hold_after, key=key, tls=tls,
+                           insecure=insecure)
+    guard = "key required" if key else "[bold red]NO KEY[/]: anyone who reaches the port can drive it"
+    console.print(f"Serving [bold]{spec.name}:{target}[/] on {'tls' if tls else 'tcp'}://{host}:{port}, {guard} "
+                  f"(Ctrl-C to stop)")
+    server.serve_forever(on_ready=lambda bound: console.print(f"LISTENING {bound}"))
+
+
+@testbed_app.command("keygen")
+@user_errors
+def testbed_keygen(
+    path: Annotated[Path, typer.Argument(help="key file to write (owner-only permissions)")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing key file")] = False,
+) -> None:
+    """Write a fresh random shared key; give the same file to `serve --key-file` and to every client."""
+    from sim2real.testbed.auth import generate_key_file
+
+    generate_key_file(path, overwrite=force)
+    console.print(f"Key written to {path} (mode 600). Copy it to the robot's server and to each client over a "
+                  f"trusted channel; never commit it.")
+
+
+@testbed_app.command("fingerprint")
+@user_errors
+def testbed_fingerprint(cert: Annotated[Path, typer.Argument(help="the server's PEM certificate")]) -> None:
+    """Print a certificate's SHA-256 fingerprint, for clients to pin with --tls-fingerprint."""
+    from sim2real.testbed.tls import certificate_fingerprint
+
+    console.print(certificate_fingerprint(cert), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import imageio.v3 as iio
@@ -14,6 +14,9 @@ from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.evaluation.rollout import Policy, evaluate
 from sim2real.factory import make_env
 from sim2real.zoo import load_policy
+
+if TYPE_CHECKING:
+    from sim2real.testbed.credentials import Credentials
 
 
 def evaluate_policy(
@@ -27,15 +30,19 @@ def evaluate_policy(
     gif: Path | None = None,
     out: Path | None = None,
     deterministic: bool = True,
+    credentials: Credentials | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a zoo name / bundle / zip on a target and return the summary (also written to `out`)."""
+    """Evaluate a zoo name / bundle / zip on a target and return the summary (also written to `out`).
+
+    On a testbed, `credentials` carry the key and TLS check the server asks for.
+    """
     spec = catalog.load(task)
     spec.target(target)
     if testbed is not None:
         from sim2real.testbed.evaluation import evaluate_on_testbed
 
         return evaluate_on_testbed(policy, spec, testbed, episodes=episodes, seed=seed, out=out,
-                                   deterministic=deterministic)
+                                   deterministic=deterministic, credentials=credentials)
     env = make_env(spec, target)
     model = load_policy(policy, env)
     try:

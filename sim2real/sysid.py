@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +51,9 @@ from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
 from sim2real.wrappers import ActionDelay, DomainWrapper
 from sim2real.zoo import load_policy
+
+if TYPE_CHECKING:
+    from sim2real.testbed.credentials import Credentials
 
 DEFAULT_HORIZON = 40
 """Control steps of each episode compared: an open-loop replay drifts apart from the recording later on."""
@@ -121,13 +124,14 @@ def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: 
 
 def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | Path, *, target: str = SOURCE,
                   episodes: int = 20, seed: int = 0, testbed: str | None = None,
-                  known: Mapping[str, Any] | None = None) -> list[Trajectory]:
+                  known: Mapping[str, Any] | None = None, credentials: Credentials | None = None) -> list[Trajectory]:
     """Record a zoo name / bundle / zip on a target of the task, or on the testbed at `testbed` (shielded).
 
     `known` are domain values changed on purpose for these episodes (e.g. ``{"cargo_mass": 2.0}``,
     a payload of known mass). On a local target they are applied over the target's values; on the
     testbed the experimenter makes the change on the robot, and sim2real only writes it down. Either
-    way each episode carries them, so identification replays it with them.
+    way each episode carries them, so identification replays it with them. `credentials`: the
+    testbed's key and TLS check.
     """
     path = Path(path)
     if episodes <= 0:
@@ -141,7 +145,7 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
         from sim2real.testbed.evaluation import connect
 
         model = load_policy(policy)
-        env: gym.Env = connect(testbed, model)[1]
+        env: gym.Env = connect(testbed, model, credentials=credentials)[1]
     else:
         env = make_env(spec, target)
         domain = _find(env, DomainWrapper)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -29,6 +29,9 @@ from sim2real.training import EVAL_SEED, BestCheckpoint, build_vec_env, n_envs_f
 from sim2real.transfer import SysidFinetune, adapt
 from sim2real.transfer.strategies import MAX_RECORDED_PER_SEED
 from sim2real.zoo import load_policy, save_model_atomic
+
+if TYPE_CHECKING:
+    from sim2real.testbed.credentials import Credentials
 
 RECORD_SEED = 2_000_000
 """First reset seed of recorded episodes: apart from the evaluation seeds (1,000,000 + i) and training seeds."""
@@ -107,7 +110,7 @@ def transduce(pretrained: BaseAlgorithm, task: str | TaskSpec, target: gym.Env, 
 
 def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *, strategy: SysidFinetune,
              target: str = "real", testbed: str | None = None, eval_episodes: int = 100, seed: int = 0,
-             on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+             on_stage: Callable[[str], None] | None = None, credentials: Credentials | None = None) -> dict[str, Any]:
     """Record on the target (a local target or the testbed at `testbed`), identify, fine-tune; then evaluate.
 
     Everything lands in `out` as it is made, and a rerun resumes. Round k writes ``round-k/``:
@@ -116,7 +119,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     the fitted task YAML) and ``adapted.zip`` (the policy fine-tuned in that round; a rerun keeps
     it). Then ``eval-pretrained/`` and ``eval-adapted/`` (episodes on the target) and
     ``summary.json``. No target reward is used to adapt: the two evaluations are the only place
-    success on the target is measured.
+    success on the target is measured. `credentials`: the testbed's key and TLS check.
     """
     spec = catalog.load(task)
     spec.target(target)
@@ -136,7 +139,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         adapted = folder / "adapted.zip"
         stage(f"round {number}: recording {strategy.episodes} episodes on {where}")
         trajectories += _record_missing(current, spec, target, testbed, folder / "rollouts.jsonl", strategy, seed,
-                                        number - 1)
+                                        number - 1, credentials)
         if adapted.exists():
             stage(f"round {number}: {adapted} exists: kept (delete it to adapt again)")
             fit = sysid.read_fit(folder / "sysid" / "fit.json")
@@ -153,7 +156,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     for name, evaluated in (("pretrained", policy), ("adapted", adapted)):
         stage(f"evaluating the {name} policy on {where} ({eval_episodes} episodes)")
         summaries[name] = evaluate_policy(evaluated, spec, target=target, episodes=eval_episodes, seed=EVAL_SEED,
-                                          testbed=testbed, out=out / f"eval-{name}")
+                                          testbed=testbed, out=out / f"eval-{name}", credentials=credentials)
     summary = {
         "task": spec.name, "target": target, "testbed": testbed, "policy": str(policy),
         "adapted_policy": str(adapted), "strategy": strategy.to_dict(),
@@ -168,7 +171,8 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
 
 
 def _record_missing(policy: BaseAlgorithm, spec: TaskSpec, target: str, testbed: str | None, path: Path,
-                    strategy: SysidFinetune, seed: int, round_index: int) -> list[Trajectory]:
+                    strategy: SysidFinetune, seed: int, round_index: int,
+                    credentials: Credentials | None) -> list[Trajectory]:
     """A round's episodes in the rollout file at `path`, recording with `policy` only those not there yet."""
     have = sysid.load_trajectories(path, spec) if path.exists() and path.stat().st_size else []
     missing = strategy.episodes - len(have)
@@ -178,7 +182,7 @@ def _record_missing(policy: BaseAlgorithm, spec: TaskSpec, target: str, testbed:
     if testbed is not None:
         from sim2real.testbed.evaluation import connect
 
-        env: gym.Env = connect(testbed, policy)[1]
+        env: gym.Env = connect(testbed, policy, credentials=credentials)[1]
     else:
         env = make_env(spec, target)
     first = record_seed(seed, strategy.episodes, round_index) + len(have)

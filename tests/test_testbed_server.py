@@ -17,6 +17,7 @@ import gymnasium as gym
 import msgpack
 import numpy as np
 import pytest
+from testbed_security import Lab
 
 from sim2real.testbed import (
     HandshakeError,
@@ -29,6 +30,8 @@ from sim2real.testbed import (
 )
 from sim2real.testbed import client as client_module
 from sim2real.testbed import protocol as p
+from sim2real.testbed.auth import load_key_file
+from sim2real.testbed.credentials import Credentials
 
 HOLD_AFTER = 0.5
 
@@ -74,6 +77,35 @@ def server() -> Iterator[TestbedServer]:
     server.start_in_thread()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    return Lab.create(tmp_path_factory.mktemp("lab"))
+
+
+SECURITY = ("plain", "key", "key+tls")
+"""The fault tests run on each link: no key (loopback), a shared key, a shared key inside TLS."""
+
+
+@pytest.fixture(params=SECURITY)
+def secured(request: pytest.FixtureRequest, lab: Lab) -> Iterator[tuple[TestbedServer, Credentials | None]]:
+    """A PointMass server on one kind of link, and the credentials a good client brings to it."""
+    kind = request.param
+    key = None if kind == "plain" else load_key_file(lab.key_file)
+    tls = lab.server_tls() if kind == "key+tls" else None
+    server = TestbedServer(PointMass, hold_after=HOLD_AFTER, key=key, tls=tls)
+    server.start_in_thread()
+    yield server, None if kind == "plain" else lab.credentials(tls=kind == "key+tls")
+    server.stop()
+
+
+def _server_process(kind: str, lab: Lab) -> ServerProcess:
+    """A Pendulum server process on one kind of link."""
+    security: dict[str, Any] = {} if kind == "plain" else {"key_file": str(lab.key_file)}
+    if kind == "key+tls":
+        security.update(tls_cert=str(lab.cert), tls_key=str(lab.cert_key))
+    return ServerProcess("Pendulum-v1", **security)
 
 
 @pytest.fixture
@@ -352,10 +384,12 @@ class FlakyProxy:
         self.listener.close()
 
 
-def test_exactly_once_under_100_connection_resets(server: TestbedServer) -> None:
+def test_exactly_once_under_100_connection_resets(secured: tuple[TestbedServer, Credentials | None]) -> None:
+    server, credentials = secured
     proxy = FlakyProxy(server.port, cut_probability=0.05, seed=7)
-    env = RemoteEnv(f"tcp://127.0.0.1:{proxy.port}", reconnect_attempts=50, step_timeout=10.0,
-                    reset_timeout=10.0, heartbeat_every=0.05)
+    scheme = server.address.split(":")[0]
+    env = RemoteEnv(f"{scheme}://127.0.0.1:{proxy.port}", reconnect_attempts=50, step_timeout=10.0,
+                    reset_timeout=10.0, heartbeat_every=0.05, credentials=credentials)
     completed: set[tuple[int, int]] = set()
     try:
         for _ in range(200):
@@ -374,8 +408,9 @@ def test_exactly_once_under_100_connection_resets(server: TestbedServer) -> None
     assert server.stats["executed"] == len(completed) == server.env.unwrapped.applied
 
 
-def test_a_silent_client_gets_the_env_held(server: TestbedServer) -> None:
-    env = RemoteEnv(server.address, heartbeat_every=None)
+def test_a_silent_client_gets_the_env_held(secured: tuple[TestbedServer, Credentials | None]) -> None:
+    server, credentials = secured
+    env = RemoteEnv(server.address, heartbeat_every=None, credentials=credentials)
     try:
         env.reset()
         env.step(np.array([1.0, 1.0]))
@@ -389,8 +424,11 @@ def test_a_silent_client_gets_the_env_held(server: TestbedServer) -> None:
         env.close()
 
 
-def test_heartbeats_keep_an_idle_client_unheld_until_it_closes(server: TestbedServer) -> None:
-    env = RemoteEnv(server.address, heartbeat_every=0.1)
+def test_heartbeats_keep_an_idle_client_unheld_until_it_closes(
+    secured: tuple[TestbedServer, Credentials | None]
+) -> None:
+    server, credentials = secured
+    env = RemoteEnv(server.address, heartbeat_every=0.1, credentials=credentials)
     env.reset()
     env.step(np.zeros(2))
     time.sleep(3 * HOLD_AFTER)
@@ -504,9 +542,11 @@ def test_10000_malformed_frames_leave_the_server_up_and_lean() -> None:
             env.close()
 
 
-def test_a_killed_server_is_a_testbed_error_within_the_step_deadline() -> None:
-    with ServerProcess("Pendulum-v1") as server:
-        env = RemoteEnv(server.address, step_timeout=2.0)
+@pytest.mark.parametrize("kind", SECURITY)
+def test_a_killed_server_is_a_testbed_error_within_the_step_deadline(kind: str, lab: Lab) -> None:
+    with _server_process(kind, lab) as server:
+        env = RemoteEnv(server.address, step_timeout=2.0,
+                        credentials=None if kind == "plain" else lab.credentials(tls=kind == "key+tls"))
         try:
             env.reset(seed=0)
             for _ in range(5):
@@ -523,9 +563,11 @@ def test_a_killed_server_is_a_testbed_error_within_the_step_deadline() -> None:
     assert elapsed < env.step_timeout
 
 
-def test_a_hung_server_is_a_timeout_at_the_step_deadline() -> None:
-    with ServerProcess("Pendulum-v1") as server:
-        env = RemoteEnv(server.address, step_timeout=0.5)
+@pytest.mark.parametrize("kind", SECURITY)
+def test_a_hung_server_is_a_timeout_at_the_step_deadline(kind: str, lab: Lab) -> None:
+    with _server_process(kind, lab) as server:
+        env = RemoteEnv(server.address, step_timeout=0.5,
+                        credentials=None if kind == "plain" else lab.credentials(tls=kind == "key+tls"))
         try:
             env.reset(seed=0)
             env.step(np.zeros(1))

@@ -35,7 +35,7 @@ def generate_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
     try:
         descriptor = os.open(path, flags, 0o600)
     except FileExistsError:
-        raise TestbedError(f"key file {path} exists; pass overwrite (--force) to replace it") from None
+        raise TestbedError(f"key file {path} exists: a key is never replaced unasked (--force replaces it)") from None
     except OSError as exc:
         raise TestbedError(f"cannot write key file {path}: {exc.strerror}") from None
     with os.fdopen(descriptor, "w") as handle:

@@ -356,6 +356,9 @@ class RemoteEnv(gym.Env):
                 f"testbed {self.address}: its certificate failed verification ({exc.verify_message}); "
                 f"refusing to connect"
             ) from None
+        except ssl.SSLEOFError as exc:
+            sock.close()
+            raise _Lost(f"the connection ended in the TLS handshake ({exc.reason})") from None
         except ssl.SSLError as exc:
             sock.close()
             raise TestbedError(
@@ -367,8 +370,7 @@ class RemoteEnv(gym.Env):
             raise TestbedTimeout(f"testbed {self.address}: no TLS handshake within the deadline") from None
         except OSError as exc:
             sock.close()
-            raise TestbedError(f"testbed {self.address}: the connection broke during the TLS handshake ({exc}); "
-                               f"if the server does not serve TLS, connect with tcp://") from None
+            raise _Lost(f"the connection broke in the TLS handshake ({exc})") from None
         try:
             self.credentials.tls.check_pin(wrapped.getpeercert(binary_form=True), self.address)
         except TestbedError:

@@ -10,6 +10,7 @@ import numpy as np
 from sim2real.catalog import TaskSpec
 from sim2real.evaluation.rollout import evaluate
 from sim2real.testbed.client import RemoteEnv
+from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.protocol import TestbedError
 from sim2real.testbed.safety import SafetyShield
 from sim2real.zoo import load_policy
@@ -26,6 +27,7 @@ def evaluate_on_testbed(
     deterministic: bool = True,
     max_delta: float | None = None,
     step_timeout: float = 2.0,
+    credentials: Credentials | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` on the testbed at `address`; a lost server raises TestbedError with finished episodes kept.
 
@@ -33,7 +35,7 @@ def evaluate_on_testbed(
     shield (finite, within bounds, at most `max_delta` change per step). With `out`, a rerun resumes.
     """
     model = load_policy(policy)
-    remote, env = connect(address, model, max_delta=max_delta, step_timeout=step_timeout)
+    remote, env = connect(address, model, max_delta=max_delta, step_timeout=step_timeout, credentials=credentials)
     try:
         summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic,
                            extra_summary=lambda: {"latency_ms": latency_percentiles(remote.latencies_ms)})
@@ -46,10 +48,10 @@ def evaluate_on_testbed(
     return summary
 
 
-def connect(address: str, model: Any, max_delta: float | None = None,
-            step_timeout: float = 2.0) -> tuple[RemoteEnv, SafetyShield]:
+def connect(address: str, model: Any, max_delta: float | None = None, step_timeout: float = 2.0,
+            credentials: Credentials | None = None) -> tuple[RemoteEnv, SafetyShield]:
     """The testbed at `address` for `model` (spaces checked in the handshake), and the same behind a SafetyShield."""
-    remote = RemoteEnv(address, expected_spaces=model, step_timeout=step_timeout)
+    remote = RemoteEnv(address, expected_spaces=model, step_timeout=step_timeout, credentials=credentials)
     return remote, SafetyShield(remote, max_delta=max_delta)
 
 

@@ -12,7 +12,11 @@ from sim2real.testbed.server import ServerProcess
 
 
 class TrivialEnv(gym.Env):
-    """An env that does nothing (constant observation): what is left of a step is the transport."""
+    """An env that does nothing (constant observation): what is left of a step is the transport.
+
+    Its info counts the resets and steps it has served, so a client can see whether anyone else
+    got through before it.
+    """
 
     def __init__(self, obs_dim: int = 21, act_dim: int = 2, episode_length: int = 1000) -> None:
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (obs_dim,), np.float32)
@@ -20,17 +24,20 @@ class TrivialEnv(gym.Env):
         self.episode_length = episode_length
         self._obs = np.zeros(obs_dim, np.float32)
         self._t = 0
+        self.calls = {"resets": 0, "steps": 0}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Start an episode of constant observations."""
         super().reset(seed=seed)
         self._t = 0
-        return self._obs, {}
+        self.calls["resets"] += 1
+        return self._obs, dict(self.calls)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         """Return the same observation; truncate after episode_length steps."""
         self._t += 1
-        return self._obs, 0.0, False, self._t >= self.episode_length, {}
+        self.calls["steps"] += 1
+        return self._obs, 0.0, False, self._t >= self.episode_length, dict(self.calls)
 
 
 def measure_round_trip(n_steps: int = 2000, obs_dim: int = 21, act_dim: int = 2) -> dict[str, float]:
