@@ -409,8 +409,9 @@ def _connect_fails(address: str, credentials: Credentials | None, fragment: str)
 
 
 def test_tls_mismatches_wrong_ca_expired_certificate_and_wrong_pin_are_one_line_errors(
-    tls_server: TestbedServer, lab: Lab
+    tls_server: TestbedServer, lab: Lab, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="sim2real.testbed.server")
     key_only = lab.credentials(tls=False)
     plain_address = tls_server.address.replace("tls://", "tcp://")
     _connect_fails(plain_address, key_only, "closed during the handshake: if it serves TLS, connect with tls://")
@@ -432,3 +433,6 @@ def test_tls_mismatches_wrong_ca_expired_certificate_and_wrong_pin_are_one_line_
         plain.stop()
         expired.stop()
     assert tls_server.stats["executed"] == 0
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused 127.0.0.1:")]
+    assert any("TLS handshake failed (WRONG_VERSION_NUMBER)" in r for r in refusals)  # the plaintext client
+    assert any("TLS handshake failed (TLSV1_ALERT_UNKNOWN_CA)" in r for r in refusals)  # the client of another CA

@@ -130,6 +130,9 @@ class _Connection(asyncio.Protocol):
         self.opened_at = self.last_seen = time.monotonic()
         self.partial_since: float | None = None
         self.closed_at: float | None = None
+        self.tls_pending = server.tls is not None
+        self._tls_task: asyncio.Task[None] | None = None
+        self._early = bytearray()  # decrypted bytes that arrive before start_tls() hands back the TLS transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -137,6 +140,26 @@ class _Connection(asyncio.Protocol):
         host, port = transport.get_extra_info("peername")[:2]
         self.peer_host, self.peer = str(host), f"{host}:{port}"
         self.server._on_connect(self)
+        if self.tls_pending and self.closed_at is None:
+            self._tls_task = asyncio.get_running_loop().create_task(self._start_tls())
+
+    async def _start_tls(self) -> None:
+        """TLS over the accepted connection (after the rate limit), so a failed TLS handshake is refused and logged."""
+        assert self.transport is not None and self.server.tls is not None
+        try:
+            transport = await asyncio.get_running_loop().start_tls(
+                self.transport, self, self.server.tls, server_side=True,
+                ssl_handshake_timeout=self.server.handshake_timeout,
+            )
+        except Exception as exc:  # ssl errors, a timeout, a reset: the peer did not finish TLS with us
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            self.fail(Code.HANDSHAKE, f"TLS handshake failed ({reason})")
+            return
+        assert isinstance(transport, asyncio.Transport)
+        self.transport, self.tls_pending = transport, False
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._on_lost(self)
@@ -155,6 +178,9 @@ class _Connection(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
+        if self.tls_pending:
+            self._early += data[: self.decoder.max_bytes + 4 - len(self._early)]
+            return
         if self.closed_at is not None:
             return
         now = time.monotonic()
@@ -194,7 +220,8 @@ class _Connection(asyncio.Protocol):
         else:
             self.server._counts["refused"] += 1
             logger.warning("refused %s: %s", self.peer, message)
-        self.send(pack_body(error_message(code, message)))
+        if not self.tls_pending:  # before TLS is up, a plain frame would only garble the peer's handshake
+            self.send(pack_body(error_message(code, message)))
         self.close()
 
     def close(self) -> None:
@@ -358,10 +385,7 @@ class TestbedServer:
                 "action_space": encode_space(env.action_space),
                 "hold_after": self.hold_after,
             }
-            listener = await loop.create_server(
-                lambda: _Connection(self), self.host, self.requested_port, ssl=self.tls,
-                ssl_handshake_timeout=self.handshake_timeout if self.tls else None,
-            )
+            listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
             self._port = listener.sockets[0].getsockname()[1]
             logger.info("testbed server listening on %s serving %s (%s)", self.address, env,
                         "key required" if self.key else "NO KEY: anyone who reaches the port can drive the env")
