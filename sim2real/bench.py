@@ -2,7 +2,8 @@
 
 - driving env step vs the raw ``stepSimulation`` calls it makes (target ≤ 1.25×);
 - grasping env steps per second on one core at its control rate (target ≥ 2,000/s), and vs raw physics;
-- testbed round trip over loopback, the env's own step time excluded (target p50 ≤ 0.3 ms, p99 ≤ 1 ms);
+- testbed round trip over loopback, the env's own step time excluded (target p50 ≤ 0.3 ms, p99 ≤ 1 ms),
+  without a key, with a key, with a key inside TLS; and the authentication work per step (target ≤ 10 µs);
 - the transfer harness with 2 workers vs 1 on 4 units (target ≥ 1.7×).
 """
 
@@ -78,12 +79,13 @@ def env_throughput(env_class: type, steps: int = 3000, seed: int = 0) -> float:
 
 def run_all(harness: bool = True) -> dict[str, Any]:
     """Run every benchmark and return the numbers (the CLI prints them as a table)."""
-    from sim2real.testbed.latency import measure_round_trip
+    from sim2real.testbed.latency import LINKS, measure_round_trip, tag_cost_per_step
 
     results: dict[str, Any] = {
         "driving": env_step_cost(DrivingEnv),
         "grasping": {**env_step_cost(GraspingEnv), "throughput_with_resets": env_throughput(GraspingEnv)},
-        "testbed": measure_round_trip(n_steps=3000, obs_dim=24, act_dim=2),
+        "testbed": {link: measure_round_trip(n_steps=3000, obs_dim=24, act_dim=2, link=link) for link in LINKS},
+        "auth_us_per_step": tag_cost_per_step(obs_dim=24, act_dim=2),
     }
     if harness:
         from sim2real.evaluation.bench_harness import measure_speedup

@@ -320,6 +320,7 @@ def serve(
 ) -> None:
     """Serve a task's target as a testbed stand-in (the same protocol a real robot's server speaks)."""
     import functools
+    import logging
 
     from sim2real import catalog
     from sim2real.factory import make_env
@@ -333,6 +334,8 @@ def serve(
     guard = "key required" if key else "[bold red]NO KEY[/]: anyone who reaches the port can drive it"
     console.print(f"Serving [bold]{spec.name}:{target}[/] on {'tls' if tls else 'tcp'}://{host}:{port}, {guard} "
                   f"(Ctrl-C to stop)")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")  # refusals, with the peer, on stderr
+    logging.getLogger("sim2real.testbed").setLevel(logging.INFO)
     server.serve_forever(on_ready=lambda bound: console.print(f"LISTENING {bound}"))
 
 
@@ -348,6 +351,22 @@ def testbed_keygen(
     generate_key_file(path, overwrite=force)
     console.print(f"Key written to {path} (mode 600). Copy it to the robot's server and to each client over a "
                   f"trusted channel; never commit it.")
+
+
+@testbed_app.command("selfsign")
+@user_errors
+def testbed_selfsign(
+    cert: Annotated[Path, typer.Argument(help="certificate file to write (PEM)")],
+    key: Annotated[Path, typer.Argument(help="its private key file to write (PEM, mode 600)")],
+    host: Annotated[list[str], typer.Option(help="a name or IP address clients connect to (repeat for more)")],
+    days: Annotated[int, typer.Option(help="days the certificate is valid")] = 365,
+) -> None:
+    """Make a self-signed certificate for `serve --tls-cert/--tls-key`; clients pin the fingerprint it prints."""
+    from sim2real.testbed.tls import self_signed_certificate
+
+    fingerprint = self_signed_certificate(cert, key, host, days)
+    console.print(f"Certificate {cert}, key {key}. Clients connect with tls://{host[0]}:PORT and "
+                  f"--tls-fingerprint {fingerprint}", highlight=False, soft_wrap=True)
 
 
 @testbed_app.command("fingerprint")
@@ -480,8 +499,15 @@ def bench(
                   f"{grasping['raw_us_per_step']:.0f} µs in its stepSimulation calls", f"{grasping['ratio']:.2f}×", "")
     table.add_row("grasping throughput (1 core)", f"{grasping['throughput_with_resets']:,.0f} steps/s",
                   f"at {grasping['control_hz']:.0f} Hz, resets included", "", "≥ 2,000 steps/s")
-    table.add_row("testbed round trip", f"p50 {testbed['p50']:.3f} ms, p99 {testbed['p99']:.3f} ms",
+    plain = testbed["plain"]
+    table.add_row("testbed round trip, no key", f"p50 {plain['p50']:.3f} ms, p99 {plain['p99']:.3f} ms",
                   "env step time excluded", "", "p50 ≤ 0.3, p99 ≤ 1 ms")
+    for link in ("key", "key+tls"):
+        timed = testbed[link]
+        table.add_row(f"testbed round trip, {link}", f"p50 {timed['p50']:.3f} ms, p99 {timed['p99']:.3f} ms",
+                      f"no key: p50 {plain['p50']:.3f} ms", f"{timed['p50'] / plain['p50']:.2f}×", "")
+    table.add_row("authentication work per step", f"{results['auth_us_per_step']:.1f} µs",
+                  "tag and check STEP and STEP_OK", "", "≤ 10 µs")
     if "harness" in results:
         speed = results["harness"]
         table.add_row("harness, 4 units", f"{speed['seconds_2_workers']:.1f} s with 2 workers",

@@ -16,6 +16,7 @@ import hmac
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from sim2real.testbed.protocol import NONCE_BYTES, TAG_BYTES, Code, ProtocolError, TestbedError
 
@@ -93,27 +94,33 @@ class FrameTags:
     """Tags the frames one side sends and checks those it receives, each direction with its own key and counter."""
 
     def __init__(self, send_key: bytes, receive_key: bytes) -> None:
-        self._send_key, self._receive_key = send_key, receive_key
+        self._send = hashlib.blake2b(key=send_key, digest_size=TAG_BYTES)  # keyed once, copied per frame
+        self._receive = hashlib.blake2b(key=receive_key, digest_size=TAG_BYTES)
         self._sent = 0
         self._received = 0
 
     def seal(self, body: bytes) -> bytes:
         """Append the tag of the next outgoing frame."""
-        tag = _tag(self._send_key, self._sent, body)
+        tag = _tag(self._send, self._sent, body)
         self._sent += 1
         return body + tag
 
     def open(self, sealed: bytes) -> bytes:
         """Check and strip the tag of the next incoming frame; a bad tag is a ProtocolError (auth)."""
-        body, tag = sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]
-        if len(sealed) <= TAG_BYTES or not hmac.compare_digest(tag, _tag(self._receive_key, self._received, body)):
+        body = sealed[:-TAG_BYTES]
+        if len(sealed) <= TAG_BYTES or not hmac.compare_digest(sealed[-TAG_BYTES:],
+                                                               _tag(self._receive, self._received, body)):
             raise ProtocolError(Code.AUTH, f"frame {self._received} of this connection failed authentication")
         self._received += 1
         return body
 
 
-def _tag(key: bytes, counter: int, body: bytes) -> bytes:
-    return hashlib.blake2b(counter.to_bytes(8, "big") + body, key=key, digest_size=TAG_BYTES).digest()
+def _tag(keyed: Any, counter: int, body: bytes) -> bytes:
+    """Keyed BLAKE2b over the frame's counter and body."""
+    state = keyed.copy()
+    state.update(counter.to_bytes(8, "big"))
+    state.update(body)
+    return state.digest()
 
 
 def session_tags(key: bytes, client_nonce: bytes, server_nonce: bytes, *, server: bool) -> FrameTags:

@@ -385,7 +385,10 @@ class TestbedServer:
                 "action_space": encode_space(env.action_space),
                 "hold_after": self.hold_after,
             }
-            listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
+            try:
+                listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
+            except OSError as exc:
+                raise TestbedError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from None
             self._port = listener.sockets[0].getsockname()[1]
             logger.info("testbed server listening on %s serving %s (%s)", self.address, env,
                         "key required" if self.key else "NO KEY: anyone who reaches the port can drive the env")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import os
 import re
+import shutil
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,41 @@ def server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContex
             f"TLS certificate {cert_file} and key {key_file} cannot be used: {exc}; accepted: PEM files of one pair"
         ) from None
     return context
+
+
+def self_signed_certificate(cert_file: str | Path, key_file: str | Path, hosts: list[str], days: int = 365) -> str:
+    """Write a self-signed certificate for `hosts` (names or IPs) and its private key (mode 600) with the
+    `openssl` command; return the fingerprint clients pin. Refuses to replace either file."""
+    cert_file, key_file = Path(cert_file), Path(key_file)
+    for path in (cert_file, key_file):
+        if path.exists():
+            raise TestbedError(f"{path} exists: a certificate or key is never replaced unasked")
+    if not hosts:
+        raise TestbedError("a certificate needs at least one host name or IP address the clients connect to")
+    if not (isinstance(days, int) and days >= 1):
+        raise TestbedError(f"days={days!r}; accepted: an int >= 1")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise TestbedError("the openssl command is not installed; install it, or bring a certificate of your own")
+    names = ",".join(f"{'IP' if _is_ip(host) else 'DNS'}:{host}" for host in hosts)
+    command = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+               "-days", str(days), "-subj", f"/CN={hosts[0]}", "-addext", f"subjectAltName={names}",
+               "-keyout", str(key_file), "-out", str(cert_file)]
+    made = subprocess.run(command, capture_output=True, text=True, check=False,
+                          preexec_fn=lambda: os.umask(0o077))
+    if made.returncode != 0:
+        raise TestbedError(f"openssl could not make the certificate: {made.stderr.strip().splitlines()[-1:]}")
+    key_file.chmod(0o600)
+    cert_file.chmod(0o644)
+    return certificate_fingerprint(cert_file)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_fingerprint(text: str) -> bytes:
