@@ -30,6 +30,7 @@ def readme_commands(kind: str) -> list[list[str]]:
 def test_the_readme_has_tested_blocks():
     assert len(readme_commands("readme-test")) >= 5
     assert len(readme_commands("readme-testbed")) == 2
+    assert len(readme_commands("readme-testbed-secure")) == 4
 
 
 @pytest.mark.parametrize("args", readme_commands("readme-test"), ids=lambda a: " ".join(a[:2]))
@@ -46,21 +47,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_readme_testbed_commands_run(tmp_path: Path):
-    serve_args, evaluate_args = readme_commands("readme-testbed")
+@pytest.mark.parametrize(("kind", "out"), [("readme-testbed", "testbed"), ("readme-testbed-secure", "testbed-tls")])
+def test_readme_testbed_commands_run(tmp_path: Path, kind: str, out: str):
+    """The commands before `serve` run first, then the server in the background, then the clients."""
+    commands = readme_commands(kind)
+    at = next(index for index, args in enumerate(commands) if args[0] == "serve")
+    serve_args, clients = commands[at], commands[at + 1:]
+    readme_port = serve_args[serve_args.index("--port") + 1]
     port = str(free_port())
-    previous_words = ["", *serve_args[:-1]]
-    serve_args = [port if before == "--port" else word for before, word in zip(previous_words, serve_args, strict=True)]
-    evaluate_args = [word.replace(":5555", f":{port}") for word in evaluate_args if word != "&"]
-    server = subprocess.Popen([*CLI, *[w for w in serve_args if w != "&"]], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    serve_args = [port if word == readme_port else word for word in serve_args if word != "&"]
+    for args in commands[:at]:
+        result = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+    server = subprocess.Popen([*CLI, *serve_args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     try:
         deadline = time.monotonic() + 60
         while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
             assert line or server.poll() is None, server.stderr.read()
-        result = subprocess.run([*CLI, *evaluate_args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert (tmp_path / "runs" / "testbed" / "summary.json").exists()
+        for args in clients:
+            args = [word.replace(f":{readme_port}", f":{port}") for word in args]
+            result = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "runs" / out / "summary.json").exists()
     finally:
         server.terminate()
         server.communicate(timeout=30)

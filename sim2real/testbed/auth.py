@@ -32,6 +32,7 @@ _SERVER_TO_CLIENT = b"sim2real-testbed/2 server to client\0"
 def generate_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
     """Write a fresh random key (hex) to `path`, readable by its owner alone; refuse to replace one unasked."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
         descriptor = os.open(path, flags, 0o600)

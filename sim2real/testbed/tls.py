@@ -51,6 +51,8 @@ def self_signed_certificate(cert_file: str | Path, key_file: str | Path, hosts: 
     if not (isinstance(days, int) and days >= 1):
         raise TestbedError(f"days={days!r}; accepted: an int >= 1")
     openssl = shutil.which("openssl")
+    for path in (cert_file, key_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if openssl is None:
         raise TestbedError("the openssl command is not installed; install it, or bring a certificate of your own")
     names = ",".join(f"{'IP' if _is_ip(host) else 'DNS'}:{host}" for host in hosts)
