@@ -52,7 +52,9 @@ def test_a_recording_holds_seeds_observations_and_actions(wet_rollouts: Path):
 
 
 def test_identification_recovers_the_tyre_friction_of_the_recorded_floor(wet_rollouts: Path, tmp_path: Path):
-    fit = identify("driving", wet_rollouts, ["tyre_friction"], budget=100, horizon=40)
+    # 80 steps: over 40 the discrepancy is rough enough that the fit landed at 0.99 on one machine
+    # (AVX-512) and at 0.75 on another; over 60-80 steps it lands within 15 % for every optimiser seed tried
+    fit = identify("driving", wet_rollouts, ["tyre_friction"], budget=100, horizon=80)
     assert fit.action_delay_steps == 0
     assert fit.params["tyre_friction"]["estimate"] == pytest.approx(0.75, rel=0.15)
     assert fit.discrepancy_after < fit.discrepancy_before  # the car's contacts jitter: off the exact

@@ -436,3 +436,21 @@ def test_tls_mismatches_wrong_ca_expired_certificate_and_wrong_pin_are_one_line_
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused 127.0.0.1:")]
     assert any("TLS handshake failed (WRONG_VERSION_NUMBER)" in r for r in refusals)  # the plaintext client
     assert any("TLS handshake failed (TLSV1_ALERT_UNKNOWN_CA)" in r for r in refusals)  # the client of another CA
+
+
+def test_the_key_reaches_every_testbed_command_from_the_option_or_the_environment(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ServerProcess("sim2real.factory:make_env", {"task": "driving", "target": "real"},
+                       key_file=str(lab.key_file), tls_cert=str(lab.cert), tls_key=str(lab.cert_key)) as server:
+        testbed = ["--testbed", server.address, "--tls-ca", str(lab.ca.cert_file)]
+        evaluate = ["evaluate", "driving-ppo-dr", "--task", "driving", "--episodes", "1", *testbed]
+        refused = CliRunner().invoke(app, evaluate)
+        assert refused.exit_code == 2 and "requires a key" in refused.output
+        ran = CliRunner().invoke(app, [*evaluate, "--key-file", str(lab.key_file), "--out", str(tmp_path / "eval")])
+        assert ran.exit_code == 0, ran.output
+        monkeypatch.setenv("SIM2REAL_TESTBED_KEY_FILE", str(lab.key_file))
+        recorded = CliRunner().invoke(app, ["record", "driving-ppo-dr", "--task", "driving", "--episodes", "1",
+                                            "--out", str(tmp_path / "rollouts.jsonl"), *testbed])
+        assert recorded.exit_code == 0, recorded.output
+    assert (tmp_path / "eval" / "summary.json").exists() and (tmp_path / "rollouts.jsonl").stat().st_size > 0

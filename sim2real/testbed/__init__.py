@@ -1,6 +1,8 @@
-"""Robot testbed bridge: serve a gymnasium env over TCP, drive it remotely behind a safety shield."""
+"""Robot testbed bridge: serve a gymnasium env over TCP (shared key, TLS), drive it remotely behind a safety shield."""
 
+from sim2real.testbed.auth import generate_key_file, load_key_file
 from sim2real.testbed.client import RemoteEnv
+from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.latency import measure_round_trip
 from sim2real.testbed.protocol import (
     PROTOCOL_VERSION,
@@ -15,9 +17,11 @@ from sim2real.testbed.protocol import (
 )
 from sim2real.testbed.safety import SafetyShield
 from sim2real.testbed.server import ServerProcess, TestbedServer, serve
+from sim2real.testbed.tls import server_context
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Credentials",
     "HandshakeError",
     "ProtocolError",
     "RemoteEnv",
@@ -29,7 +33,10 @@ __all__ = [
     "TestbedTimeout",
     "decode_space",
     "encode_space",
+    "generate_key_file",
+    "load_key_file",
     "measure_round_trip",
     "serve",
+    "server_context",
     "spaces_match",
 ]
