@@ -47,7 +47,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim2real.testbed.auth import FrameTags, load_key_file, new_nonce, proof_is_valid, session_tags
+from sim2real.testbed.auth import (
+    MAX_KEY_BYTES,
+    MIN_KEY_BYTES,
+    FrameTags,
+    load_key_file,
+    new_nonce,
+    proof_is_valid,
+    session_tags,
+)
 from sim2real.testbed.protocol import (
     AUTH,
     CHALLENGE,
@@ -269,10 +277,10 @@ class TestbedServer:
                 f"give a key (`sim2real testbed keygen FILE`, then --key-file FILE), listen on 127.0.0.1, "
                 f"or pass --insecure to accept the risk"
             )
-        if key is not None and not 16 <= len(key) <= 1024:
-            raise TestbedError(f"a key of {len(key)} bytes; accepted: 16-1024 bytes")
+        if key is not None and not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+            raise TestbedError(f"a key of {len(key)} bytes; accepted: {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes")
         self.host = host
-        self.key = key
+        self._key = key
         self.tls = tls
         self.handshake_timeout = float(handshake_timeout)
         self.handshake_burst = handshake_burst
@@ -391,7 +399,7 @@ class TestbedServer:
                 raise TestbedError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from None
             self._port = listener.sockets[0].getsockname()[1]
             logger.info("testbed server listening on %s serving %s (%s)", self.address, env,
-                        "key required" if self.key else "NO KEY: anyone who reaches the port can drive the env")
+                        "key required" if self._key else "NO KEY: anyone who reaches the port can drive the env")
             self._tick_handle = loop.call_later(self._tick_every, self._tick)
             if on_ready is not None:
                 on_ready(self._port)
@@ -516,7 +524,7 @@ class TestbedServer:
             upgrade = "; 2.x authenticates the client: upgrade sim2real on the client" if _major(message) < 2 else ""
             raise ProtocolError(Code.VERSION, f"{exc}{upgrade}") from None
         conn.wanted_session = message.get("session")
-        if self.key is None:
+        if self._key is None:
             self._admit(conn)
             return
         nonce = message.get("nonce")
@@ -526,10 +534,10 @@ class TestbedServer:
         conn.send(pack_body({"type": CHALLENGE, "nonce": conn.server_nonce}))
 
     def _on_auth(self, conn: _Connection, message: dict[str, Any]) -> None:
-        assert self.key is not None
-        if not proof_is_valid(self.key, message["proof"], conn.client_nonce, conn.server_nonce, conn.wanted_session):
+        assert self._key is not None
+        if not proof_is_valid(self._key, message["proof"], conn.client_nonce, conn.server_nonce, conn.wanted_session):
             raise ProtocolError(Code.AUTH, "authentication failed: the proof does not match this server's key")
-        conn.tags = session_tags(self.key, conn.client_nonce, conn.server_nonce, server=True)
+        conn.tags = session_tags(self._key, conn.client_nonce, conn.server_nonce, server=True)
         self._admit(conn)
 
     def _admit(self, conn: _Connection) -> None:
