@@ -11,6 +11,7 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import Policy, evaluate
 from sim2real.factory import make_env
 from sim2real.zoo import load_policy
@@ -38,6 +39,9 @@ def evaluate_policy(
     """
     spec = catalog.load(task)
     spec.target(target)
+    if testbed is not None and target != SOURCE:
+        raise Sim2RealError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
+                            f"applies to local evaluation only")
     if testbed is not None:
         from sim2real.testbed.evaluation import evaluate_on_testbed
 

@@ -141,6 +141,9 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
     spec = catalog.load(task)
     spec.target(target)
     known = check_known(spec, known or {}, where="known values")
+    if testbed is not None and target != SOURCE:
+        raise SysIdError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
+                         f"applies to local recording only")
     if testbed is not None:
         from sim2real.testbed.evaluation import connect
 

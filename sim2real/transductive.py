@@ -155,7 +155,8 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     summaries = {}
     for name, evaluated in (("pretrained", policy), ("adapted", adapted)):
         stage(f"evaluating the {name} policy on {where} ({eval_episodes} episodes)")
-        summaries[name] = evaluate_policy(evaluated, spec, target=target, episodes=eval_episodes, seed=EVAL_SEED,
+        local_target = target if testbed is None else catalog.SOURCE  # on a testbed the robot is the target
+        summaries[name] = evaluate_policy(evaluated, spec, target=local_target, episodes=eval_episodes, seed=EVAL_SEED,
                                           testbed=testbed, out=out / f"eval-{name}", credentials=credentials)
     summary = {
         "task": spec.name, "target": target, "testbed": testbed, "policy": str(policy),

@@ -454,3 +454,17 @@ def test_the_key_reaches_every_testbed_command_from_the_option_or_the_environmen
                                             "--out", str(tmp_path / "rollouts.jsonl"), *testbed])
         assert recorded.exit_code == 0, recorded.output
     assert (tmp_path / "eval" / "summary.json").exists() and (tmp_path / "rollouts.jsonl").stat().st_size > 0
+
+
+def test_a_port_out_of_range_and_a_target_beside_a_testbed_are_one_line_errors(tmp_path: Path) -> None:
+    for args, fragment in (
+        (["serve", "driving", "--port", "99999"], "port 99999 is not accepted; accepted: 0-65535"),
+        (["evaluate", "driving-ppo-dr", "--task", "driving", "--target", "truck", "--testbed", "tcp://127.0.0.1:9"],
+         "target 'truck' given with a testbed"),
+        (["record", "driving-ppo-dr", "--task", "driving", "--target", "truck", "--testbed", "tcp://127.0.0.1:9",
+          "--out", str(tmp_path / "r.jsonl")], "target 'truck' given with a testbed"),
+    ):
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2 and fragment in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.jsonl").exists()

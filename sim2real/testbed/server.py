@@ -268,6 +268,8 @@ class TestbedServer:
                             ("handshake_rate", handshake_rate)):
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise TestbedError(f"port {port!r} is not accepted; accepted: 0-65535 (0: any free port)")
         for name, count in (("handshake_burst", handshake_burst), ("max_pending", max_pending)):
             if not (isinstance(count, int) and count >= 1):
                 raise TestbedError(f"{name}={count!r}; accepted: an int >= 1")
