@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from sim2real.transfer.strategies import (
     DEFAULT_SIM_STEPS,
     DEFAULT_SYSID_BUDGET,
 )
+
+if TYPE_CHECKING:
+    from sim2real.testbed.credentials import Credentials
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
@@ -63,7 +66,7 @@ TlsFingerprint = Annotated[str | None, typer.Option(
     envvar="SIM2REAL_TESTBED_FINGERPRINT", help="tls://: the testbed certificate's pinned SHA-256 fingerprint")]
 
 
-def _credentials(key_file: Path | None, tls_ca: Path | None, tls_fingerprint: str | None) -> Any:
+def _credentials(key_file: Path | None, tls_ca: Path | None, tls_fingerprint: str | None) -> Credentials:
     """The client's Credentials from the testbed options (read before anything else runs)."""
     from sim2real.testbed.credentials import Credentials
 
@@ -328,7 +331,7 @@ def serve(
 
     spec = catalog.load(task)
     spec.target(target)
-    key, tls = server_security(*(str(path) if path else None for path in (key_file, tls_cert, tls_key)))
+    key, tls = server_security(key_file, tls_cert, tls_key)
     server = TestbedServer(functools.partial(make_env, spec, target), host, port, hold_after, key=key, tls=tls,
                            insecure=insecure)
     guard = "key required" if key else "[bold red]NO KEY[/]: anyone who reaches the port can drive it"

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import gymnasium as gym
 import numpy as np
 
-from sim2real.testbed.auth import FrameTags, client_proof, new_nonce, session_tags
+from sim2real.testbed.auth import KEY_FILE_ENV, FrameTags, client_proof, new_nonce, session_tags
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.protocol import (
     AUTH,
@@ -320,7 +320,7 @@ class RemoteEnv(gym.Env):
         if reply["type"] == CHALLENGE:
             if key is None:
                 raise TestbedError(
-                    f"testbed {self.address} requires a key: pass --key-file FILE (or set SIM2REAL_TESTBED_KEY_FILE)"
+                    f"testbed {self.address} requires a key: pass --key-file FILE (or set {KEY_FILE_ENV})"
                 )
             proof = client_proof(key, nonce, reply["nonce"], self._session)
             self._send(pack_body({"type": AUTH, "proof": proof}), deadline)

@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -694,7 +695,7 @@ def is_loopback(host: str) -> bool:
 
 
 def server_security(
-    key_file: str | None, tls_cert: str | None, tls_key: str | None
+    key_file: str | Path | None, tls_cert: str | Path | None, tls_key: str | Path | None
 ) -> tuple[bytes | None, ssl.SSLContext | None]:
     """The key and TLS context a server runs with, from its files (TLS needs both certificate and key)."""
     if (tls_cert is None) != (tls_key is None):

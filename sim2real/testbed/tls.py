@@ -20,9 +20,6 @@ from pathlib import Path
 
 from sim2real.testbed.protocol import TestbedError
 
-CA_ENV = "SIM2REAL_TESTBED_CA"
-FINGERPRINT_ENV = "SIM2REAL_TESTBED_FINGERPRINT"
-
 
 def server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
     """A TLS 1.2+ server context for the certificate chain and its private key."""
