@@ -101,7 +101,7 @@ def distance(model, reference: dict[str, torch.Tensor], keys) -> float:
 
 def test_registry_lists_every_strategy_with_a_description_and_a_record():
     assert set(STRATEGIES) == {"zero_shot", "scratch", "finetune", "freeze_base", "reinit_head", "l2sp",
-                               "sysid_finetune"}
+                               "residual", "sysid_finetune"}
     for name in STRATEGIES:
         strategy = get_strategy(name)
         assert strategy.name == name

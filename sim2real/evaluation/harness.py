@@ -164,9 +164,11 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     """The verdict on a zero-shot gap ("zero_shot", "transfer" or "retrain") and a sentence saying why.
 
     zero_shot: the policy already meets the threshold on the target. retrain: it has no real edge
-    over random actions on the source, or keeps less than LITTLE_RETAINED of it on the target, so
-    adapting it is unlikely to beat scratch by much. transfer: in between, where starting from the
-    pretrained weights should pay. Reads `metric`, `threshold`, `target` and the three levels.
+    over random actions on the source, or keeps less than LITTLE_RETAINED of it on a target while
+    missing the threshold on the source too, so adapting it is unlikely to beat scratch by much.
+    transfer: otherwise. A policy that solves the source but lost its edge on the target is the
+    case for residual (the far targets: measured in the README), one that kept part of it for
+    any strategy that starts at the pretrained behaviour. Reads `metric`, `threshold`, `target` and the three levels.
     """
     metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
     label = "success rate" if metric == "success" else "mean return"
@@ -194,14 +196,20 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
                          f"than random actions even on the source ({numbers}). Train a better source policy, or "
                          f"train on the target (scratch is the baseline).")
     note = "" if source >= threshold else " It misses the threshold on the source as well."
-    if retained < LITTLE_RETAINED:
+    if retained < LITTLE_RETAINED and source < threshold:
         return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does barely better "
                          f"than random actions there ({numbers}).{note} Consider retraining on the target "
-                         f"(scratch is the baseline), pretraining with wider randomization, or fitting the simulator "
-                         f"to recorded target episodes and adapting there (sysid_finetune, sim2real adapt), which "
-                         f"costs only the recorded steps.")
+                         f"(scratch is the baseline) or a better source policy.")
+    if retained < LITTLE_RETAINED:
+        return TRANSFER, (f"{target} undoes a policy that still solves the source ({numbers}): the shift is likely "
+                          f"a correction of its actions (a turned mount, a weaker motor) or physics the simulator "
+                          f"can fit. Try residual first (SAC learns a correction of the frozen policy's action, "
+                          f"starting at its behaviour), then sysid_finetune (fits the simulator to recorded target "
+                          f"episodes; costs only the recorded steps); re-initialising or fine-tuning the weights "
+                          f"seldom beats scratch this far from the source.")
     return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {retained:.0%} of its edge over "
-                      f"random actions ({numbers}).{note} Adapting it should reach the threshold sooner than scratch.")
+                      f"random actions ({numbers}).{note} Try residual and finetune first: both start at the "
+                      f"pretrained behaviour and should reach the threshold sooner than scratch.")
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ def check_policy(plan: Plan) -> None:
         env = make_env(plan.spec, target)
         try:
             for strategy in plan.strategies:
-                adapt(model, env, strategy)
+                adapt(model, env, strategy, sac_hyperparameters=plan.spec.train.config("sac").hyperparameters)
         finally:
             env.close()
 

@@ -25,7 +25,7 @@ from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for
-from sim2real.transfer import adapt
+from sim2real.transfer import Residual, adapt
 
 
 class GridEvaluation(BaseCallback):
@@ -101,10 +101,11 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
             return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
         if unit.strategy.transductive:
             return _run_transductive(unit, plan, pretrained, eval_env, started, models_dir)
-        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=n_envs_for(plan.spec, pretrained),
-                             seed=unit.seed, parallel=False)
+        sac = plan.spec.train.config("sac")
+        n_envs = sac.n_envs if isinstance(unit.strategy, Residual) else n_envs_for(plan.spec, pretrained)
+        venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=n_envs, seed=unit.seed, parallel=False)
         try:
-            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed)
+            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed, sac_hyperparameters=sac.hyperparameters)
             model.set_logger(Logger(None, []))  # silent: no stdout, no tensorboard dir copied from the bundle
             grid = GridEvaluation(plan.steps, on_evaluation)
             model.learn(plan.budget, callback=grid)

@@ -6,17 +6,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sim2real.errors import allowed
-from sim2real.transfer.algorithms import AlgorithmSupport, support_for
+from sim2real.transfer.algorithms import AlgorithmSupport, SACSupport, support_for
 from sim2real.transfer.errors import TransferError
 from sim2real.transfer.freezing import freeze, hold_target
 from sim2real.transfer.l2sp import install_l2sp
 from sim2real.transfer.layers import layer_keys, layer_of_keys, matches, select, transplant
 from sim2real.transfer.optimizers import without_frozen
-from sim2real.transfer.strategies import L2SP, Freezing, Strategy, SysidFinetune, get_strategy
+from sim2real.transfer.residual import ResidualSAC, ResidualSACPolicy, base_spec, load_base_weights
+from sim2real.transfer.strategies import L2SP, Freezing, Residual, Strategy, SysidFinetune, get_strategy
 
 REPORT_ATTRIBUTE = "sim2real_transfer_report"
 """Name of the attribute under which adapt() leaves its :class:`TransferReport` on the returned model."""
@@ -56,7 +58,13 @@ class TransferReport:
 
 
 def adapt(
-    model: BaseAlgorithm, env: GymEnv, strategy: Strategy | str, *, seed: int | None = None, **options: Any
+    model: BaseAlgorithm,
+    env: GymEnv,
+    strategy: Strategy | str,
+    *,
+    seed: int | None = None,
+    sac_hyperparameters: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> BaseAlgorithm:
     """Prepare ``model`` (pretrained PPO or SAC) for training on ``env`` (the target) as ``strategy`` says.
 
@@ -72,6 +80,8 @@ def adapt(
     fresh optimizer state; train it with ``learn(budget, reset_num_timesteps=True)``, so that
     learning-rate schedules run over the budget and SAC's ``learning_starts`` counts from 0.
     The returned model carries a :class:`TransferReport` (see :func:`transfer_report`).
+    ``residual`` learns its correction with SAC: on a PPO policy it takes ``sac_hyperparameters``
+    (the task's ``train.sac`` hyperparameters), on a SAC policy the pretrained ones.
     """
     strategy = _resolve(strategy, options)
     support = support_for(model)
@@ -100,6 +110,14 @@ def adapt(
             )
         setattr(model, REPORT_ATTRIBUTE, TransferReport(**describe, reused=tuple(layer_keys(model.policy))))
         return model
+    if isinstance(strategy, Residual):
+        if spaces_changed:
+            raise TransferError(
+                f"{strategy.name} corrects the pretrained policy's action, so the target's spaces must be the "
+                f"source's: observation {model.observation_space} → {env.observation_space}, "
+                f"action {model.action_space} → {env.action_space}"
+            )
+        return _adapt_residual(model, env, strategy, seed, sac_hyperparameters, describe)
     support.check(model, strategy)
     overrides = support.overrides(model, strategy)
     adapted = support.build(model, env, seed=seed, overrides=overrides)
@@ -132,6 +150,59 @@ def adapt(
         widened=widened,
         reinitialised=tuple(layer for layer in layers if layer not in reused and layer not in widened),
         shape_mismatch=mismatched,
+        frozen=_frozen_layers(policy),
+        overrides=overrides,
+    )
+    setattr(adapted, REPORT_ATTRIBUTE, report)
+    return adapted
+
+
+def _adapt_residual(
+    model: BaseAlgorithm,
+    env: GymEnv,
+    strategy: Residual,
+    seed: int | None,
+    sac_hyperparameters: Mapping[str, Any] | None,
+    describe: Mapping[str, Any],
+) -> BaseAlgorithm:
+    """A :class:`ResidualSAC` around the frozen pretrained policy, its critic carried over from a SAC policy."""
+    if isinstance(model.policy, ResidualSACPolicy):
+        raise TransferError("the pretrained model is already a residual policy; adapt its own base policy instead")
+    spec = base_spec(model)
+    if isinstance(model, SAC):
+        hyperparameters = SACSupport().hyperparameters(model)
+    elif sac_hyperparameters is None:
+        raise TransferError(
+            f"{strategy.name} learns its correction with SAC; a {type(model).__name__} policy has no SAC "
+            "hyperparameters: pass sac_hyperparameters (the task's train.sac section)"
+        )
+    else:
+        hyperparameters = {**dict(sac_hyperparameters), "tensorboard_log": None}
+    if strategy.reset_entropy and not isinstance(model, SAC):
+        raise TransferError(f"reset_entropy: a {type(model).__name__} policy has no entropy coefficient to carry over")
+    policy_kwargs = dict(hyperparameters.pop("policy_kwargs", None) or {})
+    policy_kwargs.update(base=spec, residual_scale=strategy.scale, residual_log_std=strategy.log_std)
+    adapted = ResidualSAC(ResidualSACPolicy, env, seed=seed, policy_kwargs=policy_kwargs,
+                          critic_warmup=strategy.critic_warmup, **hyperparameters)
+    support = SACSupport()
+    support.check(adapted, strategy)
+    overrides = support.overrides(adapted, strategy)
+    for name, value in overrides.items():
+        setattr(adapted, name, value)
+    adapted._setup_lr_schedule()  # SB3 derives the schedule from learning_rate once, at setup
+    policy = adapted.policy
+    load_base_weights(model, policy.actor.base)
+    reused: tuple[str, ...] = tuple(f"actor.base.{layer}" for layer in layer_keys(policy.actor.base))
+    if isinstance(model, SAC):
+        critic, _, _ = transplant(model.policy.critic, policy.critic)
+        target, _, _ = transplant(model.policy.critic_target, policy.critic_target)
+        reused += tuple(f"critic.{layer}" for layer in critic) + tuple(f"critic_target.{layer}" for layer in target)
+        SACSupport().carry_state(model, adapted, strategy)
+    layers = tuple(layer_keys(policy))
+    report = TransferReport(
+        **describe,
+        reused=reused,
+        reinitialised=tuple(layer for layer in layers if layer not in reused),
         frozen=_frozen_layers(policy),
         overrides=overrides,
     )

@@ -92,6 +92,8 @@ class AlgorithmSupport:
             values["learning_starts"] = (
                 min(FINETUNE_LEARNING_STARTS, model.learning_starts) if starts is None else starts
             )
+            if strategy.utd is not None:
+                values["gradient_steps"] = strategy.utd * model.train_freq.frequency
         return values
 
     def check(self, model: BaseAlgorithm, strategy: Strategy) -> None:
@@ -99,8 +101,15 @@ class AlgorithmSupport:
         if not isinstance(strategy, Training):
             return
         name = type(model).__name__
-        if strategy.learning_starts is not None and not isinstance(model, OffPolicyAlgorithm):
+        off_policy = isinstance(model, OffPolicyAlgorithm)
+        if strategy.learning_starts is not None and not off_policy:
             raise TransferError(f"learning_starts applies to off-policy algorithms (SAC), not to {name}")
+        if strategy.utd is not None and not off_policy:
+            raise TransferError(f"utd (gradient steps per target step) applies to off-policy algorithms (SAC), "
+                                f"not to {name}")
+        if off_policy and strategy.utd is not None and model.train_freq.unit.value != "step":
+            raise TransferError(f"utd needs a train_freq counted in steps; this {name} trains every "
+                                f"{model.train_freq.frequency} {model.train_freq.unit.value}(s)")
         if strategy.reset_entropy and getattr(model, "log_ent_coef", None) is None:
             raise TransferError(
                 f"reset_entropy needs a learned entropy coefficient (SAC with ent_coef='auto...'); "

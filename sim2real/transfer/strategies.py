@@ -27,6 +27,10 @@ DEFAULT_SYSID_BUDGET = 400
 DEFAULT_SIM_STEPS = 60_000
 DEFAULT_ROUNDS = 2
 MAX_RECORDED_PER_SEED = 10_000
+DEFAULT_RESIDUAL_SCALE = 1.0
+DEFAULT_RESIDUAL_LOG_STD = -1.0
+DEFAULT_CRITIC_WARMUP = 1_000
+DEFAULT_RESIDUAL_UTD = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +92,7 @@ class Training(Strategy):
     lr_scale: float = DEFAULT_LR_SCALE
     learning_starts: int | None = None
     reset_entropy: bool = False
+    utd: int | None = None
 
     def __post_init__(self) -> None:
         """Reject values no training run could use."""
@@ -96,6 +101,10 @@ class Training(Strategy):
         starts = self.learning_starts
         if starts is not None and (isinstance(starts, bool) or not isinstance(starts, int) or starts < 0):
             raise TransferError(f"{self.name}: learning_starts must be an integer >= 0 or None, got {starts!r}")
+        utd = self.utd
+        if utd is not None and (isinstance(utd, bool) or not isinstance(utd, int) or utd < 1):
+            raise TransferError(f"{self.name}: utd (gradient steps per target step, SAC) must be an integer >= 1 "
+                                f"or None for the pretrained model's, got {utd!r}")
 
     def _training_note(self) -> str:
         """The learning-rate and SAC options, as a suffix of describe()."""
@@ -104,6 +113,8 @@ class Training(Strategy):
             notes.append(f"learning_starts {self.learning_starts}")
         if self.reset_entropy:
             notes.append("entropy coefficient reset")
+        if self.utd is not None:
+            notes.append(f"{self.utd} gradient step(s) per target step")
         return ", ".join(notes)
 
 
@@ -249,7 +260,7 @@ class SysidFinetune(Training):
     def inner(self) -> FineTune:
         """The strategy that prepares the pretrained model for training in the fitted simulator."""
         return FineTune(lr_scale=self.lr_scale, learning_starts=self.learning_starts,
-                        reset_entropy=self.reset_entropy)
+                        reset_entropy=self.reset_entropy, utd=self.utd)
 
     def describe(self) -> str:
         """One line saying what the strategy does."""
@@ -262,8 +273,50 @@ class SysidFinetune(Training):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Residual(Training):
+    """Freeze the whole pretrained policy and learn, with SAC, a zero-initialised correction of its action.
+
+    The action is clip(pretrained(s) + ``scale`` · c(s, pretrained(s)), bounds): ``scale`` is the
+    largest correction as a fraction of the action's half-range, ``log_std`` the correction's
+    initial log standard deviation (before the tanh; its exploration around the pretrained
+    action), ``critic_warmup`` the target steps during which only the critic learns. A SAC
+    policy's critic and entropy coefficient carry over; a PPO policy (no Q-function) gets a
+    fresh critic and the task's SAC hyperparameters for the correction. The learner acts with
+    its policy from the first step: ``learning_starts`` only delays the first update.
+    """
+
+    name: ClassVar[str] = "residual"
+    transfers: ClassVar[bool] = True
+    freezes_base: ClassVar[bool] = True
+    scale: float = DEFAULT_RESIDUAL_SCALE
+    log_std: float = DEFAULT_RESIDUAL_LOG_STD
+    critic_warmup: int = DEFAULT_CRITIC_WARMUP
+    utd: int | None = DEFAULT_RESIDUAL_UTD
+
+    def __post_init__(self) -> None:
+        """Reject a correction scale, exploration level or warm-up no run could use."""
+        super().__post_init__()
+        if not _finite_number(self.scale) or not 0 < self.scale <= 2:
+            raise TransferError(f"{self.name}: scale must be a number in (0, 2] (a fraction of the action's "
+                                f"half-range), got {self.scale!r}")
+        if not _finite_number(self.log_std) or not -5 <= self.log_std <= 2:
+            raise TransferError(f"{self.name}: log_std must be a number in [-5, 2], got {self.log_std!r}")
+        warmup = self.critic_warmup
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise TransferError(f"{self.name}: critic_warmup must be an integer >= 0 (target steps), got {warmup!r}")
+
+    def describe(self) -> str:
+        """One line saying what the strategy does."""
+        warmup = f", the critic alone for the first {self.critic_warmup} steps" if self.critic_warmup else ""
+        return (
+            f"freeze the pretrained policy and learn with SAC a zero-initialised correction of its action (up to "
+            f"±{self.scale:g} of the half-range, initial log-std {self.log_std:g}){warmup}, {self._training_note()}"
+        )
+
+
 STRATEGIES: Mapping[str, type[Strategy]] = {
-    cls.name: cls for cls in (ZeroShot, Scratch, FineTune, FreezeBase, ReinitHead, L2SP, SysidFinetune)
+    cls.name: cls for cls in (ZeroShot, Scratch, FineTune, FreezeBase, ReinitHead, L2SP, Residual, SysidFinetune)
 }
 
 

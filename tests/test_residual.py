@@ -1,0 +1,172 @@
+"""Residual SAC: starts exactly at the pretrained policy, keeps it frozen, learns the correction, saves and loads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO, SAC
+from test_transfer import TINY_PPO, TINY_SAC, ToyEnv, pendulum
+
+from sim2real.transfer import TransferError, adapt, get_strategy, transfer_report
+from sim2real.transfer.residual import ResidualSAC, ResidualSACPolicy
+
+SAC_HYPERPARAMETERS = {**TINY_SAC, "policy_kwargs": {"net_arch": [16, 16]}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Keep torch to one thread: the machine is small and shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ppo() -> PPO:
+    return PPO("MlpPolicy", pendulum(), policy_kwargs={"net_arch": [16, 16]}, seed=0, **TINY_PPO).learn(128)
+
+
+@pytest.fixture(scope="module")
+def sac() -> SAC:
+    return SAC("MlpPolicy", pendulum(), policy_kwargs={"net_arch": [16, 16]}, seed=0, **TINY_SAC).learn(150)
+
+
+def observations(n: int = 64) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (n, 3)).astype(np.float32)
+
+
+def base_state(model: ResidualSAC) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.policy.actor.base.state_dict().items()}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_the_residual_policy_starts_exactly_at_the_pretrained_one(algo, request):
+    pretrained = request.getfixturevalue(algo)
+    residual = adapt(pretrained, pendulum(), "residual", seed=1, sac_hyperparameters=SAC_HYPERPARAMETERS)
+    assert isinstance(residual, ResidualSAC) and isinstance(residual.policy, ResidualSACPolicy)
+    obs = observations()
+    expected, _ = pretrained.predict(obs, deterministic=True)
+    got, _ = residual.predict(obs, deterministic=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_the_base_stays_bitwise_frozen_and_out_of_every_optimizer(algo, request):
+    pretrained = request.getfixturevalue(algo)
+    residual = adapt(pretrained, pendulum(), "residual", seed=1, sac_hyperparameters=SAC_HYPERPARAMETERS,
+                     critic_warmup=0)
+    before = base_state(residual)
+    mu_before = residual.policy.actor.mu.weight.clone()
+    residual.learn(200)
+    after = residual.policy.actor.base.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(mu_before, residual.policy.actor.mu.weight), "the correction did not learn"
+    base_ids = {id(p) for p in residual.policy.actor.base.parameters()}
+    optimized = {id(p) for owner in (residual.actor, residual.critic) for g in owner.optimizer.param_groups
+                 for p in g["params"]}
+    assert not base_ids & optimized
+    report = transfer_report(residual)
+    assert report.frozen == ("actor.base.net.0", "actor.base.net.2", "actor.base.net.4")
+    assert "actor.mu" in report.reinitialised
+
+
+def test_a_sac_policy_carries_its_critic_and_entropy_coefficient(sac):
+    residual = adapt(sac, pendulum(), "residual", seed=1)
+    for online, target in (("critic", residual.critic), ("critic_target", residual.critic_target)):
+        source = getattr(sac.policy, online).state_dict()
+        assert all(torch.equal(source[k], v) for k, v in target.state_dict().items()), online
+    assert torch.equal(residual.log_ent_coef, sac.log_ent_coef)
+    assert "critic.qf0.0" in transfer_report(residual).reused
+
+
+def test_the_critic_warms_up_while_the_actor_holds_still(sac):
+    residual = adapt(sac, pendulum(), "residual", seed=1, critic_warmup=120, learning_starts=20)
+    actor = {k: v.clone() for k, v in residual.actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in residual.critic.state_dict().items()}
+    residual.learn(120)
+    assert all(torch.equal(actor[k], v) for k, v in residual.actor.state_dict().items())
+    assert not all(torch.equal(critic[k], v) for k, v in residual.critic.state_dict().items())
+    residual.learn(60, reset_num_timesteps=False)
+    assert not torch.equal(actor["mu.weight"], residual.actor.mu.weight)
+
+
+def test_it_acts_around_the_pretrained_policy_from_the_first_step(ppo):
+    """No uniform random warm-up: with a tiny exploration every early action is the base action."""
+    residual = adapt(ppo, pendulum(), "residual", seed=1, sac_hyperparameters=SAC_HYPERPARAMETERS, log_std=-5.0,
+                     learning_starts=100)
+    residual.learn(50)
+    buffer = residual.replay_buffer
+    obs = buffer.observations[:50, 0]
+    taken = residual.policy.unscale_action(buffer.actions[:50, 0])
+    expected, _ = ppo.predict(obs, deterministic=True)
+    assert np.abs(taken - expected).max() < 0.1 * 2.0  # correction std e^-5 before tanh: all but exact
+
+
+def test_it_learns_the_correction_a_wrong_base_needs():
+    """The base is trained on another target (action = −obs); the residual recovers action = obs."""
+    env = ToyEnv()
+    flipped = SAC("MlpPolicy", env, policy_kwargs={"net_arch": [32, 32]}, seed=0, **TINY_SAC)
+    with torch.no_grad():  # a base that answers −obs[0]: the worst constant-free mistake
+        for layer in flipped.policy.actor.latent_pi:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_(), layer.bias.zero_()
+        flipped.policy.actor.mu.weight.zero_()
+        flipped.policy.actor.mu.bias.zero_()
+    residual = adapt(flipped, env, "residual", seed=0, utd=2, critic_warmup=200)
+
+    def mean_reward(model) -> float:
+        obs = env.np_random.uniform(-1, 1, (256, 3)).astype(np.float32)
+        action, _ = model.predict(obs, deterministic=True)
+        return float(-np.mean((action[:, 0] - obs[:, 0]) ** 2))
+
+    env.reset(seed=0)
+    start = mean_reward(residual)
+    residual.learn(1_500)
+    assert start < -0.25 and mean_reward(residual) > -0.05, (start, mean_reward(residual))
+
+
+def test_a_residual_model_saves_and_loads_with_sb3(ppo, tmp_path):
+    residual = adapt(ppo, pendulum(), "residual", seed=1, sac_hyperparameters=SAC_HYPERPARAMETERS).learn(100)
+    residual.save(tmp_path / "residual.zip")
+    loaded = SAC.load(tmp_path / "residual.zip")
+    obs = observations()
+    expected, _ = residual.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], expected)
+
+
+def test_utd_sets_sac_gradient_steps_and_is_recorded(sac):
+    finetuned = adapt(sac, pendulum(), "finetune", utd=4)
+    assert finetuned.gradient_steps == 4
+    assert transfer_report(finetuned).overrides["gradient_steps"] == 4
+    assert adapt(sac, pendulum(), "residual", utd=3).gradient_steps == 3
+    assert adapt(sac, pendulum(), "residual").gradient_steps == 2  # the residual's default update-to-data ratio
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"utd": 0}, r"utd \(gradient steps per target step, SAC\) must be an integer >= 1"),
+        ({"utd": -2}, "utd .* must be an integer >= 1"),
+        ({"scale": 0.0}, r"scale must be a number in \(0, 2\]"),
+        ({"scale": 3.0}, r"scale must be a number in \(0, 2\]"),
+        ({"log_std": float("nan")}, r"log_std must be a number in \[-5, 2\]"),
+        ({"critic_warmup": -1}, "critic_warmup must be an integer >= 0"),
+    ],
+)
+def test_bad_residual_options_are_clear_errors(options, message):
+    with pytest.raises(TransferError, match=message):
+        get_strategy("residual", **options)
+
+
+def test_misapplied_options_fail_before_any_training(ppo):
+    with pytest.raises(TransferError, match="utd .* applies to off-policy algorithms .*, not to PPO"):
+        adapt(ppo, pendulum(), "finetune", utd=2)
+    with pytest.raises(TransferError, match="pass sac_hyperparameters"):
+        adapt(ppo, pendulum(), "residual")
+    with pytest.raises(TransferError, match="reset_entropy: a PPO policy has no entropy coefficient"):
+        adapt(ppo, pendulum(), "residual", reset_entropy=True, sac_hyperparameters=SAC_HYPERPARAMETERS)
+    wider = ToyEnv(obs_dim=3, act_dim=2)
+    with pytest.raises(TransferError, match="residual corrects the pretrained policy's action, so the target's spaces"):
+        adapt(ppo, wider, "residual", sac_hyperparameters=SAC_HYPERPARAMETERS)
