@@ -28,12 +28,16 @@ test-slow: setup
 bench: setup
 	$(PY) scripts/bench.py
 
-# Retrain the shipped policies (about 15 minutes on 2 cores); each card lists 100-episode results.
+# Retrain the shipped policies (about 45 minutes on 2 cores); each card lists 100-episode results.
 zoo: setup
 	$(VENV)/bin/sim2real train driving --out policies/driving-ppo-nominal
 	$(VENV)/bin/sim2real train driving --randomize --out policies/driving-ppo-dr
 	$(VENV)/bin/sim2real train grasping --out policies/grasping-ppo-nominal
 	$(VENV)/bin/sim2real train grasping --randomize --out policies/grasping-ppo-dr
+	$(VENV)/bin/sim2real train driving --algo sac --out policies/driving-sac-nominal
+	$(VENV)/bin/sim2real train driving --algo sac --randomize --steps 60000 --out policies/driving-sac-dr
+	$(VENV)/bin/sim2real train grasping --algo sac --out policies/grasping-sac-nominal
+	$(VENV)/bin/sim2real train grasping --algo sac --randomize --out policies/grasping-sac-dr
 
 lint: setup
 	$(VENV)/bin/ruff check .

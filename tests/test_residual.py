@@ -70,6 +70,7 @@ def test_the_base_stays_bitwise_frozen_and_out_of_every_optimizer(algo, request)
     report = transfer_report(residual)
     assert report.frozen == ("actor.base.net.0", "actor.base.net.2", "actor.base.net.4")
     assert "actor.mu" in report.reinitialised
+    assert report.entropy.startswith("carried over" if algo == "sac" else "learned from its initial value")
 
 
 def test_a_sac_policy_carries_its_critic_and_entropy_coefficient(sac):
@@ -78,6 +79,9 @@ def test_a_sac_policy_carries_its_critic_and_entropy_coefficient(sac):
         source = getattr(sac.policy, online).state_dict()
         assert all(torch.equal(source[k], v) for k, v in target.state_dict().items()), online
     assert torch.equal(residual.log_ent_coef, sac.log_ent_coef)
+    assert transfer_report(residual).entropy.startswith("carried over at ")
+    reset = adapt(sac, pendulum(), "residual", reset_entropy=True)
+    assert transfer_report(reset).entropy.startswith("reset to its initial value")
     assert "critic.qf0.0" in transfer_report(residual).reused
 
 
@@ -170,3 +174,28 @@ def test_misapplied_options_fail_before_any_training(ppo):
     wider = ToyEnv(obs_dim=3, act_dim=2)
     with pytest.raises(TransferError, match="residual corrects the pretrained policy's action, so the target's spaces"):
         adapt(ppo, wider, "residual", sac_hyperparameters=SAC_HYPERPARAMETERS)
+
+
+def test_the_replay_buffer_warm_starts_with_source_transitions_of_the_pretrained_policy(ppo, sac):
+    source = pendulum()
+    warmed = adapt(ppo, pendulum(), "residual", seed=3, sac_hyperparameters=SAC_HYPERPARAMETERS, source_steps=300,
+                   source_env=source)
+    buffer = warmed.replay_buffer
+    assert buffer.size() == 300 and transfer_report(warmed).overrides["source_steps"] == 300
+    actions = warmed.policy.unscale_action(buffer.actions[:300, 0])
+    stochastic = np.abs(actions - ppo.predict(buffer.observations[:300, 0], deterministic=True)[0]).max()
+    assert 0 < stochastic and np.all(np.abs(buffer.actions[:300]) <= 1.0)
+    assert buffer.dones[:300].sum() == 1  # Pendulum's 200-step episodes: one ended inside the 300 steps
+    finetuned = adapt(sac, pendulum(), "finetune", source_steps=50, source_env=source)
+    assert finetuned.replay_buffer.size() == 50
+    finetuned.learn(100)
+    assert finetuned.replay_buffer.size() == 150
+
+
+def test_a_warm_start_needs_an_off_policy_learner_and_the_source(ppo, sac):
+    with pytest.raises(TransferError, match="source_steps .* applies to off-policy algorithms .*, not to PPO"):
+        adapt(ppo, pendulum(), "finetune", source_steps=10, source_env=pendulum())
+    with pytest.raises(TransferError, match="source_steps=10 needs the source domain: pass source_env"):
+        adapt(sac, pendulum(), "residual", source_steps=10)
+    with pytest.raises(TransferError, match="source_steps .* must be an integer >= 0"):
+        get_strategy("finetune", source_steps=-5)

@@ -8,14 +8,15 @@ from sim2real.evaluate import evaluate_policy
 from sim2real.training import EVAL_SEED, train
 from sim2real.zoo import list_zoo, load_card, policies_dir
 
-SHIPPED = ("driving-ppo-nominal", "driving-ppo-dr", "grasping-ppo-nominal", "grasping-ppo-dr")
+SHIPPED = ("driving-ppo-nominal", "driving-ppo-dr", "grasping-ppo-nominal", "grasping-ppo-dr",
+           "driving-sac-nominal", "driving-sac-dr", "grasping-sac-nominal", "grasping-sac-dr")
 
 
 def success(policy: str, task: str, target: str, episodes: int = 100) -> float:
     return evaluate_policy(policy, task, target=target, episodes=episodes, seed=EVAL_SEED)["success_rate"]
 
 
-def test_the_zoo_ships_four_small_bundles_with_complete_cards():
+def test_the_zoo_ships_eight_small_bundles_with_complete_cards():
     assert set(SHIPPED) <= set(list_zoo())
     for name in SHIPPED:
         card = load_card(name)
@@ -24,7 +25,7 @@ def test_the_zoo_ships_four_small_bundles_with_complete_cards():
         assert {"source", *card["targets"]} == set(card["targets"])
 
 
-@pytest.mark.parametrize("name", ["driving-ppo-nominal", "driving-ppo-dr"])
+@pytest.mark.parametrize("name", ["driving-ppo-nominal", "driving-ppo-dr", "driving-sac-nominal"])
 def test_re_evaluating_a_driving_bundle_reproduces_its_source_success(name):
     card = load_card(name)
     assert success(name, card["task"], "source") == pytest.approx(card["source_success"], abs=0.05)

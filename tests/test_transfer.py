@@ -410,6 +410,8 @@ def test_report_is_json_ready(sac):
         "lr_scale": 0.5,
         "learning_starts": None,
         "reset_entropy": False,
+        "utd": None,
+        "source_steps": 0,
         "alpha": 0.1,
     }
     assert record["overrides"]["learning_starts"] == 50 and record["seed"] == 2

@@ -173,15 +173,16 @@ def check_policy(plan: Plan) -> None:
     source = make_env(plan.spec, SOURCE)
     try:
         model = zoo.load_policy(plan.policy, source)
+        for target in plan.targets:
+            env = make_env(plan.spec, target)
+            try:
+                for strategy in plan.strategies:
+                    adapt(model, env, strategy, sac_hyperparameters=plan.spec.train.config("sac").hyperparameters,
+                          source_env=source)
+            finally:
+                env.close()
     finally:
         source.close()
-    for target in plan.targets:
-        env = make_env(plan.spec, target)
-        try:
-            for strategy in plan.strategies:
-                adapt(model, env, strategy, sac_hyperparameters=plan.spec.train.config("sac").hyperparameters)
-        finally:
-            env.close()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from sim2real import zoo
+from sim2real.catalog import SOURCE
 from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
 from sim2real.evaluation.rollout import evaluate
@@ -104,8 +105,10 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
         sac = plan.spec.train.config("sac")
         n_envs = sac.n_envs if isinstance(unit.strategy, Residual) else n_envs_for(plan.spec, pretrained)
         venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=n_envs, seed=unit.seed, parallel=False)
+        source = make_env(plan.spec, SOURCE) if getattr(unit.strategy, "source_steps", 0) else None
         try:
-            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed, sac_hyperparameters=sac.hyperparameters)
+            model = adapt(pretrained, venv, unit.strategy, seed=unit.seed, sac_hyperparameters=sac.hyperparameters,
+                          source_env=source)
             model.set_logger(Logger(None, []))  # silent: no stdout, no tensorboard dir copied from the bundle
             grid = GridEvaluation(plan.steps, on_evaluation)
             model.learn(plan.budget, callback=grid)
@@ -116,6 +119,8 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
                 zoo.save_model_atomic(model, model_path(models_dir, unit.key))
         finally:
             venv.close()
+            if source is not None:
+                source.close()
     finally:
         eval_env.close()
     return records

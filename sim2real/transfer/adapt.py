@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import gymnasium as gym
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
@@ -17,6 +18,7 @@ from sim2real.transfer.freezing import freeze, hold_target
 from sim2real.transfer.l2sp import install_l2sp
 from sim2real.transfer.layers import layer_keys, layer_of_keys, matches, select, transplant
 from sim2real.transfer.optimizers import without_frozen
+from sim2real.transfer.replay import warm_start_replay
 from sim2real.transfer.residual import ResidualSAC, ResidualSACPolicy, base_spec, load_base_weights
 from sim2real.transfer.strategies import L2SP, Freezing, Residual, Strategy, SysidFinetune, get_strategy
 
@@ -39,6 +41,7 @@ class TransferReport:
     shape_mismatch: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    entropy: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data, to record alongside results."""
@@ -54,6 +57,7 @@ class TransferReport:
             "shape_mismatch": list(self.shape_mismatch),
             "frozen": list(self.frozen),
             "overrides": {k: v if isinstance(v, int | float) else repr(v) for k, v in self.overrides.items()},
+            "entropy": self.entropy,
         }
 
 
@@ -64,6 +68,7 @@ def adapt(
     *,
     seed: int | None = None,
     sac_hyperparameters: Mapping[str, Any] | None = None,
+    source_env: gym.Env | None = None,
     **options: Any,
 ) -> BaseAlgorithm:
     """Prepare ``model`` (pretrained PPO or SAC) for training on ``env`` (the target) as ``strategy`` says.
@@ -81,7 +86,8 @@ def adapt(
     learning-rate schedules run over the budget and SAC's ``learning_starts`` counts from 0.
     The returned model carries a :class:`TransferReport` (see :func:`transfer_report`).
     ``residual`` learns its correction with SAC: on a PPO policy it takes ``sac_hyperparameters``
-    (the task's ``train.sac`` hyperparameters), on a SAC policy the pretrained ones.
+    (the task's ``train.sac`` hyperparameters), on a SAC policy the pretrained ones. A strategy with
+    ``source_steps`` fills the new model's replay buffer from ``source_env`` (the source domain).
     """
     strategy = _resolve(strategy, options)
     support = support_for(model)
@@ -117,7 +123,8 @@ def adapt(
                 f"source's: observation {model.observation_space} → {env.observation_space}, "
                 f"action {model.action_space} → {env.action_space}"
             )
-        return _adapt_residual(model, env, strategy, seed, sac_hyperparameters, describe)
+        adapted = _adapt_residual(model, env, strategy, seed, sac_hyperparameters, describe)
+        return _warm_started(adapted, model, strategy, source_env, seed)
     support.check(model, strategy)
     overrides = support.overrides(model, strategy)
     adapted = support.build(model, env, seed=seed, overrides=overrides)
@@ -130,7 +137,7 @@ def adapt(
     reused, widened, mismatched = transplant(
         model.policy, policy, heads if strategy.reinits_heads else (), support.observation_layers(policy)
     )
-    support.carry_state(model, adapted, strategy)
+    entropy = support.carry_state(model, adapted, strategy)
     owners = support.optimizer_owners(adapted)
     if isinstance(strategy, Freezing):
         base = _base(support, policy, layers, heads, strategy)
@@ -152,8 +159,23 @@ def adapt(
         shape_mismatch=mismatched,
         frozen=_frozen_layers(policy),
         overrides=overrides,
+        entropy=entropy,
     )
     setattr(adapted, REPORT_ATTRIBUTE, report)
+    return _warm_started(adapted, model, strategy, source_env, seed)
+
+
+def _warm_started(adapted: BaseAlgorithm, pretrained: BaseAlgorithm, strategy: Strategy, source_env: gym.Env | None,
+                  seed: int | None) -> BaseAlgorithm:
+    """``adapted`` with its replay buffer warm-started as the strategy's ``source_steps`` say (none: as it is)."""
+    steps = getattr(strategy, "source_steps", 0)
+    if not steps:
+        return adapted
+    if source_env is None:
+        raise TransferError(f"{strategy.name}: source_steps={steps} needs the source domain: pass source_env")
+    warm_start_replay(adapted, pretrained, source_env, steps, seed)
+    report = transfer_report(adapted)
+    setattr(adapted, REPORT_ATTRIBUTE, replace(report, overrides={**report.overrides, "source_steps": steps}))
     return adapted
 
 
@@ -197,7 +219,7 @@ def _adapt_residual(
         critic, _, _ = transplant(model.policy.critic, policy.critic)
         target, _, _ = transplant(model.policy.critic_target, policy.critic_target)
         reused += tuple(f"critic.{layer}" for layer in critic) + tuple(f"critic_target.{layer}" for layer in target)
-        SACSupport().carry_state(model, adapted, strategy)
+    entropy = support.carry_state(model, adapted, strategy)
     layers = tuple(layer_keys(policy))
     report = TransferReport(
         **describe,
@@ -205,6 +227,7 @@ def _adapt_residual(
         reinitialised=tuple(layer for layer in layers if layer not in reused),
         frozen=_frozen_layers(policy),
         overrides=overrides,
+        entropy=entropy,
     )
     setattr(adapted, REPORT_ATTRIBUTE, report)
     return adapted

@@ -104,6 +104,9 @@ class AlgorithmSupport:
         off_policy = isinstance(model, OffPolicyAlgorithm)
         if strategy.learning_starts is not None and not off_policy:
             raise TransferError(f"learning_starts applies to off-policy algorithms (SAC), not to {name}")
+        if strategy.source_steps and not off_policy:
+            raise TransferError(f"source_steps (a replay warm start) applies to off-policy algorithms (SAC), "
+                                f"not to {name}: it has no replay buffer")
         if strategy.utd is not None and not off_policy:
             raise TransferError(f"utd (gradient steps per target step) applies to off-policy algorithms (SAC), "
                                 f"not to {name}")
@@ -141,14 +144,20 @@ class AlgorithmSupport:
         """The objects whose ``optimizer`` attribute SB3 steps, by name."""
         raise NotImplementedError
 
-    def carry_state(self, source: BaseAlgorithm, target: BaseAlgorithm, strategy: Strategy) -> None:
-        """Carry the learned entropy coefficient over, unless the strategy resets it."""
+    def carry_state(self, source: BaseAlgorithm, target: BaseAlgorithm, strategy: Strategy) -> str | None:
+        """Carry the learned entropy coefficient over, unless the strategy resets it; say which, for the report."""
         source_coef = getattr(source, "log_ent_coef", None)
         target_coef = getattr(target, "log_ent_coef", None)
-        reset = isinstance(strategy, Training) and strategy.reset_entropy
-        if source_coef is not None and target_coef is not None and not reset:
-            with torch.no_grad():
-                target_coef.copy_(source_coef)
+        if target_coef is None:
+            fixed = getattr(target, "ent_coef_tensor", None)
+            return None if fixed is None else f"fixed at {float(fixed.detach()):.4g}"
+        if source_coef is None:
+            return f"learned from its initial value {float(target_coef.detach().exp()):.4g} (the pretrained model has none)"
+        if isinstance(strategy, Training) and strategy.reset_entropy:
+            return f"reset to its initial value {float(target_coef.detach().exp()):.4g}, then learned"
+        with torch.no_grad():
+            target_coef.copy_(source_coef)
+        return f"carried over at {float(target_coef.detach().exp()):.4g}, then learned"
 
 
 class PPOSupport(AlgorithmSupport):

@@ -93,6 +93,7 @@ class Training(Strategy):
     learning_starts: int | None = None
     reset_entropy: bool = False
     utd: int | None = None
+    source_steps: int = 0
 
     def __post_init__(self) -> None:
         """Reject values no training run could use."""
@@ -105,6 +106,10 @@ class Training(Strategy):
         if utd is not None and (isinstance(utd, bool) or not isinstance(utd, int) or utd < 1):
             raise TransferError(f"{self.name}: utd (gradient steps per target step, SAC) must be an integer >= 1 "
                                 f"or None for the pretrained model's, got {utd!r}")
+        source = self.source_steps
+        if isinstance(source, bool) or not isinstance(source, int) or source < 0:
+            raise TransferError(f"{self.name}: source_steps (source-domain transitions in the replay buffer, SAC) "
+                                f"must be an integer >= 0, got {source!r}")
 
     def _training_note(self) -> str:
         """The learning-rate and SAC options, as a suffix of describe()."""
@@ -115,6 +120,8 @@ class Training(Strategy):
             notes.append("entropy coefficient reset")
         if self.utd is not None:
             notes.append(f"{self.utd} gradient step(s) per target step")
+        if self.source_steps:
+            notes.append(f"replay buffer warm-started with {self.source_steps} source-domain steps")
         return ", ".join(notes)
 
 
@@ -260,7 +267,7 @@ class SysidFinetune(Training):
     def inner(self) -> FineTune:
         """The strategy that prepares the pretrained model for training in the fitted simulator."""
         return FineTune(lr_scale=self.lr_scale, learning_starts=self.learning_starts,
-                        reset_entropy=self.reset_entropy, utd=self.utd)
+                        reset_entropy=self.reset_entropy, utd=self.utd, source_steps=self.source_steps)
 
     def describe(self) -> str:
         """One line saying what the strategy does."""
