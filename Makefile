@@ -35,7 +35,7 @@ zoo: setup
 	$(VENV)/bin/sim2real train grasping --out policies/grasping-ppo-nominal
 	$(VENV)/bin/sim2real train grasping --randomize --out policies/grasping-ppo-dr
 	$(VENV)/bin/sim2real train driving --algo sac --out policies/driving-sac-nominal
-	$(VENV)/bin/sim2real train driving --algo sac --randomize --steps 60000 --out policies/driving-sac-dr
+	$(VENV)/bin/sim2real train driving --algo sac --randomize --out policies/driving-sac-dr
 	$(VENV)/bin/sim2real train grasping --algo sac --out policies/grasping-sac-nominal
 	$(VENV)/bin/sim2real train grasping --algo sac --randomize --out policies/grasping-sac-dr
 

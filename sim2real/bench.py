@@ -4,7 +4,8 @@
 - grasping env steps per second on one core at its control rate (target ≥ 2,000/s), and vs raw physics;
 - testbed round trip over loopback, the env's own step time excluded (target p50 ≤ 0.3 ms, p99 ≤ 1 ms),
   without a key, with a key, with a key inside TLS; and the authentication work per step (target ≤ 10 µs);
-- the transfer harness with 2 workers vs 1 on 4 units (target ≥ 1.7×).
+- the transfer harness with 2 workers vs 1 on 4 units (target ≥ 1.7×);
+- one residual-SAC transfer unit of 8,000 target steps on one core, vs the same env steps alone.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def env_throughput(env_class: type, steps: int = 3000, seed: int = 0) -> float:
     return steps / seconds
 
 
-def run_all(harness: bool = True) -> dict[str, Any]:
+def run_all(harness: bool = True, offpolicy: bool = True) -> dict[str, Any]:
     """Run every benchmark and return the numbers (the CLI prints them as a table)."""
     from sim2real.testbed.latency import LINKS, measure_round_trip, tag_cost_per_step
 
@@ -91,4 +92,8 @@ def run_all(harness: bool = True) -> dict[str, Any]:
         from sim2real.evaluation.bench_harness import measure_speedup
 
         results["harness"] = measure_speedup(units=4)
+    if offpolicy:
+        from sim2real.evaluation.bench_offpolicy import measure_residual_unit
+
+        results["offpolicy"] = measure_residual_unit()
     return results

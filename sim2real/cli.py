@@ -487,12 +487,13 @@ def demo(
 @user_errors
 def bench(
     harness: Annotated[bool, typer.Option(help="also time the transfer harness, 2 workers vs 1")] = True,
+    offpolicy: Annotated[bool, typer.Option(help="also time one residual-SAC transfer unit of 8,000 steps")] = True,
 ) -> None:
     """Speed benchmarks: each a ratio against a baseline measured in the same run."""
     from sim2real.bench import run_all
 
-    console.print("Benchmarking (about 4 minutes with the harness, 20 s without)...")
-    results = run_all(harness=harness)
+    console.print("Benchmarking (about 6 minutes with the harness and the SAC unit, 20 s without)...")
+    results = run_all(harness=harness, offpolicy=offpolicy)
     table = Table("benchmark", "measured", "baseline (same run)", "ratio", "target")
     driving, grasping, testbed = results["driving"], results["grasping"], results["testbed"]
     table.add_row("driving env step", f"{driving['env_us_per_step']:.0f} µs",
@@ -515,6 +516,12 @@ def bench(
         speed = results["harness"]
         table.add_row("harness, 4 units", f"{speed['seconds_2_workers']:.1f} s with 2 workers",
                       f"{speed['seconds_1_worker']:.1f} s with 1", f"{speed['speedup']:.2f}×", "≥ 1.7×")
+    if "offpolicy" in results:
+        unit = results["offpolicy"]
+        table.add_row(f"residual SAC unit, {unit['steps']:,} steps, utd {unit['utd']} (1 core)",
+                      f"{unit['seconds']:.1f} s: updates {unit['update_seconds']:.1f}, env {unit['env_seconds']:.1f}, "
+                      f"other {unit['other_seconds']:.1f}", f"{unit['env_only_seconds']:.1f} s env steps alone",
+                      f"{unit['ratio']:.1f}×", "")
     console.print(table)
 
 

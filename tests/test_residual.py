@@ -184,7 +184,7 @@ def test_the_replay_buffer_warm_starts_with_source_transitions_of_the_pretrained
     assert buffer.size() == 300 and transfer_report(warmed).overrides["source_steps"] == 300
     actions = warmed.policy.unscale_action(buffer.actions[:300, 0])
     stochastic = np.abs(actions - ppo.predict(buffer.observations[:300, 0], deterministic=True)[0]).max()
-    assert 0 < stochastic and np.all(np.abs(buffer.actions[:300]) <= 1.0)
+    assert stochastic > 0 and np.all(np.abs(buffer.actions[:300]) <= 1.0)
     assert buffer.dones[:300].sum() == 1  # Pendulum's 200-step episodes: one ended inside the 300 steps
     finetuned = adapt(sac, pendulum(), "finetune", source_steps=50, source_env=source)
     assert finetuned.replay_buffer.size() == 50

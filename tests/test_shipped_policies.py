@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from sim2real import catalog
 from sim2real.evaluate import evaluate_policy
+from sim2real.evaluation.rollout import evaluate
+from sim2real.factory import make_env
 from sim2real.training import EVAL_SEED, train
-from sim2real.zoo import list_zoo, load_card, policies_dir
+from sim2real.transfer import adapt
+from sim2real.zoo import list_zoo, load_card, load_policy, policies_dir
 
 SHIPPED = ("driving-ppo-nominal", "driving-ppo-dr", "grasping-ppo-nominal", "grasping-ppo-dr",
            "driving-sac-nominal", "driving-sac-dr", "grasping-sac-nominal", "grasping-sac-dr")
@@ -73,3 +77,23 @@ def test_driving_ppo_reaches_95_percent_within_60k_steps():
 def test_grasping_ppo_reaches_90_percent_within_150k_steps():
     result = train("grasping", steps=150_000, card_episodes=100)
     assert result.card["source_success"] >= 0.90
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["driving-ppo-nominal", "grasping-ppo-nominal", "driving-sac-nominal",
+                                  "grasping-sac-nominal"])
+def test_residual_starts_at_the_zero_shot_level_on_every_shipped_target(name):
+    """Step 0 of residual is the pretrained policy: the same success on every target (100 episodes, ±5 points)."""
+    card = load_card(name)
+    spec = catalog.load(card["task"])
+    pretrained = load_policy(name)
+    for target in card["targets"]:
+        env = make_env(spec, target)
+        if env.observation_space != pretrained.observation_space:
+            env.close()
+            continue  # a task target with other spaces: residual refuses it (tested in test_residual.py)
+        residual = adapt(pretrained, env, "residual", seed=0,
+                         sac_hyperparameters=spec.train.config("sac").hyperparameters)
+        start = evaluate(residual, env, 100, seed=EVAL_SEED)["success_rate"]
+        env.close()
+        assert start == pytest.approx(card["targets"][target]["success"], abs=0.05), target

@@ -151,10 +151,11 @@ class AlgorithmSupport:
         if target_coef is None:
             fixed = getattr(target, "ent_coef_tensor", None)
             return None if fixed is None else f"fixed at {float(fixed.detach()):.4g}"
+        initial = float(target_coef.detach().exp())
         if source_coef is None:
-            return f"learned from its initial value {float(target_coef.detach().exp()):.4g} (the pretrained model has none)"
+            return f"learned from its initial value {initial:.4g} (the pretrained model has none)"
         if isinstance(strategy, Training) and strategy.reset_entropy:
-            return f"reset to its initial value {float(target_coef.detach().exp()):.4g}, then learned"
+            return f"reset to its initial value {initial:.4g}, then learned"
         with torch.no_grad():
             target_coef.copy_(source_coef)
         return f"carried over at {float(target_coef.detach().exp()):.4g}, then learned"
