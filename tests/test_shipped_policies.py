@@ -83,7 +83,11 @@ def test_grasping_ppo_reaches_90_percent_within_150k_steps():
 @pytest.mark.parametrize("name", ["driving-ppo-nominal", "grasping-ppo-nominal", "driving-sac-nominal",
                                   "grasping-sac-nominal"])
 def test_residual_starts_at_the_zero_shot_level_on_every_shipped_target(name):
-    """Step 0 of residual is the pretrained policy: the same success on every target (100 episodes, ±5 points)."""
+    """Step 0 of residual is the pretrained policy: the same success on every target (100 episodes, ±5 points).
+
+    Against the policy evaluated here and now, not its card: on a car near a physics cliff the
+    card's number can move with the CPU's floating-point paths (driving-ppo-nominal on `real`).
+    """
     card = load_card(name)
     spec = catalog.load(card["task"])
     pretrained = load_policy(name)
@@ -95,5 +99,6 @@ def test_residual_starts_at_the_zero_shot_level_on_every_shipped_target(name):
         residual = adapt(pretrained, env, "residual", seed=0,
                          sac_hyperparameters=spec.train.config("sac").hyperparameters)
         start = evaluate(residual, env, 100, seed=EVAL_SEED)["success_rate"]
+        zero_shot = evaluate(pretrained, env, 100, seed=EVAL_SEED)["success_rate"]
         env.close()
-        assert start == pytest.approx(card["targets"][target]["success"], abs=0.05), target
+        assert start == pytest.approx(zero_shot, abs=0.05), target
