@@ -20,6 +20,7 @@ from sim2real.transfer.strategies import (
     DEFAULT_ROUNDS,
     DEFAULT_SIM_STEPS,
     DEFAULT_SYSID_BUDGET,
+    parse_strategy,
 )
 
 if TYPE_CHECKING:
@@ -387,7 +388,8 @@ def transfer(
     task: Task,
     target: Annotated[str, typer.Option(help="target to transfer to (comma-separate several)")],
     policy: Annotated[str | None, typer.Option(help="zoo name, bundle or SB3 zip (default: TASK-ALGO-nominal)")] = None,
-    strategies: Annotated[str | None, typer.Option(help="comma-separated (default: the task's)")] = None,
+    strategies: Annotated[str | None, typer.Option(
+        help="comma-separated, each NAME or NAME:OPTION=VALUE:... e.g. residual:utd=4 (default: the task's)")] = None,
     seeds: Annotated[int | None, typer.Option(help="seeds per strategy (default: the task's)")] = None,
     budget: Annotated[int | None, typer.Option(help="target env steps per unit (default: the task's)")] = None,
     eval_every: Annotated[int | None, typer.Option(help="target env steps between evaluations")] = None,
@@ -404,7 +406,7 @@ def transfer(
     spec = catalog.load(task)
     policy = policy or f"{spec.name}-{spec.train.algo}-nominal"
     targets = [t.strip() for t in target.split(",") if t.strip()]
-    chosen = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    chosen = [parse_strategy(s) for s in strategies.split(",") if s.strip()] if strategies else None
     plan = harness.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
                              episodes=episodes)
     out = out or Path("runs") / f"transfer-{spec.name}-{'-'.join(targets)}"

@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO, SAC
-from test_transfer import TINY_PPO, TINY_SAC, ToyEnv, pendulum
+from test_transfer import TINY_PPO, TINY_SAC, ToyEnv, one_thread, pendulum  # noqa: F401 - one_thread: autouse
 
 from sim2real.transfer import TransferError, adapt, get_strategy, transfer_report
 from sim2real.transfer.residual import ResidualSAC, ResidualSACPolicy
 
 SAC_HYPERPARAMETERS = {**TINY_SAC, "policy_kwargs": {"net_arch": [16, 16]}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Keep torch to one thread: the machine is small and shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

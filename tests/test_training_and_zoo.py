@@ -120,6 +120,12 @@ def test_a_plain_sb3_zip_is_detected_and_loaded(driving_bundle: Path, tmp_path: 
         (["train", "driving", "--algo", "dqn"], "unknown algorithm 'dqn'"),
         (["evaluate", "nowhere.zip", "--task", "driving"], "no such policy file: nowhere.zip"),
         (["evaluate", "x.zip", "--task", "driving", "--episodes", "0"], "--episodes must be > 0"),
+        (["transfer", "driving", "--target", "truck", "--strategies", "residual:utd=0,scratch", "--out", "unused"],
+         "residual: utd (gradient steps per target step, SAC) must be an integer >= 1"),
+        (["transfer", "driving", "--target", "truck", "--strategies", "residual:warmup,scratch", "--out", "unused"],
+         "strategy option 'warmup' in 'residual:warmup' is not option=value"),
+        (["transfer", "driving", "--target", "truck", "--strategies", "finetune:utd=2,scratch", "--out", "unused"],
+         "utd (gradient steps per target step) applies to off-policy algorithms (SAC), not to PPO"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_code_2(args, message):

@@ -23,6 +23,7 @@ from sim2real.transfer import (
     transfer_report,
 )
 from sim2real.transfer.l2sp import install_l2sp
+from sim2real.transfer.strategies import parse_strategy
 
 TINY_PPO = {"n_steps": 64, "batch_size": 32, "n_epochs": 2}
 TINY_SAC = {"buffer_size": 2_000, "learning_starts": 50, "batch_size": 32}
@@ -130,6 +131,20 @@ def test_bad_strategy_or_option_is_a_clear_error(name, options, message):
     with pytest.raises(TransferError, match=message) as caught:
         get_strategy(name, **options)
     assert isinstance(caught.value, Sim2RealError)
+
+
+def test_strategies_with_options_parse_from_the_command_line():
+    assert parse_strategy("residual:utd=4:critic_warmup=2000:log_std=-1.5") == get_strategy(
+        "residual", utd=4, critic_warmup=2000, log_std=-1.5)
+    assert parse_strategy(" finetune ") == get_strategy("finetune")
+    assert parse_strategy("freeze_base:prefixes=actor.latent_pi+critic").prefixes == ("actor.latent_pi", "critic")
+    assert parse_strategy("finetune:learning_starts=null").learning_starts is None
+    with pytest.raises(TransferError, match="option 'utd' given twice"):
+        parse_strategy("residual:utd=2:utd=3")
+    with pytest.raises(TransferError, match="has no option gamma; its options: lr_scale"):
+        parse_strategy("residual:gamma=0.9")
+    with pytest.raises(TransferError, match="'=4' in 'residual:=4' is not option=value"):
+        parse_strategy("residual:=4")
 
 
 def test_unsupported_algorithm_names_the_supported_ones():

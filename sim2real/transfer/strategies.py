@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import yaml
+
 from sim2real.errors import allowed
 from sim2real.sysid import DEFAULT_HORIZON as DEFAULT_SYSID_HORIZON
 from sim2real.transfer.errors import TransferError
@@ -337,6 +339,35 @@ def get_strategy(name: str, **options: Any) -> Strategy:
     if unknown:
         raise TransferError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {allowed(known)}")
     return cls(**options)
+
+
+def parse_strategy(text: str) -> Strategy:
+    """A strategy from the command line's ``name`` or ``name:option=value:option=value`` (values read as YAML).
+
+    ``residual:utd=4:critic_warmup=2000`` is ``get_strategy("residual", utd=4, critic_warmup=2000)``;
+    a list option takes its items joined by ``+`` (``freeze_base:prefixes=actor.latent_pi+critic``).
+    """
+    name, *pairs = text.strip().split(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise TransferError(f"strategy option {pair!r} in {text!r} is not option=value; write "
+                                "name:option=value:option=value, e.g. residual:utd=4:critic_warmup=2000")
+        key = key.strip()
+        if key in options:
+            raise TransferError(f"strategy option {key!r} given twice in {text!r}")
+        raw = raw.strip()
+        options[key] = raw.split("+") if "+" in raw else _scalar(raw)
+    return get_strategy(name.strip(), **options)
+
+
+def _scalar(raw: str) -> Any:
+    """A command-line option value as YAML reads it (4 → int, 0.5 → float, true → bool, null → None)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _finite_number(value: object) -> bool:
