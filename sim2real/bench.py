@@ -24,7 +24,7 @@ def env_step_cost(env_class: type, steps: int = 3000, seed: int = 0) -> dict[str
     """CPU time per env step (resets excluded) vs the time spent inside the stepSimulation calls it makes."""
     env = env_class()
     env.reset(seed=seed)
-    physics = _TimedStepSimulation(env.client.stepSimulation)
+    physics = CpuTimed(env.client.stepSimulation)
     env.client.stepSimulation = physics  # an instance attribute wins over BulletClient's __getattr__
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
     step_seconds = 0.0
@@ -46,22 +46,23 @@ def env_step_cost(env_class: type, steps: int = 3000, seed: int = 0) -> dict[str
     }
 
 
-class _TimedStepSimulation:
-    """Wraps a client's stepSimulation and adds up the CPU time spent inside it."""
+class CpuTimed:
+    """Wraps a callable and adds up the CPU time spent inside it."""
 
-    def __init__(self, step: Callable[[], Any]) -> None:
-        self.step, self.seconds = step, 0.0
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self.call, self.seconds = call, 0.0
 
-    def __call__(self) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.process_time()
-        result = self.step()
-        self.seconds += time.process_time() - started
-        return result
+        try:
+            return self.call(*args, **kwargs)
+        finally:
+            self.seconds += time.process_time() - started
 
 
-def env_throughput(env_class: type, steps: int = 3000, seed: int = 0) -> float:
-    """Env steps per CPU second with random actions, resets included."""
-    env = env_class()
+def env_throughput(make: Callable[[], Any], steps: int = 3000, seed: int = 0) -> float:
+    """Env steps per CPU second with random actions, resets included; ``make`` builds the env (an env class will do)."""
+    env = make()
     env.reset(seed=seed)
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
 

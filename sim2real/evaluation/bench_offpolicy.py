@@ -8,48 +8,18 @@ the same run is the same number of env steps with random actions (the physics li
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, zoo
+from sim2real.bench import CpuTimed, env_throughput
 from sim2real.factory import make_env
 from sim2real.training import build_vec_env
 from sim2real.transfer import adapt, get_strategy
 
 TASK, TARGET, POLICY = "driving", "truck", "driving-ppo-nominal"
-
-
-class _Timed:
-    """Wraps a callable and adds up the CPU seconds spent inside it."""
-
-    def __init__(self, call: Callable[..., Any]) -> None:
-        self.call, self.seconds = call, 0.0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.process_time()
-        try:
-            return self.call(*args, **kwargs)
-        finally:
-            self.seconds += time.process_time() - started
-
-
-def env_only_seconds(steps: int, seed: int = 0) -> float:
-    """CPU seconds for ``steps`` target env steps with random actions, resets included."""
-    env = make_env(catalog.load(TASK), TARGET)
-    env.reset(seed=seed)
-    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
-    started = time.process_time()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
-    seconds = time.process_time() - started
-    env.close()
-    return seconds
 
 
 def measure_residual_unit(steps: int = 8_000, seed: int = 0) -> dict[str, Any]:
@@ -64,15 +34,15 @@ def measure_residual_unit(steps: int = 8_000, seed: int = 0) -> dict[str, Any]:
                       sac_hyperparameters=spec.train.config("sac").hyperparameters)
         model.set_logger(Logger(None, []))
         env = venv.envs[0]
-        stepping = _Timed(env.step)
+        stepping = CpuTimed(env.step)
         env.step = stepping
-        updating = _Timed(model.train)
+        updating = CpuTimed(model.train)
         model.train = updating
         started = time.process_time()
         model.learn(steps)
         total = time.process_time() - started
         venv.close()
-        baseline = env_only_seconds(steps, seed)
+        baseline = steps / env_throughput(lambda: make_env(spec, TARGET), steps, seed)
     finally:
         torch.set_num_threads(threads)
     return {

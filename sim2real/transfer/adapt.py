@@ -12,7 +12,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sim2real.errors import allowed
-from sim2real.transfer.algorithms import AlgorithmSupport, SACSupport, support_for
+from sim2real.transfer.algorithms import ALGORITHMS, AlgorithmSupport, support_for
 from sim2real.transfer.errors import TransferError
 from sim2real.transfer.freezing import freeze, hold_target
 from sim2real.transfer.l2sp import install_l2sp
@@ -191,8 +191,9 @@ def _adapt_residual(
     if isinstance(model.policy, ResidualSACPolicy):
         raise TransferError("the pretrained model is already a residual policy; adapt its own base policy instead")
     spec = base_spec(model)
+    support = ALGORITHMS[SAC]
     if isinstance(model, SAC):
-        hyperparameters = SACSupport().hyperparameters(model)
+        hyperparameters = support.hyperparameters(model)
     elif sac_hyperparameters is None:
         raise TransferError(
             f"{strategy.name} learns its correction with SAC; a {type(model).__name__} policy has no SAC "
@@ -206,7 +207,6 @@ def _adapt_residual(
     policy_kwargs.update(base=spec, residual_scale=strategy.scale, residual_log_std=strategy.log_std)
     adapted = ResidualSAC(ResidualSACPolicy, env, seed=seed, policy_kwargs=policy_kwargs,
                           critic_warmup=strategy.critic_warmup, **hyperparameters)
-    support = SACSupport()
     support.check(adapted, strategy)
     overrides = support.overrides(adapted, strategy)
     for name, value in overrides.items():

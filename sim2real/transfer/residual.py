@@ -27,7 +27,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor, create_mlp
-from stable_baselines3.sac.policies import Actor, SACPolicy
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 
 from sim2real.transfer.errors import TransferError
@@ -55,7 +55,7 @@ class FrozenBase(nn.Module):
         mean = self.net(features)
         if self.squashed:
             return torch.tanh(mean)
-        clipped = torch.minimum(torch.maximum(mean, self.low), self.high)
+        clipped = torch.clamp(mean, self.low, self.high)
         return 2.0 * (clipped - self.low) / (self.high - self.low) - 1.0
 
 
@@ -134,7 +134,7 @@ class ResidualActor(Actor):
         features = self.extract_features(obs, self.features_extractor)
         base = self.base(features)
         latent = self.latent_pi(torch.cat([features, base], dim=1))
-        log_std = torch.clamp(self.log_std(latent), -20.0, 2.0)
+        log_std = torch.clamp(self.log_std(latent), LOG_STD_MIN, LOG_STD_MAX)
         return self.mu(latent), log_std, base
 
     def _combine(self, base: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
@@ -196,10 +196,12 @@ class ResidualSAC(SAC):
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """SAC's update, with the actor held still while ``num_timesteps`` is within the critic warm-up."""
-        holding = self.num_timesteps <= self.critic_warmup
+        if self.num_timesteps > self.critic_warmup:
+            super().train(gradient_steps, batch_size)
+            return
         trainable = [p for group in self.actor.optimizer.param_groups for p in group["params"]]
         for parameter in trainable:
-            parameter.requires_grad_(not holding)
+            parameter.requires_grad_(False)
         try:
             super().train(gradient_steps, batch_size)
         finally:
