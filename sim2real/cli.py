@@ -321,6 +321,11 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="serve a non-loopback host WITHOUT a key: anyone who reaches it can drive the env")] = False,
+    realtime: Annotated[bool, typer.Option(
+        "--realtime", help="step at the env's control period (grasping 24 Hz, driving 25 Hz) as a robot")] = False,
+    applied_log: Annotated[Path | None, typer.Option(
+        help="JSONL log of every applied step; a server restarted on it resumes episode numbering and answers "
+             "the resend of the last step")] = None,
 ) -> None:
     """Serve a task's target as a testbed stand-in (the same protocol a real robot's server speaks)."""
     import functools
@@ -334,9 +339,10 @@ def serve(
     spec.target(target)
     key, tls = server_security(key_file, tls_cert, tls_key)
     server = TestbedServer(functools.partial(make_env, spec, target), host, port, hold_after, key=key, tls=tls,
-                           insecure=insecure)
+                           insecure=insecure, realtime=realtime, applied_log=applied_log)
     guard = "key required" if key else "[bold red]NO KEY[/]: anyone who reaches the port can drive it"
-    console.print(f"Serving [bold]{spec.name}:{target}[/] on {'tls' if tls else 'tcp'}://{host}:{port}, {guard} "
+    pace = ", in real time" if realtime else ""
+    console.print(f"Serving [bold]{spec.name}:{target}[/] on {'tls' if tls else 'tcp'}://{host}:{port}{pace}, {guard} "
                   f"(Ctrl-C to stop)")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")  # refusals, with the peer, on stderr
     logging.getLogger("sim2real.testbed").setLevel(logging.INFO)
@@ -386,27 +392,49 @@ def testbed_fingerprint(cert: Annotated[Path, typer.Argument(help="the server's 
 @user_errors
 def transfer(
     task: Task,
-    target: Annotated[str, typer.Option(help="target to transfer to (comma-separate several)")],
+    target: Annotated[str | None, typer.Option(
+        help="target to transfer to (comma-separate several); not with --testbed: the robot is the target")] = None,
     policy: Annotated[str | None, typer.Option(help="zoo name, bundle or SB3 zip (default: TASK-ALGO-nominal)")] = None,
     strategies: Annotated[str | None, typer.Option(
-        help="comma-separated, each NAME or NAME:OPTION=VALUE:... e.g. residual:utd=4 (default: the task's)")] = None,
-    seeds: Annotated[int | None, typer.Option(help="seeds per strategy (default: the task's)")] = None,
+        help="comma-separated, each NAME or NAME:OPTION=VALUE:... e.g. residual:utd=4 (default: the task's; "
+             "with --testbed: residual)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds per strategy (default: the task's; --testbed: 1)")] = None,
     budget: Annotated[int | None, typer.Option(help="target env steps per unit (default: the task's)")] = None,
     eval_every: Annotated[int | None, typer.Option(help="target env steps between evaluations")] = None,
     episodes: Annotated[int | None, typer.Option(help="episodes per evaluation")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
     backend: Annotated[str, typer.Option(help="local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray)")] = None,
+    testbed: Annotated[str | None, typer.Option(
+        help="adapt on a robot: tcp://HOST:PORT or tls://HOST:PORT of a testbed server (see sim2real serve)")] = None,
+    max_delta: Annotated[float | None, typer.Option(help="--testbed: largest action change per step (shield)")] = None,
+    reconnect_timeout: Annotated[float, typer.Option(
+        help="--testbed: seconds to keep reconnecting after the robot link fails mid-run")] = 120.0,
+    key_file: KeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_fingerprint: TlsFingerprint = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default: runs/transfer-TASK-TARGET)")] = None,
 ) -> None:
-    """Adapt a pretrained policy to a target with each strategy, against scratch, over seeds; then report."""
+    """Adapt a pretrained policy to a target with each strategy, against scratch, over seeds; then report.
+
+    With --testbed the target is a robot: each strategy trains on it, off-policy, while it steps at its
+    control rate; a rerun of the same command resumes after any crash, no step lost or repeated.
+    """
     from sim2real import catalog
     from sim2real.evaluation import harness
 
     spec = catalog.load(task)
     policy = policy or f"{spec.name}-{spec.train.algo}-nominal"
-    targets = [t.strip() for t in target.split(",") if t.strip()]
     chosen = [parse_strategy(s) for s in strategies.split(",") if s.strip()] if strategies else None
+    if testbed is not None:
+        if target is not None:
+            raise Sim2RealError(f"--target {target} with --testbed: the robot is the target; drop --target")
+        _transfer_on_testbed(spec, policy, testbed, chosen, seeds, budget, eval_every, episodes, max_delta,
+                             reconnect_timeout, _credentials(key_file, tls_ca, tls_fingerprint), out)
+        return
+    if target is None:
+        raise Sim2RealError(f"give --target (targets of {spec.name}: {', '.join(spec.targets)}) or --testbed ADDRESS")
+    targets = [t.strip() for t in target.split(",") if t.strip()]
     plan = harness.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
                              episodes=episodes)
     out = out or Path("runs") / f"transfer-{spec.name}-{'-'.join(targets)}"
@@ -415,6 +443,50 @@ def transfer(
     run_dir = harness.run(plan, out, workers=workers, backend=backend, ray_address=address,
                           progress=_progress_printer())
     _print_report(run_dir)
+
+
+def _transfer_on_testbed(spec: Any, policy: str, testbed: str, chosen: list[Any] | None, seeds: int | None,
+                         budget: int | None, eval_every: int | None, episodes: int | None, max_delta: float | None,
+                         reconnect_timeout: float, credentials: Any, out: Path | None) -> None:
+    """`transfer --testbed`: the plan checked, then one unit at a time on the robot."""
+    from sim2real import zoo
+    from sim2real.robot.plan import make_robot_plan
+    from sim2real.robot.run import run_on_testbed
+
+    defaults = spec.transfer
+    algorithm = type(zoo.load_policy(policy)).__name__
+    budget = defaults.budget if budget is None else budget
+    plan = make_robot_plan(spec, policy, testbed, chosen or ["residual"], algorithm=algorithm,
+                           seeds=1 if seeds is None else seeds, budget=budget,
+                           eval_every=eval_every or max(1, budget // 4), episodes=episodes or defaults.episodes,
+                           max_delta=max_delta)
+    out = out or Path("runs") / f"robot-{spec.name}"
+    console.print(f"Adapt [bold]{policy}[/] on the robot at {testbed}: {len(plan.units())} units, "
+                  f"{plan.budget:,} robot steps each, evaluated every {plan.eval_every:,} ({plan.episodes} episodes)")
+
+    def show(record: dict[str, Any]) -> None:
+        minutes = record.get("robot_minutes") or {}
+        spent = f", {minutes.get('train', 0):.1f} + {minutes.get('eval', 0):.1f} robot min" if minutes else ""
+        console.print(f"  {record['unit']} at {record['steps']:,} steps: success {100 * record['success']:.0f} %"
+                      f"{spent}", highlight=False)
+
+    run_dir = run_on_testbed(plan, out, credentials=credentials, reconnect_timeout=reconnect_timeout, on_record=show)
+    _print_robot_report(run_dir)
+
+
+def _print_robot_report(run_dir: Path) -> None:
+    data = json.loads((run_dir / "report.json").read_text())
+    table = Table("unit", "steps to threshold", "robot min to threshold", "robot min train + eval", "rate kept",
+                  "stood still", title=f"{run_dir}: on the robot at {data['testbed']}")
+    for key, unit in data["units"].items():
+        minutes = unit.get("robot_minutes") or {}
+        kept = unit.get("rate_kept")
+        table.add_row(key, "not reached" if unit["time_to_threshold"] is None else f"{unit['time_to_threshold']:,}",
+                      str(unit["robot_minutes_to_threshold"] or "—"),
+                      f"{minutes.get('train', '—')} + {minutes.get('eval', '—')}",
+                      "—" if kept is None else f"{100 * kept:.1f} %", f"{unit.get('stood_still_seconds', '—')} s")
+    console.print(table)
+    console.print(f"Report: {run_dir / 'report.md'}, figure: {run_dir / 'curves.png'}")
 
 
 def _progress_printer() -> Callable[[Any], None]:
@@ -452,7 +524,12 @@ def _print_report(run_dir: Path) -> None:
 def report(run_dir: Annotated[Path, typer.Argument(help="a transfer run directory")]) -> None:
     """Regenerate report.json, report.md and the figures of a transfer run from its results.jsonl."""
     from sim2real.evaluation import harness
+    from sim2real.robot.run import is_robot_run, write_robot_run_report
 
+    if is_robot_run(run_dir):
+        write_robot_run_report(run_dir)
+        _print_robot_report(run_dir)
+        return
     harness.write_run_report(run_dir)
     _print_report(run_dir)
 

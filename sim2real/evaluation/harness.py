@@ -246,7 +246,7 @@ class _Tracker:
 
 
 @contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
+def exclusive(out: Path) -> Iterator[None]:
     """Hold an advisory lock on the run directory: two runs appending to one results.jsonl would duplicate units."""
     with open(out / LOCK_FILE, "w") as handle:
         if fcntl is not None:
@@ -257,7 +257,7 @@ def _exclusive(out: Path) -> Iterator[None]:
         yield
 
 
-def _claim(out: Path, description: Mapping[str, Any]) -> None:
+def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
     """Write plan.json, or check that the one there describes this plan (the policy's path may differ)."""
     path = out / PLAN_FILE
     if not path.exists():
@@ -399,8 +399,8 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
     description = {**plan.to_dict(), "policy_sha256": blob.sha256}
     out.mkdir(parents=True, exist_ok=True)
     units = plan.units()
-    with _exclusive(out):
-        _claim(out, description)
+    with exclusive(out):
+        claim_run_directory(out, description)
         results = out / RESULTS_FILE
         complete = _resume(results, plan)
         tracker = _Tracker(len(units), len(complete), progress)

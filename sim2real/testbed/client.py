@@ -117,6 +117,7 @@ class RemoteEnv(gym.Env):
         expected_spaces: Any = None,
         reconnect_attempts: int = 5,
         credentials: Credentials | None = None,
+        session: str | None = None,
     ) -> None:
         timeouts = {"connect_timeout": connect_timeout, "step_timeout": step_timeout,
                     "reset_timeout": reset_timeout}
@@ -146,7 +147,9 @@ class RemoteEnv(gym.Env):
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
-        self._session: str | None = None
+        self._session: str | None = session
+        self._spaces_known = False
+        self.control_hz: float | None = None
         self._episode: int | None = None
         self._seq = 0
         self._broken: str | None = "no episode yet; call reset()"
@@ -168,6 +171,11 @@ class RemoteEnv(gym.Env):
     def episode(self) -> int | None:
         """The server's id of the current episode (None before the first reset)."""
         return self._episode
+
+    @property
+    def session(self) -> str | None:
+        """The session token the server gave us: keep it to resume after a crash (``session=`` here)."""
+        return self._session
 
     @property
     def seq(self) -> int:
@@ -210,6 +218,17 @@ class RemoteEnv(gym.Env):
         info = reply["info"]
         info["env_step_ms"] = reply["env_ms"]
         return self._obs(reply["obs"]), reply["reward"], reply["terminated"], reply["truncated"], info
+
+    def resend(self, episode: int, seq: int, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Send step `seq` of `episode` again, as a client that crashed after sending it (or before) would.
+
+        With this client's session (``session=`` at construction) the server answers a step it
+        already applied with the reply it sent then, and executes one it never received: either
+        way the action is applied once. A server that cannot tell (a restart without its log, or
+        the step was never applied before it restarted) raises RemoteError.
+        """
+        self._episode, self._seq, self._broken = episode, seq - 1, None
+        return self.step(action)
 
     def close(self) -> None:
         """Say goodbye (the server then holds the env if mid-episode) and release the socket."""
@@ -310,7 +329,7 @@ class RemoteEnv(gym.Env):
         self._handshaking = True
         self._sock = self._wrap_tls(sock, deadline) if self._tls_context is not None else sock
         self._buffer.clear()
-        if self._session is not None:
+        if self._spaces_known:
             self.reconnects += 1
         nonce = new_nonce()
         self._send(pack_body({"type": HELLO, "version": PROTOCOL_VERSION, "session": self._session, "nonce": nonce}),
@@ -335,9 +354,11 @@ class RemoteEnv(gym.Env):
         check_version(PROTOCOL_VERSION, welcome["version"], us="client", them=f"testbed {self.address}")
         observation_space = decode_space(welcome["observation_space"])
         action_space = decode_space(welcome["action_space"])
-        if self._session is None:
+        if not self._spaces_known:
             self.observation_space, self.action_space = observation_space, action_space
             self._check_expected()
+            self.control_hz = welcome.get("control_hz")
+            self._spaces_known = True
         elif not (spaces_match(observation_space, self.observation_space)
                   and spaces_match(action_space, self.action_space)):
             raise HandshakeError(f"testbed {self.address} changed its spaces across a reconnect")

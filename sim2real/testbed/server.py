@@ -48,6 +48,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2real.testbed.applied import AppliedLog, LastStep
 from sim2real.testbed.auth import (
     MAX_KEY_BYTES,
     MIN_KEY_BYTES,
@@ -89,6 +90,7 @@ from sim2real.testbed.protocol import (
     safe_info,
     unpack_message,
 )
+from sim2real.testbed.realtime import Realtime
 from sim2real.testbed.tls import server_context
 
 logger = logging.getLogger(__name__)
@@ -263,6 +265,8 @@ class TestbedServer:
         handshake_burst: int = 20,
         handshake_rate: float = 2.0,
         max_pending: int = 64,
+        realtime: bool = False,
+        applied_log: str | Path | None = None,
     ) -> None:
         for name, value in (("hold_after", hold_after), ("idle_timeout", idle_timeout),
                             ("frame_timeout", frame_timeout), ("handshake_timeout", handshake_timeout),
@@ -283,6 +287,9 @@ class TestbedServer:
         if key is not None and not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
             raise TestbedError(f"a key of {len(key)} bytes; accepted: {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes")
         self.host = host
+        self.realtime = bool(realtime)
+        self.applied_log_path = None if applied_log is None else Path(applied_log)
+        self._applied: AppliedLog | None = None
         self._key = key
         self.tls = tls
         self.handshake_timeout = float(handshake_timeout)
@@ -389,12 +396,18 @@ class TestbedServer:
         self._env = env = self._env_factory()
         listener = None
         try:
+            if self.realtime:
+                self._env = env = Realtime(env)
+            if self.applied_log_path is not None:
+                self._applied = AppliedLog(self.applied_log_path)
+                self._recover(self._applied.last)
             self._welcome = {
                 "type": WELCOME,
                 "version": PROTOCOL_VERSION,
                 "observation_space": encode_space(env.observation_space),
                 "action_space": encode_space(env.action_space),
                 "hold_after": self.hold_after,
+                "control_hz": env.control_hz if isinstance(env, Realtime) else None,
             }
             try:
                 listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
@@ -418,7 +431,23 @@ class TestbedServer:
             if listener is not None:
                 await listener.wait_closed()
             env.close()
+            if self._applied is not None:
+                self._applied.close()
             logger.info("testbed server stopped; stats %s", self.stats)
+
+    def _recover(self, last: LastStep | None) -> None:
+        """Number episodes on from the applied-step log and keep its last step's reply for a resend.
+
+        The env is fresh, so that episode cannot go on: it is over, but a client that resends the
+        last step it sent learns whether it was applied (the logged reply) or not ("episode over").
+        """
+        if last is None:
+            return
+        self._episodes = last.episode
+        self._episode = _Episode(id=last.episode, session=last.session, last_seen=time.monotonic(),
+                                 last_seq=last.seq, last_reply=last.reply, done=True)
+        logger.warning("resuming after episode %d step %d of the applied-step log %s; that episode is over",
+                       last.episode, last.seq, self.applied_log_path)
 
     def _tick(self) -> None:
         """Periodic watchdog: frame and idle timeouts, lingering closes, the safe hold."""
@@ -580,6 +609,8 @@ class TestbedServer:
         reply = self._encode_result(
             {"type": RESET_OK, "episode": episode.id, "env_ms": env_ms}, obs, info, "reset"
         )
+        if self._applied is not None:
+            self._applied.reset(episode.id, episode.session)
         self._episode = episode
         conn.send(reply)
 
@@ -624,6 +655,8 @@ class TestbedServer:
                 episode.done = True
                 reply = pack_body(error_message(Code.ENV_ERROR, f"env.step returned an unsendable result: {exc}"))
         episode.last_seq, episode.last_reply = seq, reply
+        if self._applied is not None:
+            self._applied.step(eid, seq, np.asarray(action).tolist(), reply)
         conn.send(reply)
 
     def _encode_result(self, header: dict[str, Any], obs: Any, info: Mapping[str, Any], what: str) -> bytes:
@@ -735,6 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a key")
     parser.add_argument("--handshake-burst", type=int, default=20, help="failed handshakes per peer host at once")
     parser.add_argument("--handshake-rate", type=float, default=2.0, help="... refilled at this many per second")
+    parser.add_argument("--realtime", action="store_true", help="step at the env's control period (see Realtime)")
+    parser.add_argument("--applied-log", help="JSONL log of applied steps; a restart on it resumes (see AppliedLog)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -744,7 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         factory = env_factory_from_spec(args.env, json.loads(args.kwargs))
         server = TestbedServer(factory, args.host, args.port, args.hold_after, key=key, tls=tls,
                                insecure=args.insecure, handshake_burst=args.handshake_burst,
-                               handshake_rate=args.handshake_rate)
+                               handshake_rate=args.handshake_rate, realtime=args.realtime,
+                               applied_log=args.applied_log)
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -769,6 +805,8 @@ class ServerProcess:
         tls_key: str | None = None,
         handshake_burst: int = 20,
         handshake_rate: float = 2.0,
+        realtime: bool = False,
+        applied_log: str | Path | None = None,
     ) -> None:
         self.host = host
         self.scheme = "tls" if tls_cert else "tcp"
@@ -778,7 +816,10 @@ class ServerProcess:
             "--host", host, "--port", str(port), "--hold-after", str(hold_after),
             "--handshake-burst", str(handshake_burst), "--handshake-rate", str(handshake_rate),
         ]
-        for flag, value in (("--key-file", key_file), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if realtime:
+            command.append("--realtime")
+        for flag, value in (("--key-file", key_file), ("--tls-cert", tls_cert), ("--tls-key", tls_key),
+                            ("--applied-log", applied_log)):
             if value is not None:
                 command += [flag, str(value)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

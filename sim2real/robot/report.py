@@ -1,0 +1,88 @@
+"""The report of a robot run: learning curves on the robot, robot minutes, the control rate kept.
+
+A robot run has no scratch baseline (robot time is too scarce to spend on one), so it reports
+what it can measure: each unit's success at every evaluation point, the training steps and robot
+minutes until the threshold, and how the robot's time was spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sim2real.evaluation import metrics, report
+from sim2real.records import write_bytes_atomic, write_json_atomic
+
+
+def summarize_robot_run(plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                        units: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """report.json's content: per unit its curve, time to threshold (steps, robot minutes) and time budget."""
+    threshold = plan["threshold"]
+    summary: dict[str, Any] = {"testbed": plan["testbed"], "threshold": threshold, "budget": plan["budget"],
+                               "units": {}}
+    for key in plan["units"]:
+        rows = sorted((r for r in records if r["unit"] == key and r[threshold["metric"]] is not None),
+                      key=lambda r: r["steps"])
+        if not rows:
+            continue
+        steps = [r["steps"] for r in rows]
+        values = [r[threshold["metric"]] for r in rows]
+        reached = metrics.time_to_threshold(steps, values, threshold["value"], plan["budget"])
+        unit = dict(units.get(key, {}))
+        hz = unit.get("control_hz")
+        summary["units"][key] = {
+            "strategy": rows[0]["strategy"],
+            "seed": rows[0]["seed"],
+            "curve": {"steps": steps, threshold["metric"]: values},
+            "complete": steps == list(plan["steps"]),
+            "time_to_threshold": None if reached.censored else reached.steps,
+            "robot_minutes_to_threshold": None if reached.censored or not hz else round(reached.steps / hz / 60, 2),
+            **{k: v for k, v in unit.items() if k != "unit"},
+        }
+    return summary
+
+
+def render_robot_markdown(summary: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+    """report.md: one table of curves, one of robot time."""
+    metric, value = summary["threshold"]["metric"], summary["threshold"]["value"]
+    steps = plan["steps"]
+    lines = [f"# Adapting {plan['policy']} on the robot at {plan['testbed']}", "",
+             f"Task {plan['task']}, threshold {metric} ≥ {value:g}; {plan['episodes']} evaluation episodes at each "
+             f"point; no scratch baseline on the robot.", "",
+             "| unit | " + " | ".join(f"{s:,}" for s in steps) + " | steps to threshold | robot min to threshold |",
+             "|---|" + "---|" * (len(steps) + 2)]
+    for key, unit in summary["units"].items():
+        by_step = dict(zip(unit["curve"]["steps"], unit["curve"][metric], strict=True))
+        cells = [f"{100 * by_step[s]:.0f} %" if metric == "success" and s in by_step else
+                 (f"{by_step[s]:.3g}" if s in by_step else "—") for s in steps]
+        reached = "not reached" if unit["time_to_threshold"] is None else f"{unit['time_to_threshold']:,}"
+        minutes = unit["robot_minutes_to_threshold"]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {reached} | {'—' if minutes is None else minutes} |")
+    lines += ["", "| unit | robot min training | robot min evaluating | control rate | step rate kept | "
+              "stood still | updates | recoveries |", "|---|---|---|---|---|---|---|---|"]
+    for key, unit in summary["units"].items():
+        minutes = unit.get("robot_minutes") or {}
+        hz, kept = unit.get("control_hz"), unit.get("rate_kept")
+        lines.append(f"| {key} | {minutes.get('train', '—')} | {minutes.get('eval', '—')} | "
+                     f"{'not paced' if not hz else f'{hz:g} Hz'} | {'—' if kept is None else f'{100 * kept:.1f} %'} | "
+                     f"{unit.get('stood_still_seconds', '—')} s | {unit.get('updates', '—')} | "
+                     f"{unit.get('recoveries', '—')} |")
+    lines += ["", "Robot minutes are robot steps over the server's declared control rate; the step rate kept is "
+              "the rate within episodes against that rate; the robot stood still for the rest of the run's span "
+              "(resets, evaluation checkpoints, reconnects).", ""]
+    return "\n".join(lines)
+
+
+def write_robot_report(out: Path, plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                       units: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
+    """report.json, report.md and curves.png of a robot run directory."""
+    summary = summarize_robot_run(plan, records, units)
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "curves": out / "curves.png"}
+    write_json_atomic(paths["json"], summary)
+    write_bytes_atomic(paths["markdown"], render_robot_markdown(summary, plan).encode("utf-8"))
+    metric = summary["threshold"]["metric"]
+    curves = report.learning_curves([r for r in records if r[metric] is not None], metric)
+    figure = {"threshold": summary["threshold"], "target": f"the robot ({plan['testbed']})", "confidence": 0.95}
+    write_bytes_atomic(paths["curves"], report.plot_curves(curves, figure))
+    return paths
