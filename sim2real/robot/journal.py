@@ -151,17 +151,17 @@ def plain(value: Any) -> Any:
 class Journaled(gym.Wrapper):
     """The RemoteEnv with every reset and step journaled (intent before, result after); under the shield.
 
-    ``on_transition`` gets each training step as a :class:`Transition`; ``cut_at`` (training)
-    returns how many more training steps this episode may take before it is cut at an
-    evaluation point (the cut is journaled as an ``end`` and reported as a truncation).
+    ``on_transition`` gets each training step as a :class:`Transition`; ``cut_now`` (training)
+    says, after a step, whether the episode is cut there for an evaluation (the cut is journaled
+    as an ``end`` and reported as a truncation).
     """
 
     def __init__(self, remote: RemoteEnv, journal: Journal, phase: str, counts: dict[str, int],
                  on_transition: Callable[[Transition], None] | None = None,
-                 cut_at: Callable[[], int] | None = None) -> None:
+                 cut_now: Callable[[], bool] | None = None) -> None:
         super().__init__(remote)
         self.remote, self.journal, self.phase, self.counts = remote, journal, phase, counts
-        self.on_transition, self.cut_at = on_transition, cut_at
+        self.on_transition, self.cut_now = on_transition, cut_now
         self.pending: Pending | None = None
         self._obs: np.ndarray | None = None
         self._session: str | None = None
@@ -197,7 +197,7 @@ class Journaled(gym.Wrapper):
             self.on_transition(Transition(self._obs, np.asarray(action, dtype=np.float32), float(reward), next_obs,
                                           bool(terminated), bool(truncated)))
         self._obs = next_obs
-        if not (terminated or truncated) and self.cut_at is not None and self.cut_at() <= 0:
+        if not (terminated or truncated) and self.cut_now is not None and self.cut_now():
             self.journal.write(END, episode=episode, reason="cut at an evaluation point")
             truncated = True
         return obs, reward, terminated, truncated, info

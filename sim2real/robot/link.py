@@ -29,10 +29,10 @@ class RobotLink:
 
     def __init__(self, address: str, model: Any, journal: Journal, counts: dict[str, int], *,
                  session: str | None, on_transition: Callable[[Transition], None] | None,
-                 cut_at: Callable[[], int], reconnect_timeout: float, max_delta: float | None = None,
+                 cut_now: Callable[[], bool], reconnect_timeout: float, max_delta: float | None = None,
                  credentials: Credentials | None = None, step_timeout: float = 2.0) -> None:
         self.address, self.model, self.journal, self.counts = address, model, journal, counts
-        self.session, self.on_transition, self.cut_at = session, on_transition, cut_at
+        self.session, self.on_transition, self.cut_now = session, on_transition, cut_now
         self.reconnect_timeout, self.max_delta = float(reconnect_timeout), max_delta
         self.credentials, self.step_timeout = credentials, float(step_timeout)
         self.recoveries = 0
@@ -58,7 +58,7 @@ class RobotLink:
 
     def _build_envs(self) -> None:
         assert self.remote is not None
-        train = Journaled(self.remote, self.journal, TRAIN, self.counts, self.on_transition, self.cut_at)
+        train = Journaled(self.remote, self.journal, TRAIN, self.counts, self.on_transition, self.cut_now)
         evaluation = Journaled(self.remote, self.journal, EVAL, self.counts)
         self.train_env = SafetyShield(train, max_delta=self.max_delta)
         self.eval_env = SafetyShield(evaluation, max_delta=self.max_delta)

@@ -112,23 +112,28 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
     journal = Journal(directory / JOURNAL_FILE)
     learner: Learner | None = None
     link = RobotLink(plan.address, pretrained, journal, counts, session=state.session, on_transition=None,
-                     cut_at=lambda: _next_point(plan, counts[TRAIN]) - counts[TRAIN],
+                     cut_now=lambda: counts[TRAIN] in plan.steps,
                      reconnect_timeout=run.reconnect_timeout, max_delta=plan.max_delta,
                      credentials=run.credentials, step_timeout=run.step_timeout)
     try:
         model = _model(run, pretrained, SpacesOnly(pretrained.observation_space, pretrained.action_space))
+        actor = ActorPolicy(model, None)
+        checkpoint = read_checkpoint(directory / CHECKPOINT_DIR)
+        restored_at = None if checkpoint is None else checkpoint.consumed
         if run.strategy.trains:
-            learner = _learner(run, model, state.transitions)
+            restored = {name: value.clone() for name, value in model.policy.actor.state_dict().items()}
+            learner = actor.learner = _learner(run, model, state.transitions)
             link.on_transition = learner.put
             learner.start()
-        actor = ActorPolicy(model, learner)
-        link.open(first=True)
+        link.open(first=state.session is None)  # a fresh run fails at once; a resumed one waits for the robot
         link.resolve(state.pending)
         resets = state.resets[TRAIN]
         while True:
             try:
                 step = counts[TRAIN]
                 if step in plan.steps and step not in done_steps:
+                    if learner is not None:  # the checkpoint's weights; a resumed evaluation reuses them exactly
+                        actor.hold(restored if step == restored_at else learner.checkpoint(step))
                     record = _evaluate_point(run, link, actor, learner, step, started, counts)
                     points = [step] if run.strategy.trains else plan.steps  # unchanged weights: one evaluation
                     for point in points:
@@ -150,11 +155,6 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
             learner.join(30)
         link.close()
         journal.close()
-
-
-def _next_point(plan: RobotPlan, step: int) -> int:
-    """The first evaluation point after `step` (the budget at the end)."""
-    return next((point for point in plan.steps if point > step), plan.budget)
 
 
 def _model(run: UnitRun, pretrained: BaseAlgorithm, spaces: SpacesOnly) -> BaseAlgorithm:
@@ -190,9 +190,7 @@ def _learner(run: UnitRun, model: BaseAlgorithm, transitions: list[Any]) -> Lear
 
 def _evaluate_point(run: UnitRun, link: RobotLink, actor: ActorPolicy, learner: Learner | None, step: int,
                     started: float, counts: dict[str, int]) -> dict[str, Any]:
-    """Checkpoint at `step`, evaluate those weights on the robot (resuming finished episodes); the record."""
-    if learner is not None:
-        actor.hold(learner.checkpoint(step))
+    """Evaluate the held weights on the robot at `step` (resuming finished episodes); the results record."""
     out = run.directory / EVALUATIONS_DIR / str(step)
     summary = evaluate(actor, link.eval_env, run.plan.episodes, seed=EVAL_SEED, out=out)
     actor.follow()
