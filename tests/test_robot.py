@@ -15,7 +15,6 @@ from sim2real.robot.audit import audit
 from sim2real.robot.journal import END, STEP, Journal, read_journal
 from sim2real.robot.link import RobotLink
 from sim2real.testbed.applied import applied_steps
-from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.realtime import Realtime
 from sim2real.testbed.server import ServerProcess
 
