@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import socket
@@ -70,6 +71,31 @@ def test_readme_testbed_commands_run(tmp_path: Path, kind: str, out: str):
             result = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, result.stdout + result.stderr
         assert (tmp_path / "runs" / out / "summary.json").exists()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_readme_robot_commands_run_on_a_short_budget(tmp_path: Path):
+    """The README's robot block, its budget cut to 200 steps and the pacing dropped so it fits the fast suite."""
+    serve_args, transfer_args = readme_commands("readme-robot")
+    readme_port = serve_args[serve_args.index("--port") + 1]
+    port = str(free_port())
+    serve_args = [port if word == readme_port else word for word in serve_args if word not in ("&", "--realtime")]
+    short = {"--budget": "200", "--eval-every": "100", "--episodes": "2"}
+    transfer_args = [word.replace(f":{readme_port}", f":{port}") for word in transfer_args]
+    transfer_args = [short.get(before, word) for before, word in zip(["", *transfer_args[:-1]], transfer_args, strict=True)]
+    server = subprocess.Popen([*CLI, *serve_args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
+            assert line or server.poll() is None, server.stderr.read()
+        result = subprocess.run([*CLI, *transfer_args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = tmp_path / transfer_args[transfer_args.index("--out") + 1]
+        assert json.loads((out / "report.json").read_text())["units"]["testbed/residual/0"]["complete"]
+        assert (tmp_path / "runs" / "lab" / "applied.jsonl").exists()
     finally:
         server.terminate()
         server.communicate(timeout=30)

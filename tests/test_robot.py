@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -141,3 +142,43 @@ def test_a_robot_run_survives_server_and_client_kills_with_every_step_once(tmp_p
     assert journal.train_steps == 900 and len(journal.transitions) == 900
     assert all(json.loads(line)["kind"] in {STEP, END, "intent", "reset", "session"}
                for line in next((out / "units").glob("*/journal.jsonl")).read_text().splitlines())
+
+
+def _transfer_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sim2real", "transfer", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategies", "finetune"], "finetune cannot run against a remote env: finetune on a PPO policy trains "
+                                       "on-policy"),
+        (["--strategies", "sysid_finetune"], "sysid_finetune cannot run against a remote env"),
+        (["--budget", "100", "--eval-every", "200"], "the budget (100 steps) is smaller than eval_every (200)"),
+        (["--target", "truck"], "--target truck with --testbed: the robot is the target"),
+        (["--policy", "grasping-ppo-nominal"], "observation"),
+    ],
+    ids=["on-policy", "transductive", "budget", "target", "spaces"],
+)
+def test_robot_transfer_bad_input_is_one_line_before_the_robot_moves(tmp_path: Path, args: list[str], message: str):
+    log = tmp_path / "applied.jsonl"
+    with ServerProcess("sim2real.factory:make_env", {"task": "driving", "target": "truck"},
+                       applied_log=str(log)) as server:
+        base = ["driving", "--testbed", server.address, "--policy", "driving-ppo-nominal", "--out", str(tmp_path / "o")]
+        result = _transfer_cli(*base, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert applied_steps(log) == []
+
+
+def test_robot_transfer_to_an_unreachable_address_is_one_line(tmp_path: Path):
+    with socket.socket() as sock:  # a port nobody listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _transfer_cli("grasping", "--testbed", f"tcp://127.0.0.1:{port}", "--policy", "grasping-ppo-nominal",
+                           "--budget", "100", "--eval-every", "50", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refused the connection" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -36,7 +36,7 @@ def summarize_robot_run(plan: Mapping[str, Any], records: Sequence[Mapping[str, 
             "seed": rows[0]["seed"],
             "curve": {"steps": steps, threshold["metric"]: values},
             "complete": steps == list(plan["steps"]),
-            "time_to_threshold": None if reached.censored else reached.steps,
+            "time_to_threshold": None if reached.censored else int(reached.steps),
             "robot_minutes_to_threshold": None if reached.censored or not hz else round(reached.steps / hz / 60, 2),
             **{k: v for k, v in unit.items() if k != "unit"},
         }

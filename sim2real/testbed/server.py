@@ -704,9 +704,16 @@ def serve(
     key: bytes | None = None,
     tls: ssl.SSLContext | None = None,
     insecure: bool = False,
+    realtime: bool = False,
+    applied_log: str | Path | None = None,
 ) -> None:
-    """Serve env_factory() on host:port until SIGINT/SIGTERM; the blocking entry point of `sim2real serve`."""
-    TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure).serve_forever(on_ready)
+    """Serve env_factory() on host:port until SIGINT/SIGTERM; the blocking entry point of `sim2real serve`.
+
+    ``realtime`` paces a simulated env at its control period (a real robot paces itself: leave it
+    off); ``applied_log`` keeps every applied step on disk, so a restarted server resumes.
+    """
+    TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure, realtime=realtime,
+                  applied_log=applied_log).serve_forever(on_ready)
 
 
 def _major(hello: Mapping[str, Any]) -> int:
