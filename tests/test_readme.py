@@ -84,7 +84,8 @@ def test_readme_robot_commands_run_on_a_short_budget(tmp_path: Path):
     serve_args = [port if word == readme_port else word for word in serve_args if word not in ("&", "--realtime")]
     short = {"--budget": "200", "--eval-every": "100", "--episodes": "2"}
     transfer_args = [word.replace(f":{readme_port}", f":{port}") for word in transfer_args]
-    transfer_args = [short.get(before, word) for before, word in zip(["", *transfer_args[:-1]], transfer_args, strict=True)]
+    previous = ["", *transfer_args[:-1]]
+    transfer_args = [short.get(before, word) for before, word in zip(previous, transfer_args, strict=True)]
     server = subprocess.Popen([*CLI, *serve_args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
