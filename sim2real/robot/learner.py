@@ -70,15 +70,19 @@ class Learner(threading.Thread):
         self.checkpoint_dir, self.publish_every = checkpoint_dir, int(publish_every)
         self.checkpoint_every = int(checkpoint_every)
         self.consumed, self.owed = consumed, owed
-        self.updates = 0
+        self.updates = 0  # in this process; the model's _n_updates counts them over resumes
         self._queue: queue.Queue[Transition] = queue.Queue()
         self._requests: queue.Queue[tuple[int, threading.Event, list[dict[str, torch.Tensor]]]] = queue.Queue()
         self._halt = threading.Event()
-        self._weights: dict[str, torch.Tensor] | None = None
-        self._version = 0
+        self._published: tuple[int, dict[str, torch.Tensor] | None] = (0, None)
         self.failure: BaseException | None = None
         model.set_logger(Logger(None, []))
         model.num_timesteps = consumed
+
+    @property
+    def total_updates(self) -> int:
+        """Gradient steps the model has taken, over every resume (SB3's own count, restored with the checkpoint)."""
+        return int(self.model._n_updates)
 
     def put(self, transition: Transition) -> None:
         """Hand a transition over (never blocks)."""
@@ -90,8 +94,8 @@ class Learner(threading.Thread):
             self._add(transition)
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor] | None]:
-        """The newest published actor weights and their version (0: none published yet)."""
-        return self._version, self._weights
+        """The newest published actor weights and their version (0: none published yet), read as one pair."""
+        return self._published
 
     def checkpoint(self, consumed: int, timeout: float = 120.0) -> dict[str, torch.Tensor]:
         """Checkpoint once the first `consumed` transitions are in the buffer; the checkpoint's actor weights.
@@ -103,7 +107,7 @@ class Learner(threading.Thread):
         self._requests.put((consumed, done, weights))
         deadline = time.monotonic() + timeout
         while not done.wait(0.1):
-            self._raise_failure()
+            self.raise_failure()
             if not self.is_alive():
                 raise RuntimeError("the learner stopped before the checkpoint")
             if time.monotonic() > deadline:
@@ -189,7 +193,7 @@ class Learner(threading.Thread):
         self._requests.get_nowait()
         self._save()
         self._publish()
-        weights.append(self._weights)
+        weights.append(self._published[1])
         done.set()
         return True
 
@@ -205,9 +209,10 @@ class Learner(threading.Thread):
 
     def _publish(self) -> None:
         actor = self.model.policy.actor
-        self._weights = {name: value.detach().clone() for name, value in actor.state_dict().items()}
-        self._version += 1
+        weights = {name: value.detach().clone() for name, value in actor.state_dict().items()}
+        self._published = (self._published[0] + 1, weights)
 
-    def _raise_failure(self) -> None:
+    def raise_failure(self) -> None:
+        """Raise here, in the actor's thread, what stopped the learner (nothing if it runs)."""
         if self.failure is not None:
             raise RuntimeError(f"the learner failed: {self.failure!r}") from self.failure

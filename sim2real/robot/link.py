@@ -18,7 +18,7 @@ from typing import Any
 from sim2real.robot.journal import END, EVAL, TRAIN, Journal, Journaled, Pending, Transition
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
-from sim2real.testbed.protocol import RemoteError, TestbedError
+from sim2real.testbed.protocol import HandshakeError, RemoteError, TestbedError
 from sim2real.testbed.safety import SafetyShield
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class RobotLink:
                 self.remote = RemoteEnv(self.address, expected_spaces=self.model, step_timeout=self.step_timeout,
                                         credentials=self.credentials, session=self.session)
                 break
+            except (HandshakeError, RemoteError):
+                raise  # the server answered and refused: retrying cannot help
             except TestbedError as exc:
                 if time.monotonic() >= deadline:
                     raise TestbedError(f"{exc}; gave up reconnecting after {self.reconnect_timeout:.0f} s"

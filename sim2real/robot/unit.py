@@ -130,6 +130,8 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
         resets = state.resets[TRAIN]
         while True:
             try:
+                if learner is not None:
+                    learner.raise_failure()  # never step the robot with weights that stopped learning
                 step = counts[TRAIN]
                 if step in plan.steps and step not in done_steps:
                     if learner is not None:  # the checkpoint's weights; a resumed evaluation reuses them exactly
@@ -146,7 +148,6 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
                 run_episode(actor, link.train_env, seed=TRAIN_SEED + 10_000 * run.seed + resets, deterministic=False)
                 resets += 1
             except TestbedError as failure:
-                _check_learner(learner)
                 link.recover(failure, link.pending())
         return _summary(run, link, learner, started)
     finally:
@@ -202,14 +203,10 @@ def _evaluate_point(run: UnitRun, link: RobotLink, actor: ActorPolicy, learner: 
         "options": run.strategy.to_dict(),
         "robot_steps": {"train": counts[TRAIN], "eval": counts[EVAL]},
         "robot_minutes": None if not hz else {phase: round(counts[phase] / hz / 60, 3) for phase in (TRAIN, EVAL)},
-        "updates": None if learner is None else learner.updates,
+        "updates": None if learner is None else learner.total_updates,
+        "update_debt": None if learner is None else learner.owed,
     }
     return record
-
-
-def _check_learner(learner: Learner | None) -> None:
-    if learner is not None and learner.failure is not None:
-        raise RuntimeError(f"the learner failed: {learner.failure!r}") from learner.failure
 
 
 def _summary(run: UnitRun, link: RobotLink, learner: Learner | None, started: float) -> dict[str, Any]:
@@ -227,7 +224,8 @@ def _summary(run: UnitRun, link: RobotLink, learner: Learner | None, started: fl
         "rate_kept": None if not (hz and rate) else round(rate / hz, 4),
         "span_seconds": round(state.span_seconds, 3),
         "stood_still_seconds": None if not hz else round(max(0.0, state.span_seconds - steps / hz), 3),
-        "updates": None if learner is None else learner.updates,
+        "updates": None if learner is None else learner.total_updates,
+        "update_debt": None if learner is None else learner.owed,
         "recoveries": link.recoveries,
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
     }
