@@ -64,9 +64,10 @@ def render_robot_markdown(summary: Mapping[str, Any], plan: Mapping[str, Any]) -
     for key, unit in summary["units"].items():
         minutes = unit.get("robot_minutes") or {}
         hz, kept = unit.get("control_hz"), unit.get("rate_kept")
+        updates = f"{unit.get('updates', '—')} ({unit.get('update_debt', '—')} owed)"
         lines.append(f"| {key} | {minutes.get('train', '—')} | {minutes.get('eval', '—')} | "
                      f"{'not paced' if not hz else f'{hz:g} Hz'} | {'—' if kept is None else f'{100 * kept:.1f} %'} | "
-                     f"{unit.get('stood_still_seconds', '—')} s | {unit.get('updates', '—')} | "
+                     f"{unit.get('stood_still_seconds', '—')} s | {updates} | "
                      f"{unit.get('recoveries', '—')} |")
     lines += ["", "Robot minutes are robot steps over the server's declared control rate; the step rate kept is "
               "the rate within episodes against that rate; the robot stood still for the rest of the run's span "
