@@ -48,6 +48,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_server(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`sim2real serve ARGS` in the background, returned once it listens."""
+    server = subprocess.Popen([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
+        assert line or server.poll() is None, server.stderr.read()
+    return server
+
+
 @pytest.mark.parametrize(("kind", "out"), [("readme-testbed", "testbed"), ("readme-testbed-secure", "testbed-tls")])
 def test_readme_testbed_commands_run(tmp_path: Path, kind: str, out: str):
     """The commands before `serve` run first, then the server in the background, then the clients."""
@@ -60,12 +69,8 @@ def test_readme_testbed_commands_run(tmp_path: Path, kind: str, out: str):
     for args in commands[:at]:
         result = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
-    server = subprocess.Popen([*CLI, *serve_args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = start_server(serve_args, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
-            assert line or server.poll() is None, server.stderr.read()
         for args in clients:
             args = [word.replace(f":{readme_port}", f":{port}") for word in args]
             result = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -86,12 +91,8 @@ def test_readme_robot_commands_run_on_a_short_budget(tmp_path: Path):
     transfer_args = [word.replace(f":{readme_port}", f":{port}") for word in transfer_args]
     previous = ["", *transfer_args[:-1]]
     transfer_args = [short.get(before, word) for before, word in zip(previous, transfer_args, strict=True)]
-    server = subprocess.Popen([*CLI, *serve_args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = start_server(serve_args, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "LISTENING" not in (line := server.stdout.readline()) and time.monotonic() < deadline:
-            assert line or server.poll() is None, server.stderr.read()
         result = subprocess.run([*CLI, *transfer_args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         out = tmp_path / transfer_args[transfer_args.index("--out") + 1]

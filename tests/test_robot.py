@@ -67,11 +67,12 @@ def test_a_step_left_pending_by_a_client_crash_is_applied_once_and_journaled_onc
     np.testing.assert_array_equal(after.transitions[-1].action, [0.5])
 
 
-def test_a_restarted_server_answers_the_resent_step_from_its_log_and_numbers_episodes_on(tmp_path: Path):
+def _crash_both_then_resolve(tmp_path: Path, send: bool, after=None) -> tuple[Path, Path]:
+    """A client crash with a step pending, the server killed too, then a restarted server and a resumed link."""
     log, path = tmp_path / "applied.jsonl", tmp_path / "journal.jsonl"
     with ServerProcess(PENDULUM, applied_log=str(log)) as server:
         port = server.port
-        _crash_with_pending(path, server, send=True)
+        _crash_with_pending(path, server, send=send)
         server.process.kill()
         server.process.wait()
     state = read_journal(path)
@@ -80,31 +81,27 @@ def test_a_restarted_server_answers_the_resent_step_from_its_log_and_numbers_epi
         link = _link(restarted, journal, dict(state.steps), state.session)
         assert link.remote is not None and link.remote.session == state.session
         link.resolve(state.pending)
-        assert link.train_env is not None
+        if after is not None:
+            after(link)
+        link.close()
+        journal.close()
+    return log, path
+
+
+def test_a_restarted_server_answers_the_resent_step_from_its_log_and_numbers_episodes_on(tmp_path: Path):
+    def new_episode(link: RobotLink) -> None:
         link.train_env.reset(seed=1)  # a new episode, numbered after the last one the log knows
         assert link.remote.episode == 2
         link.train_env.step(np.zeros(1, dtype=np.float32))
-        link.close()
-        journal.close()
+
+    log, path = _crash_both_then_resolve(tmp_path, send=True, after=new_episode)
     result = audit(log, [path])
     assert result.exact and result.applied == 5, result
     assert applied_steps(log)[3] == (1, 4)
 
 
 def test_a_restarted_server_says_a_step_it_never_applied_was_not_applied(tmp_path: Path):
-    log, path = tmp_path / "applied.jsonl", tmp_path / "journal.jsonl"
-    with ServerProcess(PENDULUM, applied_log=str(log)) as server:
-        port = server.port
-        _crash_with_pending(path, server, send=False)
-        server.process.kill()
-        server.process.wait()
-    state = read_journal(path)
-    with ServerProcess(PENDULUM, applied_log=str(log), port=port) as restarted:
-        journal = Journal(path)
-        link = _link(restarted, journal, dict(state.steps), state.session)
-        link.resolve(state.pending)
-        link.close()
-        journal.close()
+    log, path = _crash_both_then_resolve(tmp_path, send=False)
     ends = [json.loads(line) for line in path.read_text().splitlines() if '"end"' in line]
     assert ends and "was not applied" in ends[-1]["reason"]
     result = audit(log, [path])

@@ -62,26 +62,17 @@ class Plan:
 
     def __post_init__(self) -> None:
         """Check everything that needs no model, so a bad plan fails before any work."""
-        for name, meaning in (("seeds", "training seeds per target and strategy"),
-                              ("budget", "target env steps per unit"),
-                              ("eval_every", "target env steps between evaluations"),
-                              ("episodes", "episodes per evaluation")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HarnessError(f"{name} ({meaning}) must be an integer >= 1, got {value!r}")
-        if self.budget < self.eval_every:
-            raise HarnessError(f"the budget ({self.budget} steps) is smaller than eval_every ({self.eval_every}); "
-                               f"choose eval_every <= budget, e.g. {max(1, self.budget // 5)}")
+        check_schedule(self, "target env")
         if not self.targets:
             raise HarnessError(f"no target given (targets of {self.spec.name}: {allowed(self.spec.targets)})")
         for target in self.targets:
             self.spec.target(target)
-        _unique("target", self.targets)
+        unique("target", self.targets)
         for strategy in self.strategies:
             if not isinstance(strategy, Strategy):
                 raise HarnessError(f"expected a Strategy, got {strategy!r} (known strategies: {allowed(STRATEGIES)})")
         names = [strategy.name for strategy in self.strategies]
-        _unique("strategy", names)
+        unique("strategy", names)
         if BASELINE not in names:
             raise HarnessError(f"the strategies {allowed(names)} lack '{BASELINE}': every gain is measured "
                                f"against it, add it to the strategies")
@@ -89,10 +80,7 @@ class Plan:
     @property
     def steps(self) -> tuple[int, ...]:
         """The evaluation grid: 0, eval_every, 2·eval_every, ... and the budget itself."""
-        grid = list(range(0, self.budget + 1, self.eval_every))
-        if grid[-1] != self.budget:
-            grid.append(self.budget)
-        return tuple(grid)
+        return evaluation_grid(self.budget, self.eval_every)
 
     def units(self) -> list[Unit]:
         """Every (target, strategy, seed), a seed's strategies together so paired results come early."""
@@ -101,24 +89,48 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data for plan.json and the report's settings."""
-        return {
-            "task": self.spec.name,
-            "spec_hash": self.spec.spec_hash,
-            "policy": self.policy,
-            "targets": list(self.targets),
-            "strategies": [strategy.to_dict() for strategy in self.strategies],
-            "seeds": self.seeds,
-            "budget": self.budget,
-            "eval_every": self.eval_every,
-            "episodes": self.episodes,
-            "eval_seed": EVAL_SEED,
-            "steps": list(self.steps),
-            "threshold": {"metric": self.spec.threshold.metric, "value": self.spec.threshold.value},
-            "units": [unit.key for unit in self.units()],
-        }
+        return {**schedule_dict(self), "targets": list(self.targets), "units": [unit.key for unit in self.units()]}
 
 
-def _unique(kind: str, names: Sequence[str]) -> None:
+def schedule_dict(plan: Any) -> dict[str, Any]:
+    """What every plan records in plan.json: task, policy, strategies, seeds, budget, the grid, the threshold."""
+    return {
+        "task": plan.spec.name,
+        "spec_hash": plan.spec.spec_hash,
+        "policy": plan.policy,
+        "strategies": [strategy.to_dict() for strategy in plan.strategies],
+        "seeds": plan.seeds,
+        "budget": plan.budget,
+        "eval_every": plan.eval_every,
+        "episodes": plan.episodes,
+        "eval_seed": EVAL_SEED,
+        "steps": list(plan.steps),
+        "threshold": {"metric": plan.spec.threshold.metric, "value": plan.spec.threshold.value},
+    }
+
+
+def check_schedule(plan: Any, steps: str) -> None:
+    """A plan's seeds, budget, eval_every and episodes: integers >= 1, the budget holding an evaluation."""
+    for name, meaning in (("seeds", "training seeds per target and strategy"), ("budget", f"{steps} steps per unit"),
+                          ("eval_every", f"{steps} steps between evaluations"),
+                          ("episodes", "episodes per evaluation")):
+        value = getattr(plan, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HarnessError(f"{name} ({meaning}) must be an integer >= 1, got {value!r}")
+    if plan.budget < plan.eval_every:
+        raise HarnessError(f"the budget ({plan.budget} steps) is smaller than eval_every ({plan.eval_every}); "
+                           f"choose eval_every <= budget, e.g. {max(1, plan.budget // 5)}")
+
+
+def evaluation_grid(budget: int, eval_every: int) -> tuple[int, ...]:
+    """0, eval_every, 2·eval_every, ... and the budget itself."""
+    grid = list(range(0, budget + 1, eval_every))
+    if grid[-1] != budget:
+        grid.append(budget)
+    return tuple(grid)
+
+
+def unique(kind: str, names: Sequence[str]) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise HarnessError(f"{kind} {allowed(repeated)} appears more than once; give each {kind} once")

@@ -13,9 +13,7 @@ from typing import Any
 
 from sim2real import catalog
 from sim2real.catalog import TaskSpec
-from sim2real.errors import allowed
-from sim2real.evaluation.plan import HarnessError
-from sim2real.training import EVAL_SEED
+from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_dict, unique
 from sim2real.transfer import Residual, Strategy, get_strategy
 
 TESTBED_TARGET = "testbed"
@@ -42,29 +40,15 @@ class RobotPlan:
 
     def __post_init__(self) -> None:
         """Check what needs no robot, so a bad plan fails before the robot moves."""
-        for name, meaning in (("seeds", "training seeds per strategy"), ("budget", "robot steps per unit"),
-                              ("eval_every", "robot steps between evaluations"),
-                              ("episodes", "episodes per evaluation")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HarnessError(f"{name} ({meaning}) must be an integer >= 1, got {value!r}")
-        if self.budget < self.eval_every:
-            raise HarnessError(f"the budget ({self.budget} steps) is smaller than eval_every ({self.eval_every}); "
-                               f"choose eval_every <= budget, e.g. {max(1, self.budget // 5)}")
+        check_schedule(self, "robot")
         if not self.strategies:
             raise HarnessError("no strategy given; on a robot, residual is the one to try first")
-        names = [strategy.name for strategy in self.strategies]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise HarnessError(f"strategy {allowed(repeated)} appears more than once; give each strategy once")
+        unique("strategy", [strategy.name for strategy in self.strategies])
 
     @property
     def steps(self) -> tuple[int, ...]:
         """The evaluation grid: 0, eval_every, 2·eval_every, ... and the budget itself."""
-        grid = list(range(0, self.budget + 1, self.eval_every))
-        if grid[-1] != self.budget:
-            grid.append(self.budget)
-        return tuple(grid)
+        return evaluation_grid(self.budget, self.eval_every)
 
     def units(self) -> list[tuple[Strategy, int]]:
         """Every (strategy, seed), a seed's strategies together."""
@@ -72,23 +56,9 @@ class RobotPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data for plan.json (the harness's keys, plus the testbed's)."""
-        return {
-            "task": self.spec.name,
-            "spec_hash": self.spec.spec_hash,
-            "policy": self.policy,
-            "testbed": self.address,
-            "targets": [TESTBED_TARGET],
-            "strategies": [strategy.to_dict() for strategy in self.strategies],
-            "seeds": self.seeds,
-            "budget": self.budget,
-            "eval_every": self.eval_every,
-            "episodes": self.episodes,
-            "eval_seed": EVAL_SEED,
-            "max_delta": self.max_delta,
-            "steps": list(self.steps),
-            "threshold": {"metric": self.spec.threshold.metric, "value": self.spec.threshold.value},
-            "units": [unit_key(strategy, seed) for strategy, seed in self.units()],
-        }
+        return {**schedule_dict(self), "testbed": self.address, "targets": [TESTBED_TARGET],
+                "max_delta": self.max_delta,
+                "units": [unit_key(strategy, seed) for strategy, seed in self.units()]}
 
 
 def unit_key(strategy: Strategy, seed: int) -> str:
