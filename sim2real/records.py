@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -31,10 +32,16 @@ class RecordsError(Sim2RealError):
 
 
 class JsonlWriter:
-    """Append-only JSON-lines writer: one record per line, flushed as written, fsynced on demand."""
+    """Append-only JSON-lines writer: one record per line, flushed as written, fsynced on demand.
 
-    def __init__(self, path: PathLike) -> None:
+    With ``fsync_every`` (seconds), a write also fsyncs once that long has passed since the last
+    fsync: a log written at a robot's control rate then bounds what a power cut can take.
+    """
+
+    def __init__(self, path: PathLike, fsync_every: float | None = None) -> None:
         self.path = Path(path)
+        self.fsync_every = fsync_every
+        self._synced = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab+", buffering=0)  # noqa: SIM115 - closed by close()
         try:
@@ -81,11 +88,14 @@ class JsonlWriter:
         view = memoryview((text + "\n").encode("utf-8"))
         while view:
             view = view[self._file.write(view):]
+        if self.fsync_every is not None and time.monotonic() - self._synced >= self.fsync_every:
+            self.fsync()
 
     def fsync(self) -> None:
         """Force the records written so far onto the disk (call at the end of an episode or unit)."""
         self._file.flush()
         os.fsync(self._file.fileno())
+        self._synced = time.monotonic()
 
     def close(self) -> None:
         """Fsync and close the file; closing twice is harmless."""

@@ -65,7 +65,6 @@ class JournalState:
     stepping_seconds: float = 0.0
     stepping_count: int = 0
     pending: Pending | None = None
-    open_episode: int | None = None
 
     @property
     def train_steps(self) -> int:
@@ -90,7 +89,6 @@ def read_journal(path: str | Path) -> JournalState:
         elif kind == RESET:
             last_obs[record["episode"]] = np.asarray(record["obs"], dtype=np.float32)
             last_time[record["episode"]] = record["time"]
-            state.open_episode = record["episode"]
             state.resets[record["phase"]] += 1
         elif kind == INTENT:
             episode = record["episode"]
@@ -110,11 +108,8 @@ def read_journal(path: str | Path) -> JournalState:
                     last_obs[episode], np.asarray(record["action"], dtype=np.float32), float(record["reward"]),
                     obs, bool(record["terminated"]), bool(record["truncated"])))
             last_obs[episode] = obs
-            if record["terminated"] or record["truncated"]:
-                state.open_episode = None
         elif kind == END:
             state.pending = None
-            state.open_episode = None
     return state
 
 
@@ -123,20 +118,15 @@ class Journal:
 
     def __init__(self, path: str | Path, fsync_every: float = 1.0) -> None:
         self.path = Path(path)
-        self.fsync_every = float(fsync_every)
-        self._writer = JsonlWriter(self.path)
-        self._synced = time.monotonic()
+        self._writer = JsonlWriter(self.path, fsync_every=fsync_every)
 
     def write(self, kind: str, **fields: Any) -> None:
         """Append one record (``time``: wall-clock seconds, for rates and robot time)."""
         self._writer.write({"kind": kind, "time": time.time(), **fields})
-        if time.monotonic() - self._synced >= self.fsync_every:
-            self.fsync()
 
     def fsync(self) -> None:
-        """Force every record so far onto the disk."""
+        """Force every record so far onto the disk (before a checkpoint that counts them)."""
         self._writer.fsync()
-        self._synced = time.monotonic()
 
     def close(self) -> None:
         """Fsync and close."""

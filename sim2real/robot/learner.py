@@ -18,6 +18,7 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,6 @@ class CheckpointState:
     model: str
     consumed: int
     owed: int
-    updates: int
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data for checkpoint.json."""
@@ -51,7 +51,7 @@ class CheckpointState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckpointState:
         """Read checkpoint.json's data back."""
-        return cls(str(data["model"]), int(data["consumed"]), int(data["owed"]), int(data["updates"]))
+        return cls(str(data["model"]), int(data["consumed"]), int(data["owed"]))
 
 
 def read_checkpoint(directory: Path) -> CheckpointState | None:
@@ -64,13 +64,14 @@ class Learner(threading.Thread):
     """Off-policy updates on ``model`` from queued transitions, ``utd`` gradient steps per transition."""
 
     def __init__(self, model: OffPolicyAlgorithm, utd: int, budget: int, checkpoint_dir: Path,
-                 publish_every: int = 8, checkpoint_every: int = 1000, consumed: int = 0, owed: int = 0) -> None:
+                 publish_every: int = 8, checkpoint_every: int = 1000, consumed: int = 0, owed: int = 0,
+                 before_checkpoint: Callable[[], None] | None = None) -> None:
         super().__init__(name="sim2real-learner", daemon=True)
         self.model, self.utd, self.budget = model, int(utd), int(budget)
         self.checkpoint_dir, self.publish_every = checkpoint_dir, int(publish_every)
         self.checkpoint_every = int(checkpoint_every)
+        self.before_checkpoint = before_checkpoint
         self.consumed, self.owed = consumed, owed
-        self.updates = 0  # in this process; the model's _n_updates counts them over resumes
         self._queue: queue.Queue[Transition] = queue.Queue()
         self._requests: queue.Queue[tuple[int, threading.Event, list[dict[str, torch.Tensor]]]] = queue.Queue()
         self._halt = threading.Event()
@@ -132,7 +133,6 @@ class Learner(threading.Thread):
                     self.model._current_progress_remaining = max(0.0, 1.0 - self.model.num_timesteps / self.budget)
                     self.model.train(gradient_steps=batch, batch_size=self.model.batch_size)
                     self.owed -= batch
-                    self.updates += batch
                     since_publish += batch
                     if since_publish >= self.publish_every:
                         self._publish()
@@ -198,10 +198,16 @@ class Learner(threading.Thread):
         return True
 
     def _save(self) -> None:
-        """Model first (its own file), then the state naming it: the state always names a complete model."""
+        """Model first (its own file), then the state naming it: the state always names a complete model.
+
+        ``before_checkpoint`` (the journal's fsync) runs first, so a checkpoint never counts
+        transitions that a power cut could still take from the journal.
+        """
+        if self.before_checkpoint is not None:
+            self.before_checkpoint()
         name = f"model-{self.consumed}.zip"
         zoo.save_model_atomic(self.model, self.checkpoint_dir / name)
-        state = CheckpointState(name, self.consumed, self.owed, self.model._n_updates)
+        state = CheckpointState(name, self.consumed, self.owed)
         write_json_atomic(self.checkpoint_dir / STATE_FILE, state.to_json())
         for old in self.checkpoint_dir.glob("model-*.zip"):
             if old.name != name:

@@ -25,7 +25,7 @@ from sim2real.evaluation.rollout import evaluate, run_episode
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
 from sim2real.robot.journal import EVAL, TRAIN, Journal, read_journal
-from sim2real.robot.learner import Learner, read_checkpoint
+from sim2real.robot.learner import CheckpointState, Learner, read_checkpoint
 from sim2real.robot.link import RobotLink
 from sim2real.robot.plan import TESTBED_TARGET, RobotPlan, unit_key
 from sim2real.testbed.credentials import Credentials
@@ -116,13 +116,13 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
                      reconnect_timeout=run.reconnect_timeout, max_delta=plan.max_delta,
                      credentials=run.credentials, step_timeout=run.step_timeout)
     try:
-        model = _model(run, pretrained, SpacesOnly(pretrained.observation_space, pretrained.action_space))
+        checkpoint = read_checkpoint(directory / CHECKPOINT_DIR) if run.strategy.trains else None
+        model = _model(run, pretrained, SpacesOnly(pretrained.observation_space, pretrained.action_space), checkpoint)
         actor = ActorPolicy(model, None)
-        checkpoint = read_checkpoint(directory / CHECKPOINT_DIR)
         restored_at = None if checkpoint is None else checkpoint.consumed
         if run.strategy.trains:
             restored = {name: value.clone() for name, value in model.policy.actor.state_dict().items()}
-            learner = actor.learner = _learner(run, model, state.transitions)
+            learner = actor.learner = _learner(run, model, state.transitions, checkpoint, journal)
             link.on_transition = learner.put
             learner.start()
         link.open(first=state.session is None)  # a fresh run fails at once; a resumed one waits for the robot
@@ -158,7 +158,8 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
         journal.close()
 
 
-def _model(run: UnitRun, pretrained: BaseAlgorithm, spaces: SpacesOnly) -> BaseAlgorithm:
+def _model(run: UnitRun, pretrained: BaseAlgorithm, spaces: SpacesOnly,
+           checkpoint: CheckpointState | None) -> BaseAlgorithm:
     """The strategy's model, restored from the unit's checkpoint when there is one."""
     spec = run.plan.spec
     source = make_env(spec, SOURCE) if getattr(run.strategy, "source_steps", 0) else None
@@ -168,21 +169,21 @@ def _model(run: UnitRun, pretrained: BaseAlgorithm, spaces: SpacesOnly) -> BaseA
     finally:
         if source is not None:
             source.close()
-    checkpoint = read_checkpoint(run.directory / CHECKPOINT_DIR)
-    if checkpoint is None or not run.strategy.trains:
+    if checkpoint is None:
         return model
     restored = type(model).load(run.directory / CHECKPOINT_DIR / checkpoint.model, device="cpu")
     restored.replay_buffer = model.replay_buffer  # holds any source warm start; the journal's steps follow
     return restored
 
 
-def _learner(run: UnitRun, model: BaseAlgorithm, transitions: list[Any]) -> Learner:
+def _learner(run: UnitRun, model: BaseAlgorithm, transitions: list[Any], checkpoint: CheckpointState | None,
+             journal: Journal) -> Learner:
     """A learner resuming at the checkpoint: its transitions re-added, the later ones queued as new."""
-    checkpoint = read_checkpoint(run.directory / CHECKPOINT_DIR)
     consumed = 0 if checkpoint is None else checkpoint.consumed
     owed = 0 if checkpoint is None else checkpoint.owed
     utd = max(1, int(model.gradient_steps) // max(1, int(model.train_freq.frequency)))
-    learner = Learner(model, utd, run.plan.budget, run.directory / CHECKPOINT_DIR, consumed=consumed, owed=owed)
+    learner = Learner(model, utd, run.plan.budget, run.directory / CHECKPOINT_DIR, consumed=consumed, owed=owed,
+                      before_checkpoint=journal.fsync)
     learner.add_consumed(transitions[:consumed])
     for transition in transitions[consumed:]:
         learner.put(transition)

@@ -37,31 +37,22 @@ class AppliedLog:
 
     def __init__(self, path: str | Path, fsync_every: float = 1.0) -> None:
         self.path = Path(path)
-        self.fsync_every = float(fsync_every)
         self.last = last_step(read_jsonl(self.path)) if self.path.exists() else None
-        self._writer = JsonlWriter(self.path)
-        self._synced = time.monotonic()
-        self._append({"type": BOOT_RECORD, "time": time.time()})
+        self._writer = JsonlWriter(self.path, fsync_every=fsync_every)
+        self._writer.write({"type": BOOT_RECORD, "time": time.time()})
 
     def reset(self, episode: int, session: str) -> None:
         """An episode began (the env was reset for `session`)."""
-        self._append({"type": RESET_RECORD, "episode": episode, "session": session})
+        self._writer.write({"type": RESET_RECORD, "episode": episode, "session": session})
 
     def step(self, episode: int, seq: int, action: Any, reply: bytes) -> None:
         """Step `seq` of `episode` was applied with `action` (plain data) and answered with `reply`."""
-        self._append({"type": STEP_RECORD, "episode": episode, "seq": seq, "action": action,
+        self._writer.write({"type": STEP_RECORD, "episode": episode, "seq": seq, "action": action,
                       "reply": base64.b64encode(reply).decode("ascii")})
 
     def close(self) -> None:
         """Fsync and close."""
         self._writer.close()
-
-    def _append(self, record: dict[str, Any]) -> None:
-        self._writer.write(record)
-        now = time.monotonic()
-        if now - self._synced >= self.fsync_every:
-            self._writer.fsync()
-            self._synced = now
 
 
 def last_step(records: list[dict[str, Any]]) -> LastStep | None:
