@@ -6,6 +6,7 @@ loaded, not after an hour of training.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -230,7 +231,7 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
         train=_parse_train(raw["train"], source),
         threshold=_parse_threshold(raw["threshold"], source),
         transfer=_parse_transfer(raw.get("transfer") or {}, source),
-        raw=raw,
+        raw=copy.deepcopy(raw),  # its own copy: the parsed parts are handed to SB3, which mutates some
     )
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim2real.errors import Sim2RealError
+from sim2real.formatting import percent, score
 from sim2real.sysid import DEFAULT_HORIZON
 from sim2real.transfer.strategies import (
     DEFAULT_RECORD_EPISODES,
@@ -83,32 +84,39 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 @user_errors
 def train(
     task: Task,
-    target: Annotated[str, typer.Option(help="domain to train in ('source' = nominal)")] = "source",
+    target: Annotated[str | None, typer.Option(help="domain to train in [default: source, the nominal one]")] = None,
     randomize: Annotated[bool, typer.Option("--randomize", help="domain randomization during training")] = False,
-    algo: Annotated[str | None, typer.Option(help="ppo or sac (default: the task's)")] = None,
-    steps: Annotated[int | None, typer.Option(help="env steps (default: the task's)")] = None,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    out: Annotated[Path | None, typer.Option(help="bundle directory (default: runs/TASK-ALGO-dr|nominal)")] = None,
-    n_envs: Annotated[int | None, typer.Option(help="parallel envs (default: the task's)")] = None,
-    episodes: Annotated[int, typer.Option(help="episodes per target for the card")] = 100,
+    algo: Annotated[str | None, typer.Option(help="ppo or sac [default: the task's]")] = None,
+    steps: Annotated[int | None, typer.Option(help="env steps to train, >= 1 [default: the task's]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed, 0 to 2**32-1 [default: 0]")] = None,
+    out: Annotated[Path | None, typer.Option(help="bundle directory [default: runs/TASK-ALGO-dr|nominal]")] = None,
+    n_envs: Annotated[int | None, typer.Option(help="parallel envs, >= 1 [default: the task's]")] = None,
+    episodes: Annotated[int, typer.Option(help="episodes per target for the card, >= 1")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="replace a bundle already at --out")] = False,
+    continue_from: Annotated[Path | None, typer.Option(
+        "--continue", help="a bundle to train --steps further (its settings kept; written back to it unless --out)")
+    ] = None,
     tensorboard: Annotated[Path, typer.Option(help="TensorBoard log folder")] = Path("runs/tensorboard"),
 ) -> None:
-    """Pretrain a policy and write a bundle (model.zip, card.json, card.md)."""
+    """Pretrain a policy and write a bundle (model.zip, card.json, card.md); or continue training one."""
     from sim2real import catalog
-    from sim2real.training import train as run_training
+    from sim2real.training import plan_training, run_training
 
     spec = catalog.load(task)
-    algo = algo or spec.train.algo
-    out = out or Path("runs") / f"{spec.name}-{algo}-{'dr' if randomize else 'nominal'}"
+    if out is None:
+        kind = "dr" if randomize else "nominal"
+        out = continue_from or Path("runs") / f"{spec.name}-{algo or spec.train.algo}-{kind}"
+    request = plan_training(spec, target=target, randomize=randomize or None, algo=algo, steps=steps, seed=seed,
+                            out=out, n_envs=n_envs, card_episodes=episodes, force=force, continue_from=continue_from)
 
     def report(steps_done: int, summary: dict[str, Any]) -> None:
-        console.print(f"  {steps_done:>8,} steps: success {summary['success_rate']:.0%}, "
-                      f"return {summary['mean_return']:.2f}")
+        shown = score(spec.threshold.metric, summary["success_rate"], summary["mean_return"])
+        console.print(f"  {steps_done:>8,} steps: {shown}")
 
-    console.print(f"Training {algo.upper()} on [bold]{spec.name}[/] ({target}{', randomized' if randomize else ''})")
-    result = run_training(spec, target=target, randomize=randomize, algo=algo, steps=steps, seed=seed, out=out,
-                          n_envs=n_envs, card_episodes=episodes, progress_bar=sys.stdout.isatty(), on_eval=report,
-                          tensorboard_log=tensorboard)
+    further = f" from {continue_from} ({request.continues['train_steps']:,} steps)" if request.continues else ""
+    console.print(f"Training {request.algo.upper()} on [bold]{spec.name}[/] ({request.target}"
+                  f"{', randomized' if request.randomize else ''}) for {request.steps:,} steps{further}")
+    result = run_training(request, progress_bar=sys.stdout.isatty(), on_eval=report, tensorboard_log=tensorboard)
     _print_card(result.card)
     console.print(f"Bundle written to [bold]{out}[/] ({result.card['wall_seconds']:.0f} s)")
 
@@ -123,7 +131,7 @@ def zoo_list() -> None:
     for name in list_zoo():
         card = load_card(name)
         table.add_row(name, card["task"], card["algo"], str(card["randomized"]), f"{card['train_steps']:,}",
-                      f"{card['source_success']:.0%}")
+                      f"{percent(card['source_success'])}")
     console.print(table)
 
 
@@ -137,10 +145,26 @@ def zoo_show(policy: Annotated[str, typer.Argument(help="zoo name or bundle dire
     _print_card(card)
 
 
+def _episode_printer(episodes: int) -> Callable[[Any], None]:
+    """Print a progress line about every tenth of the episodes (evaluations can take minutes)."""
+    every, seen = max(1, episodes // 10), {"done": 0, "successes": 0}
+
+    def show(episode: Any) -> None:
+        seen["done"] += 1
+        seen["successes"] += int(episode.success)
+        if seen["done"] % every == 0 and seen["done"] < episodes:
+            console.print(f"  {seen['done']} new episodes, {seen['successes']} successful", highlight=False)
+
+    return show
+
+
 def _print_card(card: dict[str, Any]) -> None:
-    table = Table("target", "kind", "success", "mean return", title=f"{card.get('name', '')} ({card['algo']})")
+    by_return = card.get("metric") == "return"
+    columns = ("target", "kind", "mean return") if by_return else ("target", "kind", "success", "mean return")
+    table = Table(*columns, title=f"{card.get('name', '')} ({card['algo']})")
     for name, result in card["targets"].items():
-        table.add_row(name, result.get("kind", ""), f"{result['success']:.0%}", f"{result['return']:.2f}")
+        success = () if by_return else (percent(result["success"]),)
+        table.add_row(name, result.get("kind", ""), *success, f"{result['return']:.2f}")
     console.print(table)
 
 
@@ -154,7 +178,9 @@ def evaluate(
     seed: Seed = 0,
     testbed: Testbed = None,
     gif: Annotated[Path | None, typer.Option(help="record a GIF of a few episodes")] = None,
-    out: Annotated[Path | None, typer.Option(help="write episodes.jsonl and summary.json here (resumes)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="write episodes.jsonl and summary.json here; a rerun of the same evaluation resumes")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace another evaluation already in --out")] = False,
     stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mean")] = False,
     key_file: KeyFile = None,
     tls_ca: TlsCa = None,
@@ -164,16 +190,15 @@ def evaluate(
     from sim2real.evaluate import evaluate_policy
     from sim2real.testbed.evaluation import format_latency
 
-    if episodes <= 0:
-        raise Sim2RealError(f"--episodes must be > 0, got {episodes}")
     credentials = _credentials(key_file, tls_ca, tls_fingerprint)
     summary = evaluate_policy(policy, task, target=target, episodes=episodes, seed=seed, testbed=testbed, gif=gif,
-                              out=out, deterministic=not stochastic, credentials=credentials)
+                              out=out, deterministic=not stochastic, credentials=credentials, force=force,
+                              on_episode=_episode_printer(episodes))
     table = Table("metric", "value", title=f"{policy} on {testbed or f'{task}:{target}'}")
     low, high = summary.get("success_ci") or (0, 0)
     table.add_row("episodes", f"{summary['episodes']} ({summary['aborted']} aborted)")
     if summary["success_rate"] is not None:
-        table.add_row("success rate", f"{summary['success_rate']:.0%}  (95% CI {low:.0%}–{high:.0%})")
+        table.add_row("success rate", f"{percent(summary['success_rate'])}  (95 % CI {percent(low)}–{percent(high)})")
         table.add_row("mean return", f"{summary['mean_return']:.2f}  (95% CI {summary['return_ci'][0]:.2f}–"
                                      f"{summary['return_ci'][1]:.2f})")
         table.add_row("mean length", f"{summary['mean_length']:.1f} steps")
@@ -192,7 +217,8 @@ def evaluate(
 def record(
     policy: Policy,
     task: TaskOption,
-    out: Annotated[Path, typer.Option(help="rollout file to write (JSONL: seed, observations, actions)")],
+    out: Annotated[Path, typer.Option(
+        help="rollout file to write (JSONL: a run header, then seed, observations, actions per episode)")],
     target: Annotated[str, typer.Option(help="target to record on (locally)")] = "source",
     episodes: Annotated[int, typer.Option(help="number of episodes")] = 20,
     seed: Seed = 0,
@@ -200,17 +226,18 @@ def record(
     known: Annotated[str | None, typer.Option(
         help="domain values set on purpose for these episodes, NAME=NUMBER,... (e.g. a weighed payload: "
              "cargo_mass=8,cargo_height=0.1); applied on a local target, only written down on the testbed")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace another recording already in --out")] = False,
     key_file: KeyFile = None,
     tls_ca: TlsCa = None,
     tls_fingerprint: TlsFingerprint = None,
 ) -> None:
-    """Record episodes (observations and actions, no reward) for system identification."""
+    """Record episodes (observations and actions, no reward) for system identification; a rerun resumes."""
     from sim2real.sysid import parse_known, record_policy, recorded_steps
 
     changes = parse_known(known)
     credentials = _credentials(key_file, tls_ca, tls_fingerprint)
     trajectories = record_policy(policy, task, out, target=target, episodes=episodes, seed=seed, testbed=testbed,
-                                 known=changes, credentials=credentials)
+                                 known=changes, credentials=credentials, force=force)
     steps = recorded_steps(trajectories)
     with_known = f" with {', '.join(f'{k}={v:g}' for k, v in changes.items())}" if changes else ""
     console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'}"
@@ -280,7 +307,9 @@ def adapt(
         DEFAULT_ROUNDS),
     eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
     seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
-    out: Annotated[Path | None, typer.Option(help="output folder (default: runs/adapt-TASK-TARGET)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="output folder (default: runs/adapt-TASK-TARGET); a rerun of the same command resumes")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace another run already in --out")] = False,
     key_file: KeyFile = None,
     tls_ca: TlsCa = None,
     tls_fingerprint: TlsFingerprint = None,
@@ -297,7 +326,7 @@ def adapt(
     out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
     summary = run_loop(policy, spec, out, strategy=strategy, target=target, testbed=testbed,
                        eval_episodes=eval_episodes, seed=seed, on_stage=lambda message: console.print(message + "..."),
-                       credentials=credentials)
+                       credentials=credentials, force=force)
     table = Table("policy", "success on the target", title=f"{spec.name}: {policy} adapted to {summary['target']}")
     for name, rate in summary["success"].items():
         table.add_row(name, f"{100 * rate:.0f} %")
@@ -305,6 +334,9 @@ def adapt(
     console.print(f"{summary['gain_points']:+.0f} points, from {summary['target_steps_used']:,} recorded target steps "
                   f"and no target reward; fit: " + ", ".join(f"{k} {v:.3g}" for k, v in summary["fit"].items()))
     console.print(f"Adapted policy: {summary['adapted_policy']}; summary: {out / 'summary.json'}")
+    if summary["recommended"] == "pretrained":
+        err.print(f"[bold red]warning:[/] the adapted policy scores {-summary['gain_points']:.0f} points below the "
+                  f"pretrained one on {summary['target']}: keep using {policy}")
 
 
 @app.command()
@@ -552,12 +584,12 @@ def demo(
     for row in summary["zero_shot"]:
         by_policy.setdefault(row["policy"], {})[row["kind"]] = row["success"]
     for name, kinds in by_policy.items():
-        table.add_row(name, *(f"{kinds[k]:.0%}" if k in kinds else "—" for k in kinds_shown))
+        table.add_row(name, *(f"{percent(kinds[k])}" if k in kinds else "—" for k in kinds_shown))
     console.print(table)
     for data in summary["transfer"].values():
         _print_report(Path(data["run_dir"]))
     testbed = summary["testbed"]
-    console.print(f"Testbed: success {testbed['success_rate']:.0%} over {testbed['episodes']} episodes, "
+    console.print(f"Testbed: success {percent(testbed['success_rate'])} over {testbed['episodes']} episodes, "
                   f"round trip p50 / p99 {format_latency(testbed['latency_ms'])}")
     console.print(f"Done in {summary['wall_seconds']:.0f} s. Open [bold]{out / 'report.md'}[/].")
 

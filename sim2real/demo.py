@@ -21,6 +21,7 @@ from sim2real.evaluation import harness
 from sim2real.evaluation.report import format_aggregate
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
+from sim2real.formatting import percent
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.testbed.evaluation import evaluate_on_testbed, format_latency
 from sim2real.testbed.server import ServerProcess
@@ -144,7 +145,7 @@ def render_report(summary: dict[str, Any]) -> str:
     lines = ["# sim2real demo", "", f"Finished in {summary['wall_seconds']:.0f} s.", "",
              "## Zero-shot: every shipped policy on every target", "",
              "| policy | target | kind | success | mean return |", "|---|---|---|---|---|"]
-    lines += [f"| {r['policy']} | {r['target']} | {r['kind']} | {r['success']:.0%} | {r['return']:.2f} |"
+    lines += [f"| {r['policy']} | {r['target']} | {r['kind']} | {percent(r['success'])} | {r['return']:.2f} |"
               for r in summary["zero_shot"]]
     for case in CASES:
         report = summary["transfer"][case.task]
@@ -161,7 +162,7 @@ def render_report(summary: dict[str, Any]) -> str:
                   f"Full report: [{run}/report.md]({run}/report.md)"]
     testbed = summary["testbed"]
     lines += ["", "## Testbed: driving-ppo-dr on the real stand-in, over TCP", "",
-              f"{testbed['episodes']} episodes, success {testbed['success_rate']:.0%}, mean return "
+              f"{testbed['episodes']} episodes, success {percent(testbed['success_rate'])}, mean return "
               f"{testbed['mean_return']:.2f}, round trip p50 / p99 {format_latency(testbed['latency_ms'])}. "
               f"Episodes: testbed/episodes.jsonl.", ""]
     if summary["gifs"]:

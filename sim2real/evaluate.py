@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +12,12 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.checks import check_count, check_seed
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.rollout import Policy, evaluate
+from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, Policy, evaluate
 from sim2real.factory import make_env
-from sim2real.zoo import load_policy
+from sim2real.rundir import RunRecord, claim_folder
+from sim2real.zoo import load_policy, policy_sha256
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -32,28 +35,40 @@ def evaluate_policy(
     out: Path | None = None,
     deterministic: bool = True,
     credentials: Credentials | None = None,
+    force: bool = False,
+    on_episode: Callable[[Episode], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a zoo name / bundle / zip on a target and return the summary (also written to `out`).
 
-    On a testbed, `credentials` carry the key and TLS check the server asks for.
+    A rerun into the same `out` resumes only the same evaluation (policy, task, target or testbed,
+    seed, deterministic); another is refused unless `force`, which replaces it. On a testbed,
+    `credentials` carry the key and TLS check the server asks for.
     """
     spec = catalog.load(task)
     spec.target(target)
+    check_seed(seed)
+    check_count("episodes", episodes)
     if testbed is not None and target != SOURCE:
         raise Sim2RealError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
                             f"applies to local evaluation only")
+    if out is not None:
+        run = RunRecord("evaluate", {"policy": str(policy), "policy_sha256": policy_sha256(policy),
+                                     "task": spec.name, "task_hash": spec.spec_hash,
+                                     "target": f"testbed {testbed}" if testbed else target,
+                                     "seed": seed, "deterministic": deterministic})
+        claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
     if testbed is not None:
         from sim2real.testbed.evaluation import evaluate_on_testbed
 
         return evaluate_on_testbed(policy, spec, testbed, episodes=episodes, seed=seed, out=out,
-                                   deterministic=deterministic, credentials=credentials)
+                                   deterministic=deterministic, credentials=credentials, on_episode=on_episode)
     env = make_env(spec, target)
     model = load_policy(policy, env)
     try:
-        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic)
+        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic, on_episode=on_episode,
+                           extra_summary=lambda: {"policy": str(policy), "task": spec.name, "target": target})
     finally:
         env.close()
-    summary.update({"policy": str(policy), "task": spec.name, "target": target})
     if gif is not None:
         record_gif(model, spec, target, gif, seed=seed, deterministic=deterministic)
     return summary

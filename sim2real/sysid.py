@@ -44,19 +44,25 @@ import yaml
 
 from sim2real import catalog
 from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.checks import check_count, check_seed
 from sim2real.domain import DomainParam
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
+from sim2real.rundir import HEADER_KEY, RunRecord, claim_file
 from sim2real.wrappers import ActionDelay, DomainWrapper
-from sim2real.zoo import load_policy
+from sim2real.zoo import load_policy, policy_sha256
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
 
 DEFAULT_HORIZON = 40
 """Control steps of each episode compared: an open-loop replay drifts apart from the recording later on."""
+
+
+ACTION_TOLERANCE = 1e-6
+"""How far past the action bounds a recorded action may lie (float rounding) before a rollout is refused."""
 
 
 class SysIdError(Sim2RealError):
@@ -124,8 +130,12 @@ def record(policy: Policy, env: gym.Env, episodes: int, path: str | Path, seed: 
 
 def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | Path, *, target: str = SOURCE,
                   episodes: int = 20, seed: int = 0, testbed: str | None = None,
-                  known: Mapping[str, Any] | None = None, credentials: Credentials | None = None) -> list[Trajectory]:
+                  known: Mapping[str, Any] | None = None, credentials: Credentials | None = None,
+                  force: bool = False) -> list[Trajectory]:
     """Record a zoo name / bundle / zip on a target of the task, or on the testbed at `testbed` (shielded).
+
+    The file's first line records the run; a rerun of the same recording into it records only
+    the missing episodes, another is refused unless `force`, which replaces the file.
 
     `known` are domain values changed on purpose for these episodes (e.g. ``{"cargo_mass": 2.0}``,
     a payload of known mass). On a local target they are applied over the target's values; on the
@@ -134,16 +144,20 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
     testbed's key and TLS check.
     """
     path = Path(path)
-    if episodes <= 0:
-        raise SysIdError(f"episodes must be > 0, got {episodes}")
-    if path.exists():
-        raise SysIdError(f"{path} exists; choose another file (a rollout file is never overwritten)")
+    check_count("episodes", episodes)
+    check_seed(seed)
     spec = catalog.load(task)
     spec.target(target)
     known = check_known(spec, known or {}, where="known values")
     if testbed is not None and target != SOURCE:
         raise SysIdError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
                          f"applies to local recording only")
+    run = RunRecord("record", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
+                               "task_hash": spec.spec_hash, "target": f"testbed {testbed}" if testbed else target,
+                               "seed": seed, "known": known})
+    have = load_trajectories(path, spec) if claim_file(path, run, force=force) and _holds_episodes(path) else []
+    if len(have) >= episodes:
+        return have[:episodes]
     if testbed is not None:
         from sim2real.testbed.evaluation import connect
 
@@ -155,9 +169,14 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
         domain.values = {**domain.values, **known}
         model = load_policy(policy, env)
     try:
-        return record(model, env, episodes, path, seed=seed, known=known)
+        return have + record(model, env, episodes - len(have), path, seed=seed + len(have), known=known)
     finally:
         env.close()
+
+
+def _holds_episodes(path: Path) -> bool:
+    """Whether a rollout file holds at least one line after its run header."""
+    return len(read_jsonl(path)) > 1
 
 
 def parse_known(text: str | None) -> dict[str, float]:
@@ -170,10 +189,14 @@ def parse_known(text: str | None) -> dict[str, float]:
         try:
             if not name.strip():
                 raise ValueError(item)
-            values[name.strip()] = float(number)
+            value = float(number)
         except ValueError:
             raise SysIdError(f"known values: {item.strip()!r} is not NAME=NUMBER "
                              f"(e.g. cargo_mass=8,cargo_height=0.1)") from None
+        if name.strip() in values:
+            raise SysIdError(f"known values: {name.strip()!r} is given twice ({(text or '').strip()!r}); give "
+                             f"each parameter once")
+        values[name.strip()] = value
     return values
 
 
@@ -200,10 +223,13 @@ def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
         raise SysIdError(f"rollout file {path} does not exist")
     env = make_env(spec, SOURCE, reality_gap=False)
     obs_size, act_size = _size(env.observation_space), _size(env.action_space)
+    action_space = env.action_space
     env.close()
     trajectories = []
     for line, rec in enumerate(read_jsonl(path), start=1):
         where = f"{path}, line {line}"
+        if line == 1 and isinstance(rec, dict) and HEADER_KEY in rec:
+            continue
         if not isinstance(rec, dict) or not {"seed", "observations", "actions"} <= set(rec):
             raise SysIdError(f"{where}: an episode needs the keys seed, observations, actions")
         try:
@@ -220,11 +246,28 @@ def load_trajectories(path: str | Path, spec: TaskSpec) -> list[Trajectory]:
         if len(observations) != len(actions) + 1 or len(actions) == 0:
             raise SysIdError(f"{where}: {len(observations)} observations for {len(actions)} actions; "
                              f"expected one more observation than actions, and at least one action")
+        _check_values(observations, actions, action_space, where)
         known = check_known(spec, rec.get("known", {}), where)
         trajectories.append(Trajectory(int(rec["seed"]), observations, actions, known))
     if not trajectories:
         raise SysIdError(f"rollout file {path} holds no episode")
     return trajectories
+
+
+def _check_values(observations: np.ndarray, actions: np.ndarray, action_space: gym.Space, where: str) -> None:
+    """Refuse non-finite numbers and actions outside the task's action space (what no policy could have sent)."""
+    for name, values in (("observations", observations), ("actions", actions)):
+        if not np.isfinite(values).all():
+            step = int(np.argwhere(~np.isfinite(values))[0][0])
+            raise SysIdError(f"{where}: {name} at step {step} are not finite ({values[step].tolist()}); a rollout "
+                             f"holds finite numbers only")
+    if isinstance(action_space, gym.spaces.Box):
+        low, high = action_space.low.ravel(), action_space.high.ravel()
+        outside = (actions < low - ACTION_TOLERANCE) | (actions > high + ACTION_TOLERANCE)
+        if outside.any():
+            step, index = (int(i) for i in np.argwhere(outside)[0])
+            raise SysIdError(f"{where}: action {index} at step {step} is {actions[step, index]:g}, outside the "
+                             f"task's action space [{low[index]:g}, {high[index]:g}]")
 
 
 def _size(space: gym.Space) -> int:
@@ -397,6 +440,28 @@ def check_not_known(params: Sequence[str], trajectories: Sequence[Trajectory]) -
         raise SysIdError(f"cannot fit {allowed(pinned)}: every recorded episode gives its value as known")
 
 
+def population(params: int) -> int:
+    """Candidates per CMA-ES generation when fitting `params` parameters: twice CMA-ES's default (see `identify`)."""
+    return 2 * (4 + int(3 * math.log(params)))
+
+
+def minimum_budget(params: int, delay: int | None, max_delay: int = 3) -> int:
+    """The fewest discrepancy evaluations a fit makes: one CMA-ES generation (at every latency if it is fitted)."""
+    if delay is not None:
+        return population(params)
+    return (population(params) + 1) * (max_delay + 1)
+
+
+def check_budget(params: int, budget: Any, delay: int | None = None, max_delay: int = 3) -> None:
+    """Refuse a budget below one generation of the search, which would be overspent without a word."""
+    least = minimum_budget(params, delay, max_delay)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < least:
+        latencies = "at the fixed latency" if delay is not None else f"at each of {max_delay + 1} latencies, +1 each"
+        raise SysIdError(f"budget (discrepancy evaluations) {budget!r} is below one CMA-ES generation: fitting "
+                         f"{params} parameter{'s' if params != 1 else ''} takes at least {least} "
+                         f"({population(params)} candidates {latencies}); give a budget >= {least}")
+
+
 def check_latency(delay: int | None) -> None:
     """Refuse a fixed action latency that is not a whole number of control steps >= 0 (None: fit it)."""
     if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
@@ -468,10 +533,10 @@ def identify(
 
     spec = catalog.load(task)
     chosen = check_params(spec, params)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
-        raise SysIdError(f"budget (discrepancy evaluations) must be an integer >= 10, got {budget!r}")
-    spec.target(base)
     check_latency(delay)
+    check_budget(len(chosen), budget, delay, max_delay)
+    check_count("horizon", horizon, meaning="control steps compared per episode")
+    spec.target(base)
     if isinstance(trajectories, str | Path):
         trajectories = load_trajectories(trajectories, spec)
     check_not_known(params, trajectories)
@@ -490,7 +555,7 @@ def identify(
         def search(x0: Sequence[float], sigma: float, candidates: int,
                    score: Callable[[Sequence[float]], float]) -> cma.CMAEvolutionStrategy:
             options = {"bounds": [0.0, 1.0], "maxfevals": candidates, "seed": seed + 1, "verbose": -9,
-                       "popsize": 2 * (4 + int(3 * math.log(len(scales))))}
+                       "popsize": population(len(scales))}
             if len(x0) == 1:
                 options["maxstd"] = math.inf  # cma 4.5 cannot cap a 1-D search's step size (it raises instead)
             strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)

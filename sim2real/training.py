@@ -28,10 +28,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 import sim2real
 from sim2real import catalog
 from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.checks import check_count, check_seed
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.zoo import ALGORITHMS, save_bundle, space_changes
+from sim2real.zoo import ALGORITHMS, MODEL_FILE, load_card, save_bundle, space_changes
 
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds disjoint from training's
 
@@ -76,8 +77,10 @@ class BestCheckpoint(BaseCallback):
     """
 
     def __init__(self, spec: TaskSpec, target: str, every: int, episodes: int,
-                 on_eval: Callable[[int, dict[str, Any]], None] | None = None, seed: int = EVAL_SEED) -> None:
+                 on_eval: Callable[[int, dict[str, Any]], None] | None = None, seed: int = EVAL_SEED,
+                 evaluate_at_start: bool = False) -> None:
         super().__init__()
+        self.evaluate_at_start = evaluate_at_start
         self.eval_env = make_env(spec, target)
         self.every, self.episodes, self.on_eval, self.seed = every, episodes, on_eval, seed
         self.best: tuple[float, float] | None = None
@@ -85,6 +88,13 @@ class BestCheckpoint(BaseCallback):
         self.best_steps = 0
         self.history: list[dict[str, Any]] = []
         self._next = every
+
+    def _on_training_start(self) -> None:
+        """A continued run counts the weights it starts from, so it never ends worse than its bundle."""
+        self.num_timesteps = self.model.num_timesteps
+        self._next = self.num_timesteps + self.every
+        if self.evaluate_at_start:
+            self.evaluate_now()
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
@@ -129,15 +139,109 @@ def make_model(algo: str, env: VecEnv | gymnasium.Env, hyperparameters: Mapping[
         raise Sim2RealError(f"unknown algorithm '{algo}' (allowed: {', '.join(ALGORITHMS)})")
     try:
         return ALGORITHMS[algo]("MlpPolicy", env, seed=seed, tensorboard_log=tensorboard_log, device="cpu",
-                                **hyperparameters)
+                                **copy.deepcopy(dict(hyperparameters)))  # SB3 adds keys to policy_kwargs
     except TypeError as exc:
         raise Sim2RealError(f"bad {algo.upper()} hyperparameters {sorted(hyperparameters)}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A training run checked before any step: what `train` will do, and the bundle it continues (if any)."""
+
+    spec: TaskSpec
+    target: str
+    randomize: bool
+    algo: str
+    steps: int
+    seed: int
+    n_envs: int
+    hyperparameters: Mapping[str, Any]
+    card_episodes: int
+    out: Path | None
+    continues: Mapping[str, Any] | None = None
+    """The card of the bundle this run continues training (its model is loaded from `continue_from`)."""
+    continue_from: Path | None = None
+
+
+def plan_training(
+    task: str | Path | TaskSpec,
+    *,
+    target: str | None = None,
+    randomize: bool | None = None,
+    algo: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    out: Path | None = None,
+    n_envs: int | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    card_episodes: int = 100,
+    force: bool = False,
+    continue_from: Path | None = None,
+) -> TrainingRequest:
+    """Check everything a training run needs before it starts; an error names the bad value and what is accepted.
+
+    `out` is never overwritten unless `force` (or it is the bundle `continue_from` names, whose
+    training this run carries on: the card's task settings are kept, `steps` more are trained).
+    Every target's env is built once, so a bad target argument fails now, not when the card is
+    scored after training.
+    """
+    spec = catalog.load(task)
+    card = _continued_card(continue_from, spec) if continue_from is not None else None
+    if card is not None:
+        given = {"target": target, "randomize": randomize or None, "algo": algo, "n_envs": n_envs, "seed": seed}
+        kept = {"target": card["target"], "randomize": card["randomized"], "algo": card["algo"],
+                "n_envs": card["n_envs"], "seed": card["seed"]}
+        for name, value in given.items():
+            if value is not None and value != kept[name]:
+                raise Sim2RealError(f"--{name.replace('_', '-')} {value!r} with --continue: {continue_from} was "
+                                    f"trained with {kept[name]!r}, and a continued run keeps its settings")
+        target, randomize, algo, n_envs, seed = (kept[k] for k in ("target", "randomize", "algo", "n_envs", "seed"))
+    target = SOURCE if target is None else target
+    spec.target(target)
+    algo = algo or spec.train.algo
+    if algo not in ALGORITHMS:
+        raise Sim2RealError(f"unknown algorithm {algo!r} (allowed: {', '.join(ALGORITHMS)})")
+    config = spec.train.config(algo)
+    steps = config.steps if steps is None else check_count("steps", steps, meaning="env steps to train")
+    n_envs = config.n_envs if n_envs is None else check_count("n_envs", n_envs, meaning="parallel envs")
+    seed = check_seed(0 if seed is None else seed)
+    check_count("episodes", card_episodes, meaning="episodes per target for the card")
+    if out is not None:
+        _check_bundle_out(Path(out), force, continue_from)
+    for name in (SOURCE, *spec.targets):
+        make_env(spec, name).close()
+    params = {**(card["hyperparameters"] if card else config.hyperparameters), **(hyperparameters or {})}
+    return TrainingRequest(spec, target, bool(randomize), algo, steps, seed, n_envs, params, card_episodes,
+                           None if out is None else Path(out), card, continue_from)
+
+
+def _continued_card(bundle: Path, spec: TaskSpec) -> dict[str, Any]:
+    """The card of a bundle to continue; an error if it is no bundle or is of another task."""
+    bundle = Path(bundle)
+    if not (bundle / MODEL_FILE).is_file():
+        raise Sim2RealError(f"--continue {bundle}: not a policy bundle (it has no {MODEL_FILE}); give a folder "
+                            f"`sim2real train` wrote")
+    card = load_card(bundle)
+    if card["task"] != spec.name:
+        raise Sim2RealError(f"--continue {bundle}: it was trained on task {card['task']!r}, not {spec.name!r}")
+    return card
+
+
+def _check_bundle_out(out: Path, force: bool, continue_from: Path | None) -> None:
+    """Refuse to write a bundle over another one unless told to."""
+    if out.exists() and not out.is_dir():
+        raise Sim2RealError(f"--out {out} is a file; give a folder for the bundle")
+    continuing_here = continue_from is not None and out.resolve() == Path(continue_from).resolve()
+    taken = [name for name in (MODEL_FILE, "card.json") if (out / name).exists()]
+    if taken and not force and not continuing_here:
+        raise Sim2RealError(f"{out} already holds a policy bundle; add --force to replace it, --continue {out} to "
+                            f"train it further, or choose another --out")
 
 
 def train(
     task: str | Path | TaskSpec,
     *,
-    target: str = SOURCE,
+    target: str | None = None,
     randomize: bool = False,
     algo: str | None = None,
     steps: int | None = None,
@@ -151,48 +255,69 @@ def train(
     progress_bar: bool = False,
     tensorboard_log: Path | None = None,
     on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train `algo` on the task's `target` domain and, with `out`, write a bundle evaluated on every target.
 
-    TensorBoard logs go to `tensorboard_log` when given (kept out of the bundle, which ships).
+    Everything is checked before training (`plan_training`); an existing bundle at `out` is
+    replaced only with `force`. TensorBoard logs go to `tensorboard_log` when given (kept out of
+    the bundle, which ships).
     """
-    spec = catalog.load(task)
-    spec.target(target)
-    algo = algo or spec.train.algo
-    config = spec.train.config(algo)
-    steps = steps or config.steps
-    if steps <= 0:
-        raise Sim2RealError(f"--steps must be > 0, got {steps}")
-    n_envs = n_envs or config.n_envs
-    params = {**config.hyperparameters, **(hyperparameters or {})}
+    request = plan_training(task, target=target, randomize=randomize, algo=algo, steps=steps, seed=seed, out=out,
+                            n_envs=n_envs, hyperparameters=hyperparameters, card_episodes=card_episodes, force=force)
+    return run_training(request, eval_every=eval_every, eval_episodes=eval_episodes, progress_bar=progress_bar,
+                        tensorboard_log=tensorboard_log, on_eval=on_eval)
+
+
+def run_training(
+    request: TrainingRequest,
+    *,
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    progress_bar: bool = False,
+    tensorboard_log: Path | None = None,
+    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Run a checked training request: a fresh model, or the continued bundle's, trained `request.steps` more."""
+    spec, out, previous = request.spec, request.out, request.continues
     torch.set_num_threads(1)
-    venv = build_vec_env(spec, target, randomize, n_envs, seed)
-    model = make_model(algo, venv, params, seed, str(tensorboard_log) if tensorboard_log is not None else None)
-    checkpoint = BestCheckpoint(spec, target, eval_every or spec.train.eval_every,
-                                eval_episodes or spec.train.eval_episodes, on_eval)
+    venv = build_vec_env(spec, request.target, request.randomize, request.n_envs, request.seed)
+    if previous is not None and request.continue_from is not None:
+        model = ALGORITHMS[request.algo].load(Path(request.continue_from) / MODEL_FILE, env=venv, device="cpu")
+    else:
+        model = make_model(request.algo, venv, request.hyperparameters, request.seed,
+                           str(tensorboard_log) if tensorboard_log is not None else None)
+    checkpoint = BestCheckpoint(spec, request.target, eval_every or spec.train.eval_every,
+                                eval_episodes or spec.train.eval_episodes, on_eval,
+                                evaluate_at_start=previous is not None)
     started = time.perf_counter()
     try:
-        model.learn(steps, callback=checkpoint, progress_bar=progress_bar)
+        model.learn(request.steps, callback=checkpoint, progress_bar=progress_bar,
+                    reset_num_timesteps=previous is None)
     finally:
         venv.close()
     wall = time.perf_counter() - started
     card = {
-        "name": out.name if out is not None else f"{spec.name}-{algo}",
+        "name": out.name if out is not None else f"{spec.name}-{request.algo}",
         "task": spec.name,
         "task_file": spec.path.name,
         "spec_hash": spec.spec_hash,
-        "algo": algo,
-        "target": target,
-        "randomized": randomize,
-        "train_steps": steps,
+        "algo": request.algo,
+        "target": request.target,
+        "randomized": request.randomize,
+        "train_steps": model.num_timesteps,
+        "metric": spec.threshold.metric,
         "best_at_steps": checkpoint.best_steps,
-        "seed": seed,
-        "n_envs": n_envs,
-        "hyperparameters": _jsonable(params),
-        "wall_seconds": round(wall, 1),
+        "seed": request.seed,
+        "n_envs": request.n_envs,
+        "hyperparameters": _jsonable(request.hyperparameters),
+        "wall_seconds": round(wall + (previous or {}).get("wall_seconds", 0.0), 1),
         "versions": versions(),
     }
-    card.update(score_card(model, spec, card_episodes))
+    if previous is not None:
+        card["continued"] = [*previous.get("continued", []), {"from_steps": previous["train_steps"],
+                                                               "steps": request.steps, "wall_seconds": round(wall, 1)}]
+    card.update(score_card(model, spec, request.card_episodes))
     if out is not None:
         save_bundle(model, out, card)
     return TrainResult(model, card, out, checkpoint.history)

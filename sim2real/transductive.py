@@ -21,14 +21,16 @@ from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, sysid
 from sim2real.catalog import TaskSpec
+from sim2real.checks import check_seed
 from sim2real.evaluate import evaluate_policy
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
+from sim2real.rundir import RunRecord, claim_folder
 from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
 from sim2real.training import EVAL_SEED, BestCheckpoint, build_vec_env, n_envs_for
 from sim2real.transfer import SysidFinetune, adapt
 from sim2real.transfer.strategies import MAX_RECORDED_PER_SEED
-from sim2real.zoo import load_policy, save_model_atomic
+from sim2real.zoo import load_policy, policy_sha256, save_model_atomic
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -110,7 +112,8 @@ def transduce(pretrained: BaseAlgorithm, task: str | TaskSpec, target: gym.Env, 
 
 def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *, strategy: SysidFinetune,
              target: str = "real", testbed: str | None = None, eval_episodes: int = 100, seed: int = 0,
-             on_stage: Callable[[str], None] | None = None, credentials: Credentials | None = None) -> dict[str, Any]:
+             on_stage: Callable[[str], None] | None = None, credentials: Credentials | None = None,
+             force: bool = False) -> dict[str, Any]:
     """Record on the target (a local target or the testbed at `testbed`), identify, fine-tune; then evaluate.
 
     Everything lands in `out` as it is made, and a rerun resumes. Round k writes ``round-k/``:
@@ -119,7 +122,10 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     the fitted task YAML) and ``adapted.zip`` (the policy fine-tuned in that round; a rerun keeps
     it). Then ``eval-pretrained/`` and ``eval-adapted/`` (episodes on the target) and
     ``summary.json``. No target reward is used to adapt: the two evaluations are the only place
-    success on the target is measured. `credentials`: the testbed's key and TLS check.
+    success on the target is measured. `credentials`: the testbed's key and TLS check. A rerun
+    into `out` resumes only the same run (policy, task, target, strategy, seeds); another is
+    refused unless `force`, which replaces it. When the adapted policy scores below the pretrained
+    one, the summary recommends the pretrained one.
     """
     spec = catalog.load(task)
     spec.target(target)
@@ -127,8 +133,13 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         raise sysid.SysIdError(f"eval_episodes must be an integer >= 1, got {eval_episodes!r}")
     if strategy.params is not None:
         sysid.check_params(spec, strategy.params)
+    check_seed(seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunRecord("adapt", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
+                              "task_hash": spec.spec_hash, "target": f"testbed {testbed}" if testbed else target,
+                              "strategy": strategy.to_dict(), "eval_episodes": eval_episodes, "seed": seed})
+    rounds = [path.name for path in out.glob("round-*")] if out.is_dir() else []
+    claim_folder(out, run, [*sorted(rounds), "eval-pretrained", "eval-adapted", "summary.json"], force=force)
     stage = on_stage or (lambda _message: None)
     where = f"the testbed at {testbed}" if testbed else f"target {target!r}"
 
@@ -164,9 +175,10 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         "target_steps_used": sysid.recorded_steps(trajectories),
         "fit": fit.values, "action_delay_steps": fit.action_delay_steps,
         "success": {name: s["success_rate"] for name, s in summaries.items()},
-        "success_ci95": {name: s.get("success_ci95") for name, s in summaries.items()},
+        "success_ci": {name: s.get("success_ci") for name, s in summaries.items()},
         "gain_points": round(100 * (summaries["adapted"]["success_rate"] - summaries["pretrained"]["success_rate"]), 1),
     }
+    summary["recommended"] = "adapted" if summary["gain_points"] >= 0 else "pretrained"
     write_json_atomic(out / "summary.json", summary)
     return summary
 

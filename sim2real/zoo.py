@@ -6,6 +6,7 @@ next to its card. `load_policy` takes a zoo name, a bundle directory or a plain 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -18,6 +19,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.errors import Sim2RealError, allowed
+from sim2real.formatting import percent
 from sim2real.paths import data_dir
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
@@ -54,6 +56,17 @@ def resolve(policy: str | Path) -> Path:
     if candidate.is_dir():
         return candidate
     raise BundleError(f"unknown policy '{policy}' (zoo: {allowed(list_zoo())}; or a bundle directory or an SB3 .zip)")
+
+
+def model_sha256(data: bytes) -> str:
+    """A short hash of a model zip's bytes: what run records and plans name a policy by."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def policy_sha256(policy: str | Path) -> str:
+    """The short hash of the model zip a zoo name, bundle directory or SB3 zip names."""
+    path = resolve(policy)
+    return model_sha256((path / MODEL_FILE if path.is_dir() else path).read_bytes())
 
 
 def load_card(policy: str | Path) -> dict[str, Any]:
@@ -157,7 +170,7 @@ def render_card(card: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for target, result in card["targets"].items():
-        lines.append(f"| {target} | {result.get('kind', '')} | {result['success']:.0%} | {result['return']:.2f} |"
+        lines.append(f"| {target} | {result.get('kind', '')} | {percent(result['success'])} | {result['return']:.2f} |"
                      f" {result.get('episodes', '')} |")
     lines += [
         "",

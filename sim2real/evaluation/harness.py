@@ -40,6 +40,7 @@ from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, check_polic
 from sim2real.evaluation.rollout import evaluate
 from sim2real.evaluation.unit import Job, execute, model_path
 from sim2real.factory import make_env
+from sim2real.formatting import percent
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
 from sim2real.training import EVAL_SEED, versions
 
@@ -157,7 +158,7 @@ def _retained(gap: Mapping[str, Any]) -> float | None:
 
 
 def _show(metric: str, value: float) -> str:
-    return f"{value:.0%}" if metric == "success" else f"{value:.1f}"
+    return f"{percent(value)}" if metric == "success" else f"{value:.1f}"
 
 
 def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
@@ -207,8 +208,8 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
                           f"starting at its behaviour), then sysid_finetune (fits the simulator to recorded target "
                           f"episodes; costs only the recorded steps); re-initialising or fine-tuning the weights "
                           f"seldom beats scratch this far from the source.")
-    return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {retained:.0%} of its edge over "
-                      f"random actions ({numbers}).{note} Try residual and finetune first: both start at the "
+    return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {percent(retained)} of its "
+                      f"edge over random actions ({numbers}).{note} Try residual and finetune first: both start at the "
                       f"pretrained behaviour and should reach the threshold sooner than scratch.")
 
 

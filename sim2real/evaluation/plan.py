@@ -7,7 +7,6 @@ pretrained model's bytes to every unit, local process or Ray worker alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from sim2real import catalog, zoo
 from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.factory import make_env
-from sim2real.training import EVAL_SEED
+from sim2real.training import EVAL_SEED, n_envs_for
 from sim2real.transfer import STRATEGIES, Strategy, adapt, get_strategy
 
 BASELINE = "scratch"
@@ -189,12 +188,26 @@ def check_policy(plan: Plan) -> None:
             env = make_env(plan.spec, target)
             try:
                 for strategy in plan.strategies:
-                    adapt(model, env, strategy, sac_hyperparameters=plan.spec.train.config("sac").hyperparameters,
-                          source_env=source)
+                    adapted = adapt(model, env, strategy, source_env=source,
+                                    sac_hyperparameters=plan.spec.train.config("sac").hyperparameters)
+                    if strategy.trains:
+                        check_rollout(plan, strategy, adapted, n_envs_for(plan.spec, adapted))
             finally:
                 env.close()
     finally:
         source.close()
+
+
+def check_rollout(plan: Plan, strategy: Strategy, model: Any, n_envs: int) -> None:
+    """Refuse an on-policy unit whose first update needs more target steps than the budget: it would never learn."""
+    n_steps = getattr(model, "n_steps", None)
+    if n_steps is None:
+        return
+    rollout = n_steps * n_envs
+    if rollout > plan.budget:
+        raise HarnessError(f"{strategy.name}: {type(model).__name__} collects n_steps × n_envs = {n_steps} × {n_envs} "
+                           f"= {rollout:,} target steps before its first update, more than the budget "
+                           f"({plan.budget:,}): it would never update; give a budget >= {rollout:,}")
 
 
 @dataclass(frozen=True)
@@ -220,7 +233,7 @@ class PolicyBlob:
     @property
     def sha256(self) -> str:
         """A short hash of the model zip, recorded in plan.json."""
-        return hashlib.sha256(self.model).hexdigest()[:16]
+        return zoo.model_sha256(self.model)
 
     def write(self, directory: Path) -> Path:
         """Recreate the policy under `directory`; returns what load_policy takes (bundle dir or zip)."""

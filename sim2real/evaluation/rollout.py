@@ -19,6 +19,9 @@ from scipy import stats
 
 from sim2real.records import JsonlWriter, read_jsonl, write_json_atomic
 
+EVALUATION_OUTPUTS = ("episodes.jsonl", "summary.json")
+"""What `evaluate(..., out=)` writes in its folder."""
+
 
 class Policy(Protocol):
     """Anything with SB3's `predict` (an SB3 model, or a user's own controller)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sim2real.catalog import TaskSpec
-from sim2real.evaluation.rollout import evaluate
+from sim2real.evaluation.rollout import Episode, evaluate
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.protocol import TestbedError
@@ -28,6 +29,7 @@ def evaluate_on_testbed(
     max_delta: float | None = None,
     step_timeout: float = 2.0,
     credentials: Credentials | None = None,
+    on_episode: Callable[[Episode], None] | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` on the testbed at `address`; a lost server raises TestbedError with finished episodes kept.
 
@@ -37,14 +39,14 @@ def evaluate_on_testbed(
     model = load_policy(policy)
     remote, env = connect(address, model, max_delta=max_delta, step_timeout=step_timeout, credentials=credentials)
     try:
-        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic,
-                           extra_summary=lambda: {"latency_ms": latency_percentiles(remote.latencies_ms)})
+        summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic, on_episode=on_episode,
+                           extra_summary=lambda: {"latency_ms": latency_percentiles(remote.latencies_ms),
+                                                  "policy": str(policy), "task": spec.name, "testbed": address})
     except TestbedError as exc:
         where = f"; finished episodes are in {out / 'episodes.jsonl'}, rerun to resume" if out else ""
         raise TestbedError(f"testbed {address}: {exc}{where}") from exc
     finally:
         env.close()
-    summary.update({"policy": str(policy), "task": spec.name, "testbed": address})
     return summary
 
 
