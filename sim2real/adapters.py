@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from sim2real.domain import DomainParam, Value
 from sim2real.errors import ConfigError, allowed
@@ -47,6 +48,10 @@ class Binding:
         raise NotImplementedError
 
 
+SETTABLE = (int, float, bool, str, np.number, np.ndarray, list, tuple, type(None))
+"""What an attribute may hold for a domain parameter to set it: plain values, not generators, methods or objects."""
+
+
 @dataclass
 class AttrBinding(Binding):
     """Sets an attribute of the unwrapped env."""
@@ -59,6 +64,13 @@ class AttrBinding(Binding):
             public = sorted(k for k in vars(env.unwrapped) if not k.startswith("_"))
             raise ConfigError(
                 f"{type(env.unwrapped).__name__} has no attribute '{self.attr}' (its attributes: {allowed(public)})",
+                key=f"params.{self.param}.bind.attr",
+            )
+        current = getattr(env.unwrapped, self.attr)
+        if not isinstance(current, SETTABLE):
+            raise ConfigError(
+                f"{type(env.unwrapped).__name__}.{self.attr} holds a {type(current).__name__}, not a value a domain "
+                f"parameter can set (a number, bool, string or array); bind an attribute that holds the physics value",
                 key=f"params.{self.param}.bind.attr",
             )
 

@@ -189,14 +189,33 @@ def resolve(task: str | Path) -> Path:
     raise ConfigError(f"unknown task '{task}' (catalogue: {allowed(available())}; or give a path to a YAML file)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line}); "
+                                f"give each key once", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(task: str | Path | TaskSpec) -> TaskSpec:
     """Load and validate a task from a catalogue name or a YAML path."""
     if isinstance(task, TaskSpec):
         return task
+    if not isinstance(task, str | Path):
+        raise ConfigError(f"a task is a catalogue name ({allowed(available())}), a YAML path or a TaskSpec; "
+                          f"got {task!r}")
     path = resolve(task)
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
     return parse(raw, source=source, path=path)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sim2real.catalog import available
 from sim2real.errors import Sim2RealError
 from sim2real.formatting import percent, score
 from sim2real.sysid import DEFAULT_HORIZON
@@ -27,6 +28,17 @@ from sim2real.transfer.strategies import (
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
 
+def _flag_type_hidden(display: Callable[..., str | None]) -> Callable[..., str | None]:
+    """Typer 0.29 shows `<bool>` beside on/off flags (even --help), as if they took a value; show nothing."""
+
+    @functools.wraps(display)
+    def shown(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else display(self, ctx)
+
+    return shown
+
+
+typer.core.TyperOption.display_type_rich = _flag_type_hidden(typer.core.TyperOption.display_type_rich)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pretrain in PyBullet, transfer to shifted targets, measure the gain.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The shipped pretrained policies.")
@@ -37,6 +49,20 @@ console = Console(width=None if sys.stdout.isatty() else 120, emoji=False)  # lo
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from sim2real.rundir import package_version
+
+        console.print(f"sim2real {package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Pretrain in PyBullet, transfer to shifted targets, measure the gain."""
 
 
 def user_errors(function: F) -> F:
@@ -53,7 +79,7 @@ def user_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-Task = Annotated[str, typer.Argument(help="catalogue name (driving, grasping) or a path to a task YAML")]
+Task = Annotated[str, typer.Argument(help=f"catalogue name ({', '.join(available())}) or a path to a task YAML")]
 TaskOption = Annotated[str, typer.Option(help="catalogue name or task YAML")]
 Policy = Annotated[str, typer.Argument(help="zoo name, bundle directory or SB3 .zip")]
 Seed = Annotated[int, typer.Option(help="seed of the first episode (episode i uses seed+i)")]
@@ -75,22 +101,28 @@ def _credentials(key_file: Path | None, tls_ca: Path | None, tls_fingerprint: st
     return Credentials.load(key_file, tls_ca, tls_fingerprint)
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
-    """A comma-separated list as a tuple of names; None when the option was not given."""
-    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else None
+def _names(text: str | None, option: str = "--params") -> tuple[str, ...] | None:
+    """A comma-separated list as a tuple of names; None when the option was not given, an error when it is empty."""
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise Sim2RealError(f"{option} {text!r} names nothing; give comma-separated names, or leave the option out "
+                            f"for the default")
+    return names
 
 
 @app.command()
 @user_errors
 def train(
     task: Task,
-    target: Annotated[str | None, typer.Option(help="domain to train in [default: source, the nominal one]")] = None,
+    target: Annotated[str | None, typer.Option(help="domain to train in (default: source, the nominal one)")] = None,
     randomize: Annotated[bool, typer.Option("--randomize", help="domain randomization during training")] = False,
-    algo: Annotated[str | None, typer.Option(help="ppo or sac [default: the task's]")] = None,
-    steps: Annotated[int | None, typer.Option(help="env steps to train, >= 1 [default: the task's]")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed, 0 to 2**32-1 [default: 0]")] = None,
-    out: Annotated[Path | None, typer.Option(help="bundle directory [default: runs/TASK-ALGO-dr|nominal]")] = None,
-    n_envs: Annotated[int | None, typer.Option(help="parallel envs, >= 1 [default: the task's]")] = None,
+    algo: Annotated[str | None, typer.Option(help="ppo or sac (default: the task's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="env steps to train, >= 1 (default: the task's)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed, 0 to 2**32-1 (default: 0)")] = None,
+    out: Annotated[Path | None, typer.Option(help="bundle directory (default: runs/TASK-ALGO-dr|nominal)")] = None,
+    n_envs: Annotated[int | None, typer.Option(help="parallel envs, >= 1 (default: the task's)")] = None,
     episodes: Annotated[int, typer.Option(help="episodes per target for the card, >= 1")] = 100,
     force: Annotated[bool, typer.Option("--force", help="replace a bundle already at --out")] = False,
     continue_from: Annotated[Path | None, typer.Option(
@@ -457,7 +489,7 @@ def transfer(
 
     spec = catalog.load(task)
     policy = policy or f"{spec.name}-{spec.train.algo}-nominal"
-    chosen = [parse_strategy(s) for s in strategies.split(",") if s.strip()] if strategies else None
+    chosen = [parse_strategy(s) for s in _names(strategies, "--strategies") or ()] if strategies is not None else None
     if testbed is not None:
         if target is not None:
             raise Sim2RealError(f"--target {target} with --testbed: the robot is the target; drop --target")

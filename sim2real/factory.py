@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import gymnasium as gym
 from sim2real import catalog
 from sim2real.adapters import Binder, import_callable
 from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.checks import check_seed
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.registration import register_envs
 from sim2real.wrappers import ActionDelay, ActionNoise, DomainWrapper, ObservationNoise
@@ -35,6 +37,7 @@ def make_env(
     """
     spec = catalog.load(task)
     chosen = spec.target(target)
+    _check_options(seed, randomize, randomization_scale, reality_gap)
     env = _construct(spec, {**spec.kwargs, **chosen.task, **kwargs}, render_mode)
     binder = Binder(env, spec.params, source=str(spec.path))
     env = DomainWrapper(
@@ -57,6 +60,18 @@ def make_env(
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def _check_options(seed: Any, randomize: Any, scale: Any, reality_gap: Any) -> None:
+    """Refuse what would otherwise fail later (at reset) or be read as its opposite (randomize="no")."""
+    for name, value in (("randomize", randomize), ("reality_gap", reality_gap)):
+        if not isinstance(value, bool):
+            raise Sim2RealError(f"{name} must be True or False, got {value!r}")
+    if seed is not None:
+        check_seed(seed)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale < 0:
+        raise Sim2RealError(f"randomization_scale must be a finite number >= 0 (1 = the task's ranges), "
+                            f"got {scale!r}")
 
 
 def _construct(spec: TaskSpec, kwargs: dict[str, Any], render_mode: str | None) -> gym.Env:

@@ -137,6 +137,7 @@ def adapt(
     reused, widened, mismatched = transplant(
         model.policy, policy, heads if strategy.reinits_heads else (), support.observation_layers(policy)
     )
+    _check_inputs_transfer(strategy, support.observation_layers(policy), reused, widened, model, env)
     entropy = support.carry_state(model, adapted, strategy)
     owners = support.optimizer_owners(adapted)
     if isinstance(strategy, Freezing):
@@ -163,6 +164,23 @@ def adapt(
     )
     setattr(adapted, REPORT_ATTRIBUTE, report)
     return _warm_started(adapted, model, strategy, source_env, seed)
+
+
+def _check_inputs_transfer(strategy: Strategy, inputs: tuple[str, ...], reused: tuple[str, ...],
+                           widened: tuple[str, ...], model: BaseAlgorithm, env: GymEnv) -> None:
+    """Refuse a transfer in which no layer reading the observation carries over: another task, nothing to reuse.
+
+    A target whose observation appends entries to the source's still transfers (those layers are
+    widened); one whose observation is another vector altogether would get a mostly fresh model
+    labelled as a transfer.
+    """
+    if inputs and not any(layer in reused or layer in widened for layer in inputs):
+        raise TransferError(
+            f"{strategy.name}: the target's observation {env.observation_space} is not the source's "
+            f"{model.observation_space} (nor extends it), so no layer reading it would carry over and the "
+            f"'transferred' model would be mostly re-initialised; is this the policy's task? Use scratch to train "
+            f"from nothing"
+        )
 
 
 def _warm_started(adapted: BaseAlgorithm, pretrained: BaseAlgorithm, strategy: Strategy, source_env: gym.Env | None,
