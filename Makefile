@@ -30,14 +30,14 @@ bench: setup
 
 # Retrain the shipped policies (about 45 minutes on 2 cores); each card lists 100-episode results.
 zoo: setup
-	$(VENV)/bin/sim2real train driving --out policies/driving-ppo-nominal
-	$(VENV)/bin/sim2real train driving --randomize --out policies/driving-ppo-dr
-	$(VENV)/bin/sim2real train grasping --out policies/grasping-ppo-nominal
-	$(VENV)/bin/sim2real train grasping --randomize --out policies/grasping-ppo-dr
-	$(VENV)/bin/sim2real train driving --algo sac --out policies/driving-sac-nominal
-	$(VENV)/bin/sim2real train driving --algo sac --randomize --out policies/driving-sac-dr
-	$(VENV)/bin/sim2real train grasping --algo sac --out policies/grasping-sac-nominal
-	$(VENV)/bin/sim2real train grasping --algo sac --randomize --out policies/grasping-sac-dr
+	$(VENV)/bin/sim2real train driving --force --out policies/driving-ppo-nominal
+	$(VENV)/bin/sim2real train driving --randomize --force --out policies/driving-ppo-dr
+	$(VENV)/bin/sim2real train grasping --force --out policies/grasping-ppo-nominal
+	$(VENV)/bin/sim2real train grasping --randomize --force --out policies/grasping-ppo-dr
+	$(VENV)/bin/sim2real train driving --algo sac --force --out policies/driving-sac-nominal
+	$(VENV)/bin/sim2real train driving --algo sac --randomize --force --out policies/driving-sac-dr
+	$(VENV)/bin/sim2real train grasping --algo sac --force --out policies/grasping-sac-nominal
+	$(VENV)/bin/sim2real train grasping --algo sac --randomize --force --out policies/grasping-sac-dr
 
 lint: setup
 	$(VENV)/bin/ruff check .

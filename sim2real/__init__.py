@@ -1,17 +1,31 @@
-"""sim2real: pretrain policies in PyBullet, transfer them to shifted targets, and measure the gain."""
+"""sim2real: pretrain policies in PyBullet, transfer them to shifted targets, and measure the gain.
+
+The public names are imported on first use (PEP 562), so `import sim2real` and the command line's
+light commands (`--help`, `zoo list`) do not pay for torch and stable-baselines3.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 from sim2real import bullet  # noqa: F401  - first, so pybullet is imported without its stdout banner
-from sim2real.catalog import TaskSpec, load
-from sim2real.domain import DomainParam
 from sim2real.errors import ConfigError, Sim2RealError
-from sim2real.factory import make_env
 from sim2real.registration import ENV_IDS, register_envs
-from sim2real.transfer import STRATEGIES, adapt
-from sim2real.zoo import load_policy
 
 __version__ = "0.1.0"
 
 register_envs()
+
+_LAZY = {
+    "STRATEGIES": "sim2real.transfer",
+    "adapt": "sim2real.transfer",
+    "DomainParam": "sim2real.domain",
+    "TaskSpec": "sim2real.catalog",
+    "load": "sim2real.catalog",
+    "load_policy": "sim2real.zoo",
+    "make_env": "sim2real.factory",
+}
 
 __all__ = [
     "ENV_IDS",
@@ -26,3 +40,16 @@ __all__ = [
     "load_policy",
     "make_env",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sim2real' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

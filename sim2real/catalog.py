@@ -218,6 +218,9 @@ def load(task: str | Path | TaskSpec) -> TaskSpec:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
+    if raw is None:
+        raise ConfigError("the file is empty; a task YAML needs at least id, params, train and threshold "
+                          "(see envs/examples/pendulum.yaml)", source=source)
     return parse(raw, source=source, path=path)
 
 

@@ -14,16 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sim2real.catalog import available
+from sim2real.defaults import RECORD_EPISODES, ROUNDS, SIM_STEPS, SYSID_BUDGET, SYSID_HORIZON
 from sim2real.errors import Sim2RealError
-from sim2real.formatting import percent, score
-from sim2real.sysid import DEFAULT_HORIZON
-from sim2real.transfer.strategies import (
-    DEFAULT_RECORD_EPISODES,
-    DEFAULT_ROUNDS,
-    DEFAULT_SIM_STEPS,
-    DEFAULT_SYSID_BUDGET,
-    parse_strategy,
-)
+from sim2real.formatting import count, percent, score
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -101,6 +94,18 @@ def _credentials(key_file: Path | None, tls_ca: Path | None, tls_fingerprint: st
     return Credentials.load(key_file, tls_ca, tls_fingerprint)
 
 
+def _show_fit_progress() -> None:
+    """Print the CMA-ES fit's progress (the library logs a line per generation) on the console."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("sim2real.sysid")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=console, show_time=False, show_path=False, show_level=False))
+        logger.setLevel(logging.INFO)
+
+
 def _names(text: str | None, option: str = "--params") -> tuple[str, ...] | None:
     """A comma-separated list as a tuple of names; None when the option was not given, an error when it is empty."""
     if text is None:
@@ -150,7 +155,9 @@ def train(
                   f"{', randomized' if request.randomize else ''}) for {request.steps:,} steps{further}")
     result = run_training(request, progress_bar=sys.stdout.isatty(), on_eval=report, tensorboard_log=tensorboard)
     _print_card(result.card)
-    console.print(f"Bundle written to [bold]{out}[/] ({result.card['wall_seconds']:.0f} s)")
+    console.print(f"Bundle written to [bold]{out}[/] (training {result.card['wall_seconds']:.0f} s with its "
+                  f"evaluations, then the card's {len(result.card['targets'])} targets "
+                  f"{result.card['card_seconds']:.0f} s)")
 
 
 @zoo_app.command("list")
@@ -272,7 +279,7 @@ def record(
                                  known=changes, credentials=credentials, force=force)
     steps = recorded_steps(trajectories)
     with_known = f" with {', '.join(f'{k}={v:g}' for k, v in changes.items())}" if changes else ""
-    console.print(f"Recorded {len(trajectories)} episodes ({steps:,} steps) on {testbed or f'{task}:{target}'}"
+    console.print(f"Recorded {count(len(trajectories), 'episode')} ({steps:,} steps) on {testbed or f'{task}:{target}'}"
                   f"{with_known} into {out}")
 
 
@@ -284,7 +291,7 @@ def sysid(
                                                       "option to fit to several files together")],
     params: FitParams = None,
     budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = 300,
-    horizon: FitHorizon = DEFAULT_HORIZON,
+    horizon: FitHorizon = SYSID_HORIZON,
     seed: Annotated[int, typer.Option(help="seed of the optimiser")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: runs/sysid-TASK)")] = None,
     policy: Annotated[str | None, typer.Option(
@@ -302,12 +309,13 @@ def sysid(
 
     spec = catalog.load(task)
     names = _names(params) or fittable(spec)
+    _show_fit_progress()
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
     driver = load_policy(policy) if policy is not None else None
     replay = "open-loop" if driver is None else f"closed-loop with {policy}"
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
                    delay=latency, on_start=lambda: console.print(
-                       f"Fitting {', '.join(names)} to {len(trajectories)} episodes replayed {replay} "
+                       f"Fitting {', '.join(names)} to {count(len(trajectories), 'episode')} replayed {replay} "
                        f"({budget} evaluations)..."))
     paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}", driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
@@ -329,14 +337,14 @@ def adapt(
     target: Annotated[str, typer.Option(help="target to adapt to (locally)")] = "real",
     testbed: Testbed = None,
     episodes: Annotated[int, typer.Option(help="target episodes to record: all the target data used")] = (
-        DEFAULT_RECORD_EPISODES),
+        RECORD_EPISODES),
     params: FitParams = None,
-    budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = DEFAULT_SYSID_BUDGET,
-    horizon: FitHorizon = DEFAULT_HORIZON,
-    sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = DEFAULT_SIM_STEPS,
+    budget: Annotated[int, typer.Option(help="discrepancy evaluations for CMA-ES")] = SYSID_BUDGET,
+    horizon: FitHorizon = SYSID_HORIZON,
+    sim_steps: Annotated[int, typer.Option(help="fine-tuning steps in the fitted simulator")] = SIM_STEPS,
     randomize: Annotated[bool, typer.Option(help="randomize around the fit while fine-tuning")] = True,
     rounds: Annotated[int, typer.Option(help="rounds of record, fit, fine-tune (each with the newest policy)")] = (
-        DEFAULT_ROUNDS),
+        ROUNDS),
     eval_episodes: Annotated[int, typer.Option(help="episodes of each evaluation on the target")] = 100,
     seed: Annotated[int, typer.Option(help="seed of recording, fit and training")] = 0,
     out: Annotated[Path | None, typer.Option(
@@ -353,6 +361,7 @@ def adapt(
 
     spec = catalog.load(task)
     credentials = _credentials(key_file, tls_ca, tls_fingerprint)
+    _show_fit_progress()
     strategy = SysidFinetune(episodes=episodes, params=_names(params), sysid_budget=budget, horizon=horizon,
                              sim_steps=sim_steps, randomize=randomize, rounds=rounds)
     out = out or Path("runs") / f"adapt-{spec.name}-{'testbed' if testbed else target}"
@@ -486,6 +495,7 @@ def transfer(
     """
     from sim2real import catalog
     from sim2real.evaluation import harness
+    from sim2real.transfer.strategies import parse_strategy
 
     spec = catalog.load(task)
     policy = policy or f"{spec.name}-{spec.train.algo}-nominal"
@@ -574,12 +584,15 @@ def _print_report(run_dir: Path) -> None:
         table.add_row(name, format_aggregate(metrics, "sample_efficiency_gain", "×"),
                       format_aggregate(metrics, "transfer_ratio"), format_aggregate(metrics, "jumpstart"),
                       format_aggregate(metrics["final"], data["metric"]),
-                      "[bold red]YES[/]" if metrics.get("negative_transfer") else "no")
+                      {True: "[bold red]YES[/]", False: "no", None: "not judged (1 seed)"}[
+                          metrics.get("negative_transfer")])
     console.print(table)
     flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]
     if flagged:
         console.print(f"[bold red]NEGATIVE TRANSFER:[/] {', '.join(flagged)} did worse than training from scratch "
                       f"(transfer-ratio CI wholly below 0).")
+    if data.get("settings", {}).get("verdict"):
+        console.print(data["settings"]["verdict"], highlight=False)
     console.print(f"Report: {run_dir / 'report.md'}, figures: {run_dir / 'curves.png'}, {run_dir / 'gain.png'}")
 
 
@@ -621,7 +634,7 @@ def demo(
     for data in summary["transfer"].values():
         _print_report(Path(data["run_dir"]))
     testbed = summary["testbed"]
-    console.print(f"Testbed: success {percent(testbed['success_rate'])} over {testbed['episodes']} episodes, "
+    console.print(f"Testbed: success {percent(testbed['success_rate'])} over {count(testbed['episodes'], 'episode')}, "
                   f"round trip p50 / p99 {format_latency(testbed['latency_ms'])}")
     console.print(f"Done in {summary['wall_seconds']:.0f} s. Open [bold]{out / 'report.md'}[/].")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,13 +43,14 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
-from sim2real import catalog
+from sim2real import catalog, defaults
 from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.checks import check_count, check_seed
 from sim2real.domain import DomainParam
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
+from sim2real.formatting import count
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
 from sim2real.rundir import HEADER_KEY, RunRecord, claim_file
 from sim2real.wrappers import ActionDelay, DomainWrapper
@@ -57,8 +59,9 @@ from sim2real.zoo import load_policy, policy_sha256
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
 
-DEFAULT_HORIZON = 40
-"""Control steps of each episode compared: an open-loop replay drifts apart from the recording later on."""
+log = logging.getLogger(__name__)
+
+DEFAULT_HORIZON = defaults.SYSID_HORIZON
 
 
 ACTION_TOLERANCE = 1e-6
@@ -562,6 +565,8 @@ def identify(
             while not strategy.stop():
                 asked = strategy.ask()
                 strategy.tell(asked, [score(x) for x in asked])
+                log.info("CMA-ES generation %d: best discrepancy so far %.5f (%d candidates)",
+                         strategy.countiter, strategy.result.fbest, strategy.result.evaluations)
             return strategy
 
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
@@ -686,7 +691,7 @@ def _markdown(fit: Fit, paths: Mapping[str, Path]) -> str:
     lines = [
         f"# System identification: {fit.task}",
         "",
-        f"{fit.episodes} recorded episodes, the first {fit.horizon} steps of each replayed {fit.replay}; "
+        f"{count(fit.episodes, 'recorded episode')}, the first {fit.horizon} steps of each replayed {fit.replay}; "
         f"{fit.evaluations} discrepancy evaluations (CMA-ES)"
         + ("." if fit.base == SOURCE else f"; the other parameters as in target `{fit.base}`."),
         "",
@@ -725,6 +730,7 @@ def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, policy: Policy | N
 
     replay = Replay(spec, [trajectory], fit.horizon, policy, fit.base)
     try:
+        labels = getattr(replay.env.unwrapped, "observation_labels", ())
         before = replay.simulate({}, trajectory, fit.action_delay_steps)
         fitted = replay.simulate(fit.values, trajectory, fit.action_delay_steps)
     finally:
@@ -738,7 +744,7 @@ def _figure(fit: Fit, spec: TaskSpec, trajectory: Trajectory, policy: Policy | N
         axis.plot(recorded[:, dim], color="black", label="recorded")
         axis.plot(before[:, dim], color="tab:gray", linestyle="--", label=f"simulated, {_start(fit)}")
         axis.plot(fitted[:, dim], color="tab:blue", label="simulated, fitted")
-        axis.set_ylabel(f"obs[{dim}]")
+        axis.set_ylabel(labels[dim] if dim < len(labels) else f"obs[{dim}]", fontsize="small")
     axes[0].legend(loc="upper right", fontsize="small")
     axes[-1].set_xlabel("control step")
     figure.suptitle(f"{spec.name}: episode seed {trajectory.seed}, recorded vs simulated")

@@ -32,7 +32,7 @@ from sim2real.checks import check_count, check_seed
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.zoo import ALGORITHMS, MODEL_FILE, load_card, save_bundle, space_changes
+from sim2real.zoo import ALGORITHMS, MODEL_FILE, algorithm_class, load_card, save_bundle, space_changes
 
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds disjoint from training's
 
@@ -51,7 +51,7 @@ def versions() -> dict[str, str]:
 
 def n_envs_for(spec: TaskSpec, model: BaseAlgorithm) -> int:
     """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
-    algo = next(name for name, cls in ALGORITHMS.items() if isinstance(model, cls))
+    algo = next(name for name in ALGORITHMS if isinstance(model, algorithm_class(name)))
     return spec.train.config(algo).n_envs
 
 
@@ -138,7 +138,7 @@ def make_model(algo: str, env: VecEnv | gymnasium.Env, hyperparameters: Mapping[
     if algo not in ALGORITHMS:
         raise Sim2RealError(f"unknown algorithm '{algo}' (allowed: {', '.join(ALGORITHMS)})")
     try:
-        return ALGORITHMS[algo]("MlpPolicy", env, seed=seed, tensorboard_log=tensorboard_log, device="cpu",
+        return algorithm_class(algo)("MlpPolicy", env, seed=seed, tensorboard_log=tensorboard_log, device="cpu",
                                 **copy.deepcopy(dict(hyperparameters)))  # SB3 adds keys to policy_kwargs
     except TypeError as exc:
         raise Sim2RealError(f"bad {algo.upper()} hyperparameters {sorted(hyperparameters)}: {exc}") from exc
@@ -283,7 +283,7 @@ def run_training(
     torch.set_num_threads(1)
     venv = build_vec_env(spec, request.target, request.randomize, request.n_envs, request.seed)
     if previous is not None and request.continue_from is not None:
-        model = ALGORITHMS[request.algo].load(Path(request.continue_from) / MODEL_FILE, env=venv, device="cpu")
+        model = algorithm_class(request.algo).load(Path(request.continue_from) / MODEL_FILE, env=venv, device="cpu")
     else:
         model = make_model(request.algo, venv, request.hyperparameters, request.seed,
                            str(tensorboard_log) if tensorboard_log is not None else None)
@@ -317,7 +317,9 @@ def run_training(
     if previous is not None:
         card["continued"] = [*previous.get("continued", []), {"from_steps": previous["train_steps"],
                                                                "steps": request.steps, "wall_seconds": round(wall, 1)}]
+    scoring = time.perf_counter()
     card.update(score_card(model, spec, request.card_episodes))
+    card["card_seconds"] = round(time.perf_counter() - scoring, 1)
     if out is not None:
         save_bundle(model, out, card)
     return TrainResult(model, card, out, checkpoint.history)

@@ -24,6 +24,7 @@ from sim2real.catalog import TaskSpec
 from sim2real.checks import check_seed
 from sim2real.evaluate import evaluate_policy
 from sim2real.factory import make_env
+from sim2real.formatting import count
 from sim2real.records import write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder
 from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
@@ -133,6 +134,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         raise sysid.SysIdError(f"eval_episodes must be an integer >= 1, got {eval_episodes!r}")
     if strategy.params is not None:
         sysid.check_params(spec, strategy.params)
+    sysid.check_budget(len(strategy.params or sysid.fittable(spec)), strategy.sysid_budget)
     check_seed(seed)
     out = Path(out)
     run = RunRecord("adapt", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
@@ -148,7 +150,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     for number in range(1, strategy.rounds + 1):
         folder = out / f"round-{number}"
         adapted = folder / "adapted.zip"
-        stage(f"round {number}: recording {strategy.episodes} episodes on {where}")
+        stage(f"round {number}: recording {count(strategy.episodes, 'episode')} on {where}")
         trajectories += _record_missing(current, spec, target, testbed, folder / "rollouts.jsonl", strategy, seed,
                                         number - 1, credentials)
         if adapted.exists():

@@ -12,18 +12,29 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-from stable_baselines3 import PPO, SAC
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.formatting import percent
 from sim2real.paths import data_dir
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+ALGORITHMS = ("ppo", "sac")
+"""The SB3 algorithms a bundle may hold (imported only when a model is loaded: listing cards stays fast)."""
+
+
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
+    """The SB3 class of `algo` ("ppo" or "sac")."""
+    from stable_baselines3 import PPO, SAC
+
+    if algo not in ALGORITHMS:
+        raise BundleError(f"unknown algorithm {algo!r} (supported: {allowed(ALGORITHMS)})")
+    return {"ppo": PPO, "sac": SAC}[algo]
 MODEL_FILE = "model.zip"
 CARD_FIELDS = ("task", "algo", "randomized", "train_steps", "seed", "source_success", "targets")
 
@@ -110,7 +121,7 @@ def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -
     if algo not in ALGORITHMS:
         raise BundleError(f"{path}: unknown algorithm '{algo}' (supported: {allowed(ALGORITHMS)})")
     try:
-        model = ALGORITHMS[algo].load(zip_path, device="cpu", **kwargs)
+        model = algorithm_class(algo).load(zip_path, device="cpu", **kwargs)
     except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, EOFError) as exc:
         raise BundleError(f"cannot load {zip_path} as an SB3 {algo.upper()} model: {exc}") from exc
     if env is not None:

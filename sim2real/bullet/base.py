@@ -41,6 +41,8 @@ class BulletEnv(gym.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 25}
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = {}
+    observation_labels: ClassVar[tuple[str, ...]] = ()
+    """What each observation entry is (figures name them); entries past its end are unnamed."""
     render_size: tuple[int, int] = (320, 240)
 
     def __init__(self, render_mode: str | None = None, domain: Mapping[str, Value] | None = None) -> None:

@@ -24,6 +24,12 @@ STEERING = (4, 6)
 WHEEL_RADIUS = 0.05  # metres
 LOOKAHEAD = tuple(range(8, 49, 8))  # centreline points 0.4, 0.8, ..., 2.4 m ahead
 OBS_SIZE = 2 * len(LOOKAHEAD) + 12
+OBSERVATION_LABELS = (
+    *(f"centreline {k * 5} cm ahead, x" for k in LOOKAHEAD), *(f"centreline {k * 5} cm ahead, y" for k in LOOKAHEAD),
+    "lateral offset", "sin heading error", "cos heading error", "speed", "lateral speed", "yaw rate", "roll",
+    "roll rate", "steering", "throttle", "time left", "progress",
+)
+"""What each observation entry is, for figures and people (same order as `_observe`)."""
 GOALS = ("race", "park")
 
 DOMAIN_PARAMS = {
@@ -61,6 +67,7 @@ class DrivingEnv(BulletEnv):
     action are the racing ones, so a racing policy runs unchanged.
     """
 
+    observation_labels: ClassVar[tuple[str, ...]] = OBSERVATION_LABELS
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
 
     def __init__(

@@ -52,6 +52,14 @@ def _pointing_down(yaw: float) -> tuple[float, float, float, float]:
     return (math.cos(yaw / 2), math.sin(yaw / 2), 0.0, 0.0)
 
 
+OBSERVATION_LABELS = (
+    "gripper x", "gripper y", "gripper z", "gripper vx", "gripper vy", "gripper vz", "finger opening",
+    "goal − gripper x", "goal − gripper y", "goal − gripper z", "lift", "object vx", "object vy", "object vz",
+    "finger contacts", "elongation · sin yaw", "elongation · cos yaw", "object yaw", "time left",
+)
+"""What each observation entry is, for figures and people (same order as `_observe`)."""
+
+
 class GraspingEnv(BulletEnv):
     """Pick up an object with a Franka Panda: reach, turn the gripper, close it, lift the object 5 cm.
 
@@ -79,6 +87,7 @@ class GraspingEnv(BulletEnv):
     another way than the one the policy learned on.
     """
 
+    observation_labels: ClassVar[tuple[str, ...]] = OBSERVATION_LABELS
     DOMAIN_PARAMS: ClassVar[Mapping[str, DomainParam]] = DOMAIN_PARAMS
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 24}
 

@@ -339,6 +339,14 @@ def _gaps(out: Path, plan: Plan, tracker: _Tracker) -> dict[str, dict[str, Any]]
     return gaps
 
 
+def _read_json(path: Path) -> Any:
+    """A run directory's JSON file, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}); it is not a run this version can read") from None
+
+
 def write_run_report(run_dir: str | Path) -> dict[str, Path]:
     """(Re)write the report of a run directory from its plan.json, gap.json and results.jsonl alone.
 
@@ -349,17 +357,19 @@ def write_run_report(run_dir: str | Path) -> dict[str, Path]:
     missing = [name for name in (PLAN_FILE, RESULTS_FILE) if not (out / name).is_file()]
     if missing:
         raise HarnessError(f"{out} is not a transfer run directory: it lacks {allowed(missing)}")
-    plan = json.loads((out / PLAN_FILE).read_text())
+    plan = _read_json(out / PLAN_FILE)
     complete = _complete(read_jsonl(out / RESULTS_FILE), plan["units"], plan["steps"])
     if not complete:
         raise HarnessError(f"{out}: no unit is complete yet ({len(plan['units'])} planned), nothing to report")
     records = [record for unit in complete.values() for record in unit]
     summary = report.summarize(records, Threshold(**plan["threshold"]), plan["budget"])
-    gaps = json.loads((out / GAP_FILE).read_text()) if (out / GAP_FILE).is_file() else {}
+    gaps = _read_json(out / GAP_FILE) if (out / GAP_FILE).is_file() else {}
+    verdict = report.measured_verdict(summary)
     settings = {
         "plan": plan,
         "versions": versions(),
-        "recommendation": "\n\n".join(gap["advice"] for gap in gaps.values()),
+        "recommendation": "\n\n".join([*(gap["advice"] for gap in gaps.values()), verdict]).strip(),
+        "verdict": verdict,
         "zero_shot_gap": gaps,
         "complete_units": f"{len(complete)} of {len(plan['units'])}",
     }

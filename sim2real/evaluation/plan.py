@@ -176,11 +176,13 @@ def check_policy(plan: Plan) -> None:
     zero_shot on a target that changes the spaces) and a transductive strategy naming a parameter
     the task cannot fit.
     """
-    from sim2real.sysid import check_params  # the driver's check only: workers need not import it
+    from sim2real.sysid import check_budget, check_params, fittable  # the driver's check only
 
     for strategy in plan.strategies:
-        if strategy.transductive and strategy.params is not None:
-            check_params(plan.spec, strategy.params)
+        if strategy.transductive:
+            if strategy.params is not None:
+                check_params(plan.spec, strategy.params)
+            check_budget(len(strategy.params or fittable(plan.spec)), strategy.sysid_budget)
     source = make_env(plan.spec, SOURCE)
     try:
         model = zoo.load_policy(plan.policy, source)
@@ -199,7 +201,15 @@ def check_policy(plan: Plan) -> None:
 
 
 def check_rollout(plan: Plan, strategy: Strategy, model: Any, n_envs: int) -> None:
-    """Refuse an on-policy unit whose first update needs more target steps than the budget: it would never learn."""
+    """Refuse a unit whose first update needs more target steps than the budget: it would never learn.
+
+    On-policy (PPO): one rollout of n_steps × n_envs; off-policy (SAC): past `learning_starts`.
+    """
+    starts = getattr(model, "learning_starts", None)
+    if starts is not None and starts >= plan.budget:
+        raise HarnessError(f"{strategy.name}: {type(model).__name__} starts updating after learning_starts = "
+                           f"{starts:,} target steps, not before the budget ({plan.budget:,}) ends: it would never "
+                           f"update; give a budget > {starts:,} or the strategy option learning_starts=N")
     n_steps = getattr(model, "n_steps", None)
     if n_steps is None:
         return

@@ -29,6 +29,7 @@ from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation import metrics
 from sim2real.evaluation.plan import BASELINE
 from sim2real.evaluation.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
+from sim2real.formatting import count
 from sim2real.records import PathLike, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -152,16 +153,27 @@ def _trivial(value: float) -> Aggregate:
     return {"iqm": value, "ci": [value, value]}
 
 
+MIN_SEEDS_FOR_CI = 2
+"""With fewer seeds a strategy gets no confidence interval and no negative-transfer verdict: nothing to judge by."""
+
+
 def _strategy_summary(name: str, rows: list[dict[str, Any]], rng_seed: int, confidence: float,
-                      n_resamples: int) -> dict[str, Any]:
-    """Aggregate one strategy's per-seed rows; the baseline gets exact trivial relative metrics."""
+                      n_resamples: int, floor: float) -> dict[str, Any]:
+    """Aggregate one strategy's per-seed rows; the baseline gets exact trivial relative metrics.
+
+    With fewer than MIN_SEEDS_FOR_CI seeds every CI is None and the negative-transfer verdict is
+    None (not judged); a gain undetermined on every seed (neither curve reached the threshold)
+    has no value at all, rather than the 1× that stands in for it per seed.
+    """
     strata = [row["target"] for row in rows]
+    judged = len(rows) >= MIN_SEEDS_FOR_CI
 
     def agg(key: str) -> Aggregate:
         # One Generator per (strategy, metric): a CI does not change when other strategies are added.
         rng = np.random.default_rng([rng_seed, zlib.crc32(f"{name}/{key}".encode())])
-        return aggregate([row[key] for row in rows], strata=strata, rng=rng, confidence=confidence,
-                         n_resamples=n_resamples)
+        result = aggregate([row[key] for row in rows], strata=strata, rng=rng, confidence=confidence,
+                           n_resamples=n_resamples)
+        return result if judged else {"iqm": result["iqm"], "ci": None}
 
     baseline = name == BASELINE
     if baseline:
@@ -175,18 +187,25 @@ def _strategy_summary(name: str, rows: list[dict[str, Any]], rng_seed: int, conf
         relative["p_improvement"] = probability_of_improvement(
             [row["auc"] for row in rows], [row["scratch_auc"] for row in rows], strata=(strata, strata),
             confidence=confidence, n_resamples=n_resamples, rng=rng)
+        if not judged:
+            relative["p_improvement"] = {"iqm": relative["p_improvement"]["iqm"], "ci": None}
     kinds = ["exact"] * len(rows) if baseline else [row["gain_kind"] for row in rows]
+    gain = {**relative["sample_efficiency_gain"], "kinds": {kind: kinds.count(kind) for kind in GAIN_KINDS}}
+    if kinds.count("undetermined") == len(rows):
+        gain.update(iqm=None, ci=None)
+    floored = 0 if baseline else sum(abs(row["scratch_auc"]) < floor for row in rows)
+    ratio_ci = relative["transfer_ratio"]["ci"]
     return {
         "baseline": baseline,
         "seeds": len(rows),
         "jumpstart": relative["jumpstart"],
         "asymptotic_gain": relative["asymptotic_gain"],
         "transfer_ratio": relative["transfer_ratio"],
+        "ratio_floored_seeds": int(floored),
         "time_to_threshold": {**agg("time_to_threshold"), "censored": sum(row["censored"] for row in rows)},
-        "sample_efficiency_gain": {**relative["sample_efficiency_gain"],
-                                   "kinds": {kind: kinds.count(kind) for kind in GAIN_KINDS}},
+        "sample_efficiency_gain": gain,
         "p_improvement": relative["p_improvement"],
-        "negative_transfer": negative_transfer(relative["transfer_ratio"]["ci"]),
+        "negative_transfer": None if ratio_ci is None else negative_transfer(ratio_ci),
         "auc": agg("auc"),
         "final": {"success": agg("final_success"), "return": agg("final_return")},
     }
@@ -229,7 +248,7 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
     for name in strategies:
         rows = [row for row in per_seed if row["strategy"] == name]
         if rows:
-            summaries[name] = _strategy_summary(name, rows, rng_seed, confidence, n_resamples)
+            summaries[name] = _strategy_summary(name, rows, rng_seed, confidence, n_resamples, floor)
     targets = list(dict.fromkeys(unit[1] for unit in curves))
     return {
         "target": targets[0] if len(targets) == 1 else targets,
@@ -245,6 +264,25 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
         "per_seed": per_seed,
         "skipped": skipped,
     }
+
+
+def measured_verdict(summary: Mapping[str, Any]) -> str:
+    """One sentence on what the measurement says of transfer here, to stand beside (and check) the zero-shot advice."""
+    strategies = {name: entry for name, entry in summary["strategies"].items() if not entry["baseline"]}
+    if not strategies:
+        return ""
+    if any(entry["negative_transfer"] is None for entry in strategies.values()):
+        return (f"Measured: one seed per strategy, so no confidence interval and no verdict on negative transfer; "
+                f"rerun with at least {MIN_SEEDS_FOR_CI} seeds before trusting a ranking.")
+    flagged = [name for name, entry in strategies.items() if entry["negative_transfer"]]
+    if flagged:
+        return (f"Measured: {', '.join(flagged)} did reliably worse than {BASELINE} here (transfer-ratio CI wholly "
+                f"below 0), whatever the zero-shot advice expected; do not use {'them' if len(flagged) > 1 else 'it'} "
+                f"on this target.")
+    better = [name for name, entry in strategies.items() if entry["transfer_ratio"]["ci"][0] > 0]
+    if better:
+        return f"Measured: {', '.join(better)} did reliably better than {BASELINE} here (transfer-ratio CI above 0)."
+    return f"Measured: no strategy did reliably better or worse than {BASELINE} here (every transfer-ratio CI spans 0)."
 
 
 def learning_curves(records: Iterable[Mapping[str, Any]], metric: str, rng_seed: int = 0, *,
@@ -293,8 +331,10 @@ def _num(value: float) -> str:
 
 
 def _ci(entry: Aggregate, suffix: str = "") -> tuple[str, str]:
-    """The point estimate (with its unit suffix) and the interval, formatted for a table."""
-    return f"{_num(entry['iqm'])}{suffix}", f"[{_num(entry['ci'][0])}, {_num(entry['ci'][1])}]"
+    """The point estimate (with its unit suffix) and the interval, formatted for a table; what is missing, said."""
+    point = "undetermined" if entry["iqm"] is None else f"{_num(entry['iqm'])}{suffix}"
+    interval = "no CI (1 seed)" if entry["ci"] is None else f"[{_num(entry['ci'][0])}, {_num(entry['ci'][1])}]"
+    return point, interval
 
 
 def _cell(value: Any) -> str:
@@ -322,7 +362,9 @@ def _strategy_table(name: str, entry: Mapping[str, Any], summary: Mapping[str, A
         ("asymptotic gain", entry["asymptotic_gain"], "",
          "final evaluation − scratch's" if last_k == 1 else f"mean of last {last_k} evaluations − scratch's"),
         ("transfer ratio", entry["transfer_ratio"], "",
-         f"(AUC − AUC_scratch) / max(|AUC_scratch|, {_num(summary['ratio_floor'])})"),
+         f"(AUC − AUC_scratch) / max(|AUC_scratch|, {_num(summary['ratio_floor'])})" + (
+             f"; {entry['ratio_floored_seeds']} of {seeds} seeds: scratch's area under the floor, so a lower "
+             f"bound" if entry.get("ratio_floored_seeds") else "")),
         ("time to threshold", entry["time_to_threshold"], " steps",
          f"{entry['time_to_threshold']['censored']} of {seeds} seeds censored at the budget"),
         ("sample-efficiency gain", entry["sample_efficiency_gain"], "×",
@@ -332,7 +374,7 @@ def _strategy_table(name: str, entry: Mapping[str, Any], summary: Mapping[str, A
         ("final success rate", entry["final"]["success"], "", "last evaluation"),
         ("final mean return", entry["final"]["return"], "", "last evaluation"),
     ]
-    title = f"### {name} ({seeds} seeds{', baseline' if entry['baseline'] else ''})"
+    title = f"### {name} ({count(seeds, 'seed')}{', baseline' if entry['baseline'] else ''})"
     lines = [title, "", "| metric | IQM | 95% CI | note |", "|---|---:|---:|---|"]
     for label, value, suffix, note in rows:
         point, interval = _ci(value, suffix)
@@ -377,11 +419,12 @@ def render_markdown(summary: Mapping[str, Any], settings: Mapping[str, Any]) -> 
               "|---|---:|---:|---:|---:|---|"]
     for name, entry in strategies.items():
         gain = entry["sample_efficiency_gain"]
-        bound = "≥ " if gain["kinds"]["lower_bound"] else ""
+        bound = "≥ " if gain["kinds"]["lower_bound"] and gain["iqm"] is not None else ""
         gain_point, gain_ci = _ci(gain, "×")
         ratio_point, ratio_ci = _ci(entry["transfer_ratio"])
+        ratio_point = f"≥ {ratio_point}" if entry.get("ratio_floored_seeds") else ratio_point
         poi_point, poi_ci = _ci(entry["p_improvement"])
-        warning = "**YES ⚠️**" if entry["negative_transfer"] else "no"
+        warning = {True: "**YES ⚠️**", False: "no", None: "not judged (1 seed)"}[entry["negative_transfer"]]
         lines.append(f"| {name} | {entry['seeds']} | {bound}{gain_point} {gain_ci} "
                      f"| {ratio_point} {ratio_ci} | {poi_point} {poi_ci} | {warning} |")
     lines += ["", "## Per strategy", ""]
@@ -461,7 +504,12 @@ def plot_gain(summary: Mapping[str, Any]) -> bytes:
         kind = ("undetermined" if kinds["undetermined"] == entry["seeds"] else
                 "lower_bound" if kinds["lower_bound"] else "upper_bound" if kinds["upper_bound"] else "exact")
         marker, label = markers[kind]
-        error = [[gain["iqm"] - gain["ci"][0]], [gain["ci"][1] - gain["iqm"]]]
+        if gain["iqm"] is None:  # no gain to draw: say so at the foot of the axes, away from the 1× line
+            axes.annotate("undetermined:\nneither reached\nthe threshold", (x, 0.03),
+                          xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize="small")
+            continue
+        ci = gain["ci"] or [gain["iqm"], gain["iqm"]]
+        error = [[gain["iqm"] - ci[0]], [ci[1] - gain["iqm"]]]
         axes.errorbar([x], [gain["iqm"]], yerr=error, fmt=marker, markersize=9, capsize=5, color=colors[name],
                       markeredgecolor="black", label=None if kind in shown else label)
         shown.add(kind)
@@ -478,14 +526,17 @@ def plot_gain(summary: Mapping[str, Any]) -> bytes:
     axes.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
     axes.yaxis.set_minor_formatter(times)
     # Keep 1× and every interval in view, with a margin in log space.
-    ends = [1.0, *(bound for entry in entries.values() for bound in entry["sample_efficiency_gain"]["ci"])]
+    ends = [1.0, *(bound for entry in entries.values()
+                   for bound in (entry["sample_efficiency_gain"]["ci"] or [entry["sample_efficiency_gain"]["iqm"]] * 2)
+                   if bound is not None)]
     low, high = min(ends), max(ends)
     pad = max((high / low) ** 0.08, 1.2)
     axes.set_ylim(low / pad, high * pad)
     axes.set_xticks(range(len(entries)), list(entries))
     axes.set_xlim(-0.6, max(len(entries), 1) - 0.4)
     axes.set_ylabel("sample-efficiency gain over scratch (×)")
-    axes.set_title(f"Target steps to threshold, scratch / strategy (IQM, {summary['confidence']:.0%} CI)")
+    axes.set_title(f"Sample-efficiency gain over scratch\n(steps to threshold, IQM, {summary['confidence']:.0%} CI)",
+                   fontsize="medium")
     axes.grid(alpha=0.3, which="both", axis="y")
     axes.legend(loc="best", fontsize="small")
     return _png(figure)
@@ -506,9 +557,15 @@ def write_report(run_dir: PathLike, summary: Mapping[str, Any], records: Iterabl
 
 
 def format_aggregate(metrics: Mapping[str, Any], name: str, unit: str = "") -> str:
-    """`IQM [low, high]` of one aggregated metric for tables; an em dash when it is missing."""
+    """`IQM [low, high]` of one aggregated metric for tables: "undetermined", "no CI" or "≥" where they apply."""
     value = metrics.get(name)
-    if not isinstance(value, Mapping) or value.get("iqm") is None:
+    if not isinstance(value, Mapping):
         return "—"
+    if value.get("iqm") is None:
+        return "undetermined"
+    floored = name == "transfer_ratio" and metrics.get("ratio_floored_seeds")
+    bound = "≥ " if floored or (value.get("kinds") or {}).get("lower_bound") else ""
+    if value.get("ci") is None:
+        return f"{bound}{value['iqm']:.2f}{unit} (1 seed, no CI)"
     low, high = value["ci"]
-    return f"{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
+    return f"{bound}{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
