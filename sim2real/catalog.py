@@ -216,6 +216,10 @@ def load(task: str | Path | TaskSpec) -> TaskSpec:
     source = str(path)
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"not valid YAML: {exc.problem}{where}", source=source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
     if raw is None:

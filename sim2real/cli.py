@@ -226,6 +226,7 @@ def evaluate(
     tls_fingerprint: TlsFingerprint = None,
 ) -> None:
     """Evaluate a policy on a target, locally or on a robot testbed over the network."""
+    from sim2real import catalog
     from sim2real.evaluate import evaluate_policy
     from sim2real.testbed.evaluation import format_latency
 
@@ -237,8 +238,10 @@ def evaluate(
     low, high = summary.get("success_ci") or (0, 0)
     table.add_row("episodes", f"{summary['episodes']} ({summary['aborted']} aborted)")
     if summary["success_rate"] is not None:
-        table.add_row("success rate", f"{percent(summary['success_rate'])}  (95 % CI {percent(low)}–{percent(high)})")
-        table.add_row("mean return", f"{summary['mean_return']:.2f}  (95% CI {summary['return_ci'][0]:.2f}–"
+        if catalog.load(task).threshold.metric == "success":  # a task scored by return has no success to show
+            table.add_row("success rate", f"{percent(summary['success_rate'])}  (95 % CI {percent(low)}–"
+                                          f"{percent(high)})")
+        table.add_row("mean return", f"{summary['mean_return']:.2f}  (95 % CI {summary['return_ci'][0]:.2f}–"
                                      f"{summary['return_ci'][1]:.2f})")
         table.add_row("mean length", f"{summary['mean_length']:.1f} steps")
     if "latency_ms" in summary:

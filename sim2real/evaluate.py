@@ -54,7 +54,7 @@ def evaluate_policy(
     if out is not None:
         run = RunRecord("evaluate", {"policy": str(policy), "policy_sha256": policy_sha256(policy),
                                      "task": spec.name, "task_hash": spec.spec_hash,
-                                     "target": f"testbed {testbed}" if testbed else target,
+                                     "target": "testbed" if testbed else target,
                                      "seed": seed, "deterministic": deterministic})
         claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
     if testbed is not None:

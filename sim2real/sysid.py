@@ -156,7 +156,7 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
         raise SysIdError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
                          f"applies to local recording only")
     run = RunRecord("record", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
-                               "task_hash": spec.spec_hash, "target": f"testbed {testbed}" if testbed else target,
+                               "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
                                "seed": seed, "known": known})
     have = load_trajectories(path, spec) if claim_file(path, run, force=force) and _holds_episodes(path) else []
     if len(have) >= episodes:

@@ -138,7 +138,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     check_seed(seed)
     out = Path(out)
     run = RunRecord("adapt", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
-                              "task_hash": spec.spec_hash, "target": f"testbed {testbed}" if testbed else target,
+                              "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
                               "strategy": strategy.to_dict(), "eval_episodes": eval_episodes, "seed": seed})
     rounds = [path.name for path in out.glob("round-*")] if out.is_dir() else []
     claim_folder(out, run, [*sorted(rounds), "eval-pretrained", "eval-adapted", "summary.json"], force=force)

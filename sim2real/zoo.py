@@ -169,23 +169,27 @@ def save_model_atomic(model: BaseAlgorithm, path: Path) -> Path:
 
 
 def render_card(card: Mapping[str, Any]) -> str:
-    """A human-readable model card."""
+    """A human-readable model card (without success columns for a task scored by return)."""
+    by_return = card.get("metric") == "return"
     lines = [
         f"# {card.get('name', 'policy')}",
         "",
         f"{card['algo'].upper()} policy for the **{card['task']}** task, trained on `{card.get('target', 'source')}`"
         f" {'with domain randomization' if card['randomized'] else 'in the nominal domain'} for"
-        f" {card['train_steps']:,} env steps (seed {card['seed']}, {card.get('wall_seconds', 0):.0f} s wall).",
+        f" {card['train_steps']:,} env steps (seed {card['seed']}, {card.get('wall_seconds', 0):.0f} s of training"
+        f" with its evaluations).",
         "",
-        "| target | kind | success | mean return | episodes |",
-        "|---|---|---|---|---|",
+        f"| target | kind |{'' if by_return else ' success |'} mean return | episodes |",
+        "|---|---|---|---|" if by_return else "|---|---|---|---|---|",
     ]
     for target, result in card["targets"].items():
-        lines.append(f"| {target} | {result.get('kind', '')} | {percent(result['success'])} | {result['return']:.2f} |"
+        success = "" if by_return else f" {percent(result['success'])} |"
+        lines.append(f"| {target} | {result.get('kind', '')} |{success} {result['return']:.2f} |"
                      f" {result.get('episodes', '')} |")
     lines += [
         "",
-        f"Success is measured with the deterministic policy, randomization off, episode i reset with seed"
+        f"{'Returns are' if by_return else 'Success is'} measured with the deterministic policy, randomization off,"
+        f" episode i reset with seed"
         f" {card.get('eval_seed', 1_000_000):,} + i.",
         "",
         "```python",

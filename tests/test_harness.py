@@ -156,7 +156,8 @@ def test_a_run_writes_every_evaluation_of_every_unit_and_the_report(complete_run
         assert isinstance(entry["negative_transfer"], bool)
     settings = report["settings"]
     assert settings["plan"] == json.loads((complete_run / PLAN_FILE).read_text())
-    assert settings["recommendation"] == settings["zero_shot_gap"]["heavy"]["advice"]
+    assert settings["recommendation"].startswith(settings["zero_shot_gap"]["heavy"]["advice"])
+    assert settings["recommendation"].endswith(settings["verdict"]) and settings["verdict"].startswith("Measured: ")
     assert settings["versions"]["sim2real"]
     assert {"report.md", "curves.png", "gain.png", GAP_FILE} <= {p.name for p in complete_run.iterdir()}
 
@@ -275,14 +276,14 @@ def gap(metric="success", threshold=0.8, source=0.9, zero_shot=0.5, random=0.0):
 
 @pytest.mark.parametrize(("case", "verdict", "words"), [
     (gap(zero_shot=0.85), "zero_shot", "Zero-shot is enough on icy"),
-    (gap(zero_shot=0.5), "transfer", "keeps 56% of its edge"),
+    (gap(zero_shot=0.5), "transfer", "keeps 56 % of its edge"),
     (gap(zero_shot=0.5), "transfer", "Try residual and finetune first"),
     (gap(source=0.6, zero_shot=0.3), "transfer", "misses the threshold on the source as well"),
     (gap(zero_shot=0.05), "transfer", "undoes a policy that still solves the source"),
     (gap(zero_shot=0.05), "transfer", "Try residual first"),
     (gap(source=0.6, zero_shot=0.02), "retrain", "barely better than random actions there"),
     (gap(source=0.05, zero_shot=0.0), "retrain", "even on the source"),
-    (gap("return", -200, source=-150, zero_shot=-700, random=-1200), "transfer", "keeps 48%"),
+    (gap("return", -200, source=-150, zero_shot=-700, random=-1200), "transfer", "keeps 48 %"),
     (gap("return", -200, source=-150, zero_shot=-1150, random=-1200), "transfer", "Try residual first"),
     (gap("return", -200, source=-250, zero_shot=-1150, random=-1200), "retrain", "barely better"),
     (gap("return", -200, source=-150, zero_shot=-180, random=-1200), "zero_shot", "-180.0 zero-shot"),

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 from typer.testing import CliRunner
 
 from sim2real.cli import app
-from tests.conftest import tiny_pendulum_bundle
 
 PENDULUM = Path(__file__).resolve().parents[1] / "envs" / "examples" / "pendulum.yaml"
 
@@ -41,11 +41,13 @@ def assert_refused(changed: Sequence[str], folder: Path, naming: str) -> None:
 @pytest.fixture(scope="module")
 def policies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two tiny pendulum bundles that act differently."""
+    task = write_task(tmp_path_factory, "tiny", PENDULUM.read_text().split("train:")[0] + TINY_PPO_TRAIN
+                      + "threshold: {return: -300}\n")
     root = tmp_path_factory.mktemp("policies")
     card = {"task": "pendulum", "algo": "ppo", "randomized": False, "train_steps": 128, "seed": 0,
             "source_success": 0.0, "targets": {}}
-    return (tiny_pendulum_bundle(PENDULUM, root / "one", card),
-            tiny_pendulum_bundle(PENDULUM, root / "two", card, action_gain=-1.0))
+    return (tiny_pendulum_bundle(task, root / "one", card),
+            tiny_pendulum_bundle(task, root / "two", card, action_gain=-1.0))
 
 
 def lines(path: Path) -> list[str]:
@@ -129,7 +131,7 @@ def test_train_never_overwrites_and_continues_a_bundle(tmp_path: Path):
     (["transfer", "pendulum", "--target", "heavy", "--strategies", ""], "--strategies"),
     (["sysid", "pendulum", "--rollouts", "x.jsonl", "--params", ","], "--params"),
     (["record", "pendulum-x", "--task", "pendulum", "--out", "r.jsonl", "--known", "mass=1,mass=5"], "twice"),
-    (["serve", "pendulum", "--port", "99999"], "99999"),
+    (["serve", "pendulum", "--target", "heavy", "--port", "99999"], "99999"),
 ])
 def test_careless_input_is_one_line_and_exit_2(arguments: list[str], naming: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch):

@@ -133,7 +133,7 @@ def test_mass_and_motor_force_scaled_together_give_the_same_trajectory_so_no_rec
 def test_fit_subsets_fits_each_disjoint_run_of_episodes_and_refuses_sizes_it_cannot_fill(wet_rollouts: Path):
     spec = catalog.load("driving")
     recordings = load_trajectories(wet_rollouts, spec)
-    fits = fit_subsets(spec, recordings, ["tyre_friction"], [2, 5], budget=12, horizon=20)
+    fits = fit_subsets(spec, recordings, ["tyre_friction"], [2, 5], budget=36, horizon=20)
     assert [len(fits[2]), len(fits[5])] == [2, 1]
     assert all(0.05 <= fit["tyre_friction"] <= 2.0 for runs in fits.values() for fit in runs)
     with pytest.raises(SysIdError, match=r"subset size must be an integer from 1 to 5 .*got 6"):
@@ -212,9 +212,10 @@ def test_the_cli_records_known_values_and_fits_several_rollout_files(wet_rollout
                               capture_output=True, text=True, timeout=120)
     assert recorded.returncode == 0, recorded.stderr
     assert "with cargo_mass=6, cargo_height=0.1" in recorded.stdout
-    assert json.loads(path.read_text())["known"] == PAYLOAD
+    header, episode = map(json.loads, path.read_text().splitlines())
+    assert episode["known"] == PAYLOAD and header["run"]["settings"]["known"] == PAYLOAD
     fitted = subprocess.run([*cli, "sysid", "driving", "--rollouts", str(wet_rollouts), "--rollouts", str(path),
-                             "--params", "tyre_friction", "--budget", "10", "--horizon", "10",
+                             "--params", "tyre_friction", "--budget", "36", "--horizon", "10",
                              "--out", str(tmp_path / "fit")], capture_output=True, text=True, timeout=180)
     assert fitted.returncode == 0, fitted.stderr
     assert "to 6 episodes" in fitted.stdout

@@ -119,7 +119,7 @@ def test_a_plain_sb3_zip_is_detected_and_loaded(driving_bundle: Path, tmp_path: 
         (["train", "driving", "--target", "snow"], "unknown target 'snow'"),
         (["train", "driving", "--algo", "dqn"], "unknown algorithm 'dqn'"),
         (["evaluate", "nowhere.zip", "--task", "driving"], "no such policy file: nowhere.zip"),
-        (["evaluate", "x.zip", "--task", "driving", "--episodes", "0"], "--episodes must be > 0"),
+        (["evaluate", "x.zip", "--task", "driving", "--episodes", "0"], "episodes must be an integer >= 1, got 0"),
         (["transfer", "driving", "--target", "truck", "--strategies", "residual:utd=0,scratch", "--out", "unused"],
          "residual: utd (gradient steps per target step, SAC) must be an integer >= 1"),
         (["transfer", "driving", "--target", "truck", "--strategies", "residual:warmup,scratch", "--out", "unused"],

@@ -114,18 +114,20 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
 
 def test_the_adapt_command_writes_everything_and_resumes(task, policy, tmp_path):
     out = tmp_path / "adapt"
-    args = ("adapt", policy, "--task", task, "--target", "heavy", "--episodes", "2", "--budget", "40",
+    args = ("adapt", policy, "--task", task, "--target", "heavy", "--episodes", "2", "--budget", "52",
             "--horizon", "20", "--sim-steps", "64", "--eval-episodes", "2", "--out", out)
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     assert {p.name for p in out.iterdir()} == {"round-1", "round-2", "eval-pretrained", "eval-adapted",
-                                               "summary.json"}
+                                               "summary.json", "run.json"}
     for folder in ("round-1", "round-2"):
         assert {p.name for p in (out / folder).iterdir()} == {"rollouts.jsonl", "sysid", "adapted.zip"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target_steps_used"] == 2 * 2 * 50 and set(summary["success"]) == {"pretrained", "adapted"}
     assert set(summary["fit"]) == {"mass", "length"}
     assert summary["adapted_policy"] == str(out / "round-2" / "adapted.zip")
+    assert all(len(summary["success_ci"][name]) == 2 for name in ("pretrained", "adapted"))  # was always null
+    assert summary["recommended"] == ("adapted" if summary["gain_points"] >= 0 else "pretrained")
     round_two = json.loads((out / "round-2" / "sysid" / "fit.json").read_text())
     assert round_two["episodes"] == 4  # the second fit uses both rounds' recordings
     model_bytes = (out / "round-2" / "adapted.zip").read_bytes()
@@ -135,6 +137,15 @@ def test_the_adapt_command_writes_everything_and_resumes(task, policy, tmp_path)
     assert second.stdout.count("exists: kept") == 2
     assert len((out / "round-1" / "rollouts.jsonl").read_text().splitlines()) == 2
     assert (out / "round-2" / "adapted.zip").read_bytes() == model_bytes
+
+    files = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    for option, value in (("--seed", "1"), ("--target", "source"), ("--episodes", "3"), ("--sim-steps", "128"),
+                          ("--budget", "60"), ("--horizon", "10"), ("--eval-episodes", "3"), ("--rounds", "1"),
+                          ("--no-randomize", None), ("--params", "mass")):
+        changed = cli(*args, option, *([value] if value else []))
+        assert changed.returncode == 2 and "holds another run" in changed.stderr, (option, changed.stderr)
+        assert len(changed.stderr.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == files
 
 
 @pytest.mark.parametrize(("extra", "message"), [
