@@ -304,10 +304,11 @@ def sysid(
         help="target whose values the parameters not fitted take (e.g. 'fitted' of an earlier fit's YAML)")] = "source",
     latency: Annotated[int | None, typer.Option(
         help="action latency in control steps, fixed (default: fitted, 0-3)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace another fit already in --out")] = False,
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import fittable, identify, load_trajectories, write_fit
+    from sim2real.sysid import check_fit_request, claim_fit_folder, fittable, identify, load_trajectories, write_fit
     from sim2real.zoo import load_policy
 
     spec = catalog.load(task)
@@ -315,12 +316,18 @@ def sysid(
     _show_fit_progress()
     trajectories = [trajectory for path in rollouts for trajectory in load_trajectories(path, spec)]
     driver = load_policy(policy) if policy is not None else None
+    out = out or Path("runs") / f"sysid-{spec.name}"
+    settings = {"params": list(names), "budget": budget, "horizon": horizon, "seed": seed, "base": base,
+                "latency": latency}
+    check_fit_request(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
+                      delay=latency)
+    claim_fit_folder(out, spec, rollouts, settings, policy=policy, force=force)
     replay = "open-loop" if driver is None else f"closed-loop with {policy}"
     fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
                    delay=latency, on_start=lambda: console.print(
                        f"Fitting {', '.join(names)} to {count(len(trajectories), 'episode')} replayed {replay} "
                        f"({budget} evaluations)..."))
-    paths = write_fit(fit, spec, trajectories, out or Path("runs") / f"sysid-{spec.name}", driver)
+    paths = write_fit(fit, spec, trajectories, out, driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
                   title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")
     for name, entry in fit.params.items():
@@ -578,7 +585,7 @@ def _progress_printer() -> Callable[[Any], None]:
 
 
 def _print_report(run_dir: Path) -> None:
-    from sim2real.evaluation.report import format_aggregate
+    from sim2real.evaluation.report import format_aggregate, negative_transfer_word
 
     data = json.loads((run_dir / "report.json").read_text())
     table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", f"final {data['metric']}",
@@ -587,8 +594,8 @@ def _print_report(run_dir: Path) -> None:
         table.add_row(name, format_aggregate(metrics, "sample_efficiency_gain", "×"),
                       format_aggregate(metrics, "transfer_ratio"), format_aggregate(metrics, "jumpstart"),
                       format_aggregate(metrics["final"], data["metric"]),
-                      {True: "[bold red]YES[/]", False: "no", None: "not judged (1 seed)"}[
-                          metrics.get("negative_transfer")])
+                      "[bold red]YES[/]" if metrics.get("negative_transfer")
+                      else negative_transfer_word(metrics.get("negative_transfer")))
     console.print(table)
     flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]
     if flagged:

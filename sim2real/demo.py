@@ -18,7 +18,7 @@ from sim2real import catalog
 from sim2real.catalog import SOURCE
 from sim2real.evaluate import record_gif
 from sim2real.evaluation import harness
-from sim2real.evaluation.report import format_aggregate
+from sim2real.evaluation.report import format_aggregate, negative_transfer_word
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.formatting import percent
@@ -155,9 +155,10 @@ def render_report(summary: dict[str, Any]) -> str:
                   "| strategy | sample-efficiency gain | transfer ratio | jumpstart | negative transfer |",
                   "|---|---|---|---|---|"]
         for name, data in report["strategies"].items():
+            verdict = data.get("negative_transfer")
             lines.append(f"| {name} | {format_aggregate(data, 'sample_efficiency_gain', '×')} | "
                          f"{format_aggregate(data, 'transfer_ratio')} | {format_aggregate(data, 'jumpstart')} | "
-                         f"{'**YES**' if data.get('negative_transfer') else 'no'} |")
+                         f"{'**YES**' if verdict else negative_transfer_word(verdict)} |")
         lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
                   f"Full report: [{run}/report.md]({run}/report.md)"]
     testbed = summary["testbed"]

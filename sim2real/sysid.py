@@ -30,6 +30,7 @@ simulated car as it did the real one. Hence the two-step identification (:func:`
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -52,7 +53,7 @@ from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
 from sim2real.formatting import count
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
-from sim2real.rundir import HEADER_KEY, RunRecord, claim_file
+from sim2real.rundir import HEADER_KEY, RunRecord, claim_file, claim_folder
 from sim2real.wrappers import ActionDelay, DomainWrapper
 from sim2real.zoo import load_policy, policy_sha256
 
@@ -490,6 +491,35 @@ def check_recorded_by(policy: Policy, trajectories: Sequence[Trajectory], steps:
                     "episodes, acting deterministically (as `sim2real record` does)")
 
 
+def check_fit_request(
+    task: str | Path | TaskSpec,
+    trajectories: Sequence[Trajectory] | str | Path,
+    params: Sequence[str],
+    *,
+    budget: int,
+    seed: int,
+    horizon: int,
+    max_delay: int = 3,
+    policy: Policy | None = None,
+    base: str = SOURCE,
+    delay: int | None = None,
+) -> tuple[TaskSpec, list[DomainParam], Sequence[Trajectory]]:
+    """Everything `identify` checks before its search: the task, the parameters and the episodes, loaded."""
+    spec = catalog.load(task)
+    chosen = check_params(spec, params)
+    check_latency(delay)
+    check_budget(len(chosen), budget, delay, max_delay)
+    check_count("horizon", horizon, meaning="control steps compared per episode")
+    check_seed(seed)
+    spec.target(base)
+    if isinstance(trajectories, str | Path):
+        trajectories = load_trajectories(trajectories, spec)
+    check_not_known(params, trajectories)
+    if policy is not None:
+        check_recorded_by(policy, trajectories)
+    return spec, chosen, trajectories
+
+
 def identify(
     task: str | Path | TaskSpec,
     trajectories: Sequence[Trajectory] | str | Path,
@@ -534,17 +564,9 @@ def identify(
     """
     import cma  # ~2 s to import: only identification pays it, not every user of the strategies
 
-    spec = catalog.load(task)
-    chosen = check_params(spec, params)
-    check_latency(delay)
-    check_budget(len(chosen), budget, delay, max_delay)
-    check_count("horizon", horizon, meaning="control steps compared per episode")
-    spec.target(base)
-    if isinstance(trajectories, str | Path):
-        trajectories = load_trajectories(trajectories, spec)
-    check_not_known(params, trajectories)
-    if policy is not None:
-        check_recorded_by(policy, trajectories)
+    spec, chosen, trajectories = check_fit_request(task, trajectories, params, budget=budget, seed=seed,
+                                                   horizon=horizon, max_delay=max_delay, policy=policy, base=base,
+                                                   delay=delay)
     scales = [_Scale(p) for p in chosen]
     replay = Replay(spec, trajectories, horizon, policy, base)
     try:
@@ -667,6 +689,24 @@ def fitted_task(spec: TaskSpec, fit: Fit, name: str = FITTED_TARGET) -> dict[str
     raw.setdefault("targets", {})[name] = target
     raw["randomization"] = {**(raw.get("randomization") or {}), **fit.randomization()}
     return raw
+
+
+def fit_outputs(spec: TaskSpec) -> tuple[str, ...]:
+    """The files `write_fit` writes into its folder."""
+    return ("fit.json", "fit.md", f"{spec.name}-fitted.yaml", "trajectories.png")
+
+
+def claim_fit_folder(out: Path, spec: TaskSpec, rollouts: Sequence[Path], settings: Mapping[str, Any], *,
+                     policy: str | None = None, force: bool = False) -> bool:
+    """Make `out` this fit's folder before the fit runs: another fit there is refused unless `force` (see rundir).
+
+    The rollout files are named by their content's hash, so a fit to other recordings is another run.
+    """
+    recordings = [{"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
+                  for path in rollouts]
+    run = RunRecord("sysid", {"task": spec.name, "task_hash": spec.spec_hash, "rollouts": recordings,
+                              "policy": policy, "policy_sha256": policy and policy_sha256(policy), **settings})
+    return claim_folder(Path(out), run, fit_outputs(spec), force=force)
 
 
 def write_fit(fit: Fit, spec: TaskSpec, trajectories: Sequence[Trajectory], out: str | Path,

@@ -139,3 +139,22 @@ def test_careless_input_is_one_line_and_exit_2(arguments: list[str], naming: str
     code, stderr = invoke(*arguments)
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and naming in stderr, stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sysid_refuses_to_mix_another_fit_into_its_folder(policies: tuple[Path, Path], tmp_path: Path):
+    one, two = map(str, policies)
+    rollouts, other = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    for policy, path in ((one, rollouts), (two, other)):
+        assert invoke("record", policy, "--task", "pendulum", "--target", "heavy", "--episodes", "1",
+                      "--out", str(path))[0] == 0
+    out = tmp_path / "fit"
+    base = ["sysid", "pendulum", "--rollouts", str(rollouts), "--budget", "52", "--horizon", "20", "--out", str(out)]
+    assert invoke(*base)[0] == 0
+    fit = (out / "fit.json").read_bytes()
+    for setting, command in {"rollouts": [*base, "--rollouts", str(other)], "seed": [*base, "--seed", "1"],
+                             "params": [*base, "--params", "mass"], "budget": [*base, "--budget", "60"],
+                             "latency": [*base, "--latency", "1"]}.items():
+        assert_refused(command, out, setting)
+    assert invoke(*base)[0] == 0 and (out / "fit.json").read_bytes() == fit  # the same fit again: the same result
+    assert invoke(*base, "--seed", "1", "--force")[0] == 0
+    assert json.loads((out / "run.json").read_text())["settings"]["seed"] == 1

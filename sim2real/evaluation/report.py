@@ -266,6 +266,11 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
     }
 
 
+def negative_transfer_word(verdict: bool | None) -> str:
+    """How a strategy's negative-transfer verdict reads in every table: YES, no, or not judged."""
+    return {True: "YES", False: "no", None: f"not judged (under {MIN_SEEDS_FOR_CI} seeds)"}[verdict]
+
+
 def measured_verdict(summary: Mapping[str, Any]) -> str:
     """One sentence on what the measurement says of transfer here, to stand beside (and check) the zero-shot advice."""
     strategies = {name: entry for name, entry in summary["strategies"].items() if not entry["baseline"]}
@@ -424,7 +429,7 @@ def render_markdown(summary: Mapping[str, Any], settings: Mapping[str, Any]) -> 
         ratio_point, ratio_ci = _ci(entry["transfer_ratio"])
         ratio_point = f"≥ {ratio_point}" if entry.get("ratio_floored_seeds") else ratio_point
         poi_point, poi_ci = _ci(entry["p_improvement"])
-        warning = {True: "**YES ⚠️**", False: "no", None: "not judged (1 seed)"}[entry["negative_transfer"]]
+        warning = "**YES ⚠️**" if entry["negative_transfer"] else negative_transfer_word(entry["negative_transfer"])
         lines.append(f"| {name} | {entry['seeds']} | {bound}{gain_point} {gain_ci} "
                      f"| {ratio_point} {ratio_ci} | {poi_point} {poi_ci} | {warning} |")
     lines += ["", "## Per strategy", ""]
