@@ -51,20 +51,21 @@ def evaluate_policy(
     if testbed is not None and target != SOURCE:
         raise Sim2RealError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
                             f"applies to local evaluation only")
-    if out is not None:
-        run = RunRecord("evaluate", {"policy": str(policy), "policy_sha256": policy_sha256(policy),
-                                     "task": spec.name, "task_hash": spec.spec_hash,
-                                     "target": "testbed" if testbed else target,
-                                     "seed": seed, "deterministic": deterministic})
-        claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
+    run = RunRecord("evaluate", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
+                                 "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
+                                 "seed": seed, "deterministic": deterministic})
     if testbed is not None:
         from sim2real.testbed.evaluation import evaluate_on_testbed
 
+        if out is not None:
+            claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
         return evaluate_on_testbed(policy, spec, testbed, episodes=episodes, seed=seed, out=out,
                                    deterministic=deterministic, credentials=credentials, on_episode=on_episode)
     env = make_env(spec, target)
-    model = load_policy(policy, env)
     try:
+        model = load_policy(policy, env)  # a policy that does not fit is refused before the folder is claimed
+        if out is not None:
+            claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
         summary = evaluate(model, env, episodes, seed=seed, out=out, deterministic=deterministic, on_episode=on_episode,
                            extra_summary=lambda: {"policy": str(policy), "task": spec.name, "target": target})
     finally:
