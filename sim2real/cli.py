@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sim2real.catalog import available
@@ -66,7 +67,7 @@ def user_errors(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except (Sim2RealError, FileNotFoundError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -250,7 +251,7 @@ def evaluate(
     if out is not None:
         console.print(f"Episodes in {out / 'episodes.jsonl'}, summary in {out / 'summary.json'}")
     if summary.get("error"):
-        err.print(f"[bold red]error:[/] {summary['error']}")
+        err.print(f"[bold red]error:[/] {escape(str(summary['error']))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

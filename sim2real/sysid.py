@@ -262,8 +262,8 @@ def _check_values(observations: np.ndarray, actions: np.ndarray, action_space: g
     """Refuse non-finite numbers and actions outside the task's action space (what no policy could have sent)."""
     for name, values in (("observations", observations), ("actions", actions)):
         if not np.isfinite(values).all():
-            step = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise SysIdError(f"{where}: {name} at step {step} are not finite ({values[step].tolist()}); a rollout "
+            step, index = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+            raise SysIdError(f"{where}: {name} entry {index} at step {step} is {values[step, index]}; a rollout "
                              f"holds finite numbers only")
     if isinstance(action_space, gym.spaces.Box):
         low, high = action_space.low.ravel(), action_space.high.ravel()
