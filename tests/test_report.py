@@ -9,7 +9,7 @@ import pytest
 
 from sim2real.catalog import Threshold
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.report import package_versions, summarize, write_report
+from sim2real.evaluation.report import format_aggregate, measured_verdict, package_versions, summarize, write_report
 
 STEPS = [0, 10, 20]
 BUDGET = 20
@@ -168,3 +168,23 @@ def test_no_warning_section_without_negative_transfer(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
     assert "NEGATIVE TRANSFER" not in markdown
     assert "## Settings" not in markdown
+
+
+def test_one_seed_a_stalled_unit_and_an_undetermined_gain_are_said_so_not_judged():
+    one_seed = summarize(records(seeds=(0,)), THRESHOLD, BUDGET)
+    bad = one_seed["strategies"]["bad"]
+    assert bad["negative_transfer"] is None and bad["transfer_ratio"]["ci"] is None
+    assert measured_verdict(one_seed).startswith("Measured: one seed per strategy")
+    assert format_aggregate(bad, "transfer_ratio").endswith("(1 seed, no CI)")
+
+    stalled = [{**record, "updates": 0 if record["strategy"] == "bad" else 5} for record in records()]
+    summary = summarize(stalled, THRESHOLD, BUDGET)
+    assert summary["strategies"]["bad"]["fewest_updates"] == 0
+    assert summary["strategies"]["bad"]["negative_transfer"] is None  # 3 seeds, but it never learnt
+    assert "made no gradient update" in measured_verdict(summary)
+
+    never = {"scratch": [0.0, 0.0, 0.0], "flat": [0.1, 0.1, 0.1]}
+    flat = summarize(records(never), THRESHOLD, BUDGET)["strategies"]["flat"]
+    assert flat["sample_efficiency_gain"]["iqm"] is None
+    assert format_aggregate(flat, "sample_efficiency_gain", "×") == "undetermined"
+    assert flat["ratio_floored_seeds"] == 3 and format_aggregate(flat, "transfer_ratio").startswith("≥ ")

@@ -88,6 +88,16 @@ def _check_record(record: Any, index: int) -> tuple[str, str, int]:
     return strategy, target, seed
 
 
+def final_updates(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, int], int | None]:
+    """Gradient updates each unit had made by its last evaluation (None where the records do not say)."""
+    last: dict[tuple[str, str, int], tuple[float, int | None]] = {}
+    for record in records:
+        unit = (record["strategy"], record["target"], record["seed"])
+        if unit not in last or record["steps"] >= last[unit][0]:
+            last[unit] = (record["steps"], record.get("updates"))
+    return {unit: made for unit, (_, made) in last.items()}
+
+
 def group_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], Curve]:
     """One curve per (strategy, target, seed), in order of first appearance; a repeated step keeps the last.
 
@@ -195,6 +205,8 @@ def _strategy_summary(name: str, rows: list[dict[str, Any]], rng_seed: int, conf
         gain.update(iqm=None, ci=None)
     floored = 0 if baseline else sum(abs(row["scratch_auc"]) < floor for row in rows)
     ratio_ci = relative["transfer_ratio"]["ci"]
+    made = [row["updates"] for row in rows if row.get("updates") is not None]
+    fewest = min(made) if made else None
     return {
         "baseline": baseline,
         "seeds": len(rows),
@@ -205,7 +217,8 @@ def _strategy_summary(name: str, rows: list[dict[str, Any]], rng_seed: int, conf
         "time_to_threshold": {**agg("time_to_threshold"), "censored": sum(row["censored"] for row in rows)},
         "sample_efficiency_gain": gain,
         "p_improvement": relative["p_improvement"],
-        "negative_transfer": None if ratio_ci is None else negative_transfer(ratio_ci),
+        "negative_transfer": None if ratio_ci is None or fewest == 0 else negative_transfer(ratio_ci),
+        "fewest_updates": fewest,
         "auc": agg("auc"),
         "final": {"success": agg("final_success"), "return": agg("final_return")},
     }
@@ -224,7 +237,9 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
         raise Sim2RealError(f"budget must be > 0 target steps, got {budget}")
     if last_k < 1:
         raise Sim2RealError(f"last_k must be >= 1, got {last_k}")
+    records = list(records)
     curves = group_curves(records)
+    updates = final_updates(records)
     if not any(unit[0] == BASELINE for unit in curves):
         found = sorted({unit[0] for unit in curves})
         raise Sim2RealError(f"no '{BASELINE}' runs among the records (strategies found: {allowed(found)}); "
@@ -241,7 +256,8 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
             skipped.append(unit)
             continue
         try:
-            per_seed.append({**unit, **_seed_metrics(curve, base, threshold, budget, last_k, floor)})
+            per_seed.append({**unit, **_seed_metrics(curve, base, threshold, budget, last_k, floor),
+                             "updates": updates.get((strategy, target, seed))})
         except Sim2RealError as error:
             raise Sim2RealError(f"{strategy} on {target}, seed {seed}: {error}") from error
     summaries = {}
@@ -249,6 +265,9 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
         rows = [row for row in per_seed if row["strategy"] == name]
         if rows:
             summaries[name] = _strategy_summary(name, rows, rng_seed, confidence, n_resamples, floor)
+    if summaries.get(BASELINE, {}).get("fewest_updates") == 0:  # scratch never learnt: nothing to compare with
+        for entry in summaries.values():
+            entry["negative_transfer"] = None
     targets = list(dict.fromkeys(unit[1] for unit in curves))
     return {
         "target": targets[0] if len(targets) == 1 else targets,
@@ -268,7 +287,7 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
 
 def negative_transfer_word(verdict: bool | None) -> str:
     """How a strategy's negative-transfer verdict reads in every table: YES, no, or not judged."""
-    return {True: "YES", False: "no", None: f"not judged (under {MIN_SEEDS_FOR_CI} seeds)"}[verdict]
+    return {True: "YES", False: "no", None: "not judged"}[verdict]
 
 
 def measured_verdict(summary: Mapping[str, Any]) -> str:
@@ -276,6 +295,10 @@ def measured_verdict(summary: Mapping[str, Any]) -> str:
     strategies = {name: entry for name, entry in summary["strategies"].items() if not entry["baseline"]}
     if not strategies:
         return ""
+    stalled = [name for name, entry in summary["strategies"].items() if entry.get("fewest_updates") == 0]
+    if stalled:
+        return (f"Measured: {', '.join(stalled)} made no gradient update on at least one seed (the budget ended "
+                f"first), so no verdict on transfer is drawn; give a larger budget.")
     if any(entry["negative_transfer"] is None for entry in strategies.values()):
         return (f"Measured: one seed per strategy, so no confidence interval and no verdict on negative transfer; "
                 f"rerun with at least {MIN_SEEDS_FOR_CI} seeds before trusting a ranking.")
@@ -384,6 +407,10 @@ def _strategy_table(name: str, entry: Mapping[str, Any], summary: Mapping[str, A
     for label, value, suffix, note in rows:
         point, interval = _ci(value, suffix)
         lines.append(f"| {label} | {point} | {interval} | {_cell(note)} |")
+    if entry.get("fewest_updates") is not None:
+        lines += ["", f"Gradient updates: at least {entry['fewest_updates']:,} on every seed"
+                      + (" — **none on some seed: the budget ended before the first, no verdict drawn**"
+                         if entry["fewest_updates"] == 0 else "") + "."]
     if entry["negative_transfer"]:
         lines.append("")
         lines.append("**⚠️ NEGATIVE TRANSFER: the whole CI of the transfer ratio is below 0.**")

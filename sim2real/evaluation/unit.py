@@ -91,7 +91,8 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
 
     def on_evaluation(model: BaseAlgorithm, steps: int) -> None:
         summary = evaluate(model, eval_env, plan.episodes, seed=EVAL_SEED)
-        records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started))
+        records.append(_record(unit, steps, summary, plan.episodes, time.perf_counter() - started,
+                               updates=int(model._n_updates)))
 
     try:
         pretrained = zoo.load_policy(plan.policy)  # its fit to the source was checked with the plan
