@@ -93,7 +93,8 @@ def claim_file(path: Path, run: RunRecord, *, force: bool = False) -> bool:
     """Make the JSONL file at `path` this run's: its first line records the run; True when it resumes that run.
 
     A new file gets the header line; a file whose header is this run is resumed (appended to); a
-    file of another run, or without a header, is refused unless `force`, which removes it first.
+    file of another run, or without a header, is refused unless `force`, which removes it first
+    (a header alone, from a run that failed before its first episode, is simply replaced).
     """
     if path.is_dir():
         raise RunFolderError(f"{path} is a folder; give a file name (new, or a file this same command wrote)")
@@ -102,7 +103,8 @@ def claim_file(path: Path, run: RunRecord, *, force: bool = False) -> bool:
         difference = "it has no run record" if previous is None else run.first_difference(previous)
         if difference is None:
             return True
-        if not force:
+        holds_work = previous is None or len(path.read_bytes().splitlines()) > 1
+        if holds_work and not force:
             raise RunFolderError(f"{path} holds another recording ({difference}); rerun with the same options to "
                                  f"resume it, add --force to replace it, or choose another file")
         path.unlink()
@@ -139,7 +141,7 @@ def claim_folder(out: Path, run: RunRecord, outputs: Sequence[str], *, force: bo
         difference = run.first_difference(previous)
         if difference is None:
             return True
-        if not force:
+        if present and not force:  # a run that wrote nothing yet (it failed first) is simply replaced
             raise RunFolderError(f"{out} holds another run ({difference}); rerun with the same options to resume "
                                  f"it, add --force to replace it, or choose another --out")
     elif present and not force:

@@ -13,6 +13,7 @@ from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 from typer.testing import CliRunner
 
 from sim2real.cli import app
+from sim2real.rundir import RunFolderError, RunRecord, claim_file, claim_folder
 
 PENDULUM = Path(__file__).resolve().parents[1] / "envs" / "examples" / "pendulum.yaml"
 
@@ -158,3 +159,21 @@ def test_sysid_refuses_to_mix_another_fit_into_its_folder(policies: tuple[Path, 
     assert invoke(*base)[0] == 0 and (out / "fit.json").read_bytes() == fit  # the same fit again: the same result
     assert invoke(*base, "--seed", "1", "--force")[0] == 0
     assert json.loads((out / "run.json").read_text())["settings"]["seed"] == 1
+
+
+def test_a_run_that_wrote_nothing_yet_is_replaced_without_force(tmp_path: Path):
+    first, second = RunRecord("record", {"seed": 0}), RunRecord("record", {"seed": 1})
+    path = tmp_path / "r.jsonl"
+    assert claim_file(path, first) is False and claim_file(path, first) is True
+    assert claim_file(path, second) is False  # only a header there: nothing computed to lose
+    path.write_text(path.read_text() + '{"seed": 1}\n')
+    with pytest.raises(RunFolderError, match="seed is 1 there, 0 here"):
+        claim_file(path, first)
+    folder = tmp_path / "eval"
+    assert claim_folder(folder, first, ["episodes.jsonl"]) is False
+    assert claim_folder(folder, second, ["episodes.jsonl"]) is False  # run.json alone is replaced
+    (folder / "episodes.jsonl").write_text("{}\n")
+    with pytest.raises(RunFolderError, match="seed is 1 there, 0 here"):
+        claim_folder(folder, first, ["episodes.jsonl"])
+    assert claim_folder(folder, first, ["episodes.jsonl"], force=True) is False
+    assert not (folder / "episodes.jsonl").exists()
