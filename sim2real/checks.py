@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,3 +31,12 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     if not is_integer(seed) or not 0 <= seed <= MAX_SEED:
         raise Sim2RealError(f"{name} must be an integer from 0 to {MAX_SEED:,}, got {seed!r}")
     return int(seed)
+
+
+def check_positive(name: str, value: Any, meaning: str = "") -> float:
+    """`value` as a finite float > 0, or an error naming `name`, the value and what is accepted."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer) \
+            or not math.isfinite(value) or value <= 0:
+        what = f" ({meaning})" if meaning else ""
+        raise Sim2RealError(f"{name}{what} must be a finite number > 0, got {value!r}")
+    return float(value)

@@ -397,7 +397,7 @@ def serve(
     task: Task,
     target: Annotated[str, typer.Option(help="domain the stand-in simulates ('real': the physical stand-in)")] = "real",
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 5555,
+    port: Annotated[int, typer.Option(help="TCP port, 0-65535 (0: any free port, printed)")] = 5555,
     hold_after: Annotated[float, typer.Option(help="seconds of client silence before the safe hold")] = 0.5,
     key_file: Annotated[Path | None, typer.Option(
         envvar="SIM2REAL_TESTBED_KEY_FILE", help="shared key file: only clients holding it may drive the env")] = None,

@@ -268,6 +268,10 @@ def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
         write_json_atomic(path, dict(description))
         return
     differences = _differences(path, description)
+    results = out / RESULTS_FILE
+    if differences and not (results.exists() and results.stat().st_size):  # nothing computed yet: replaced
+        write_json_atomic(path, dict(description))
+        return
     if differences:
         raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
                            f"settings to resume it, or choose another --out")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sim2real import catalog
 from sim2real.catalog import TaskSpec
+from sim2real.checks import check_positive
 from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_dict, unique
 from sim2real.transfer import Residual, Strategy, get_strategy
 
@@ -41,6 +42,8 @@ class RobotPlan:
     def __post_init__(self) -> None:
         """Check what needs no robot, so a bad plan fails before the robot moves."""
         check_schedule(self, "robot")
+        if self.max_delta is not None:
+            check_positive("max_delta", self.max_delta, "largest action change per step; leave it out for no limit")
         if not self.strategies:
             raise HarnessError("no strategy given; on a robot, residual is the one to try first")
         unique("strategy", [strategy.name for strategy in self.strategies])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2real import zoo
+from sim2real.checks import check_positive
 from sim2real.evaluation.harness import PLAN_FILE, RESULTS_FILE, claim_run_directory, exclusive
 from sim2real.evaluation.plan import PolicyBlob
 from sim2real.records import JsonlWriter, read_jsonl
@@ -33,6 +34,8 @@ def run_on_testbed(plan: RobotPlan, out_dir: str | Path, *, credentials: Credent
                    reconnect_timeout: float = 120.0, step_timeout: float = 2.0,
                    on_record: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Run the plan's units on the robot into `out_dir` (resuming it), then write the report."""
+    check_positive("reconnect_timeout", reconnect_timeout, "seconds")
+    check_positive("step_timeout", step_timeout, "seconds")
     out = Path(out_dir)
     blob = PolicyBlob.read(plan.policy)
     description = {**plan.to_dict(), "policy_sha256": blob.sha256}
