@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
+from typer.testing import CliRunner
 
 from sim2real import make_env
+from sim2real.cli import app
 from sim2real.evaluation import harness
 from sim2real.evaluation.harness import RESULTS_FILE
 from sim2real.records import read_jsonl
@@ -142,8 +144,8 @@ def test_the_adapt_command_writes_everything_and_resumes(task, policy, tmp_path)
     for option, value in (("--seed", "1"), ("--target", "source"), ("--episodes", "3"), ("--sim-steps", "128"),
                           ("--budget", "60"), ("--horizon", "10"), ("--eval-episodes", "3"), ("--rounds", "1"),
                           ("--no-randomize", None), ("--params", "mass")):
-        changed = cli(*args, option, *([value] if value else []))
-        assert changed.returncode == 2 and "holds another run" in changed.stderr, (option, changed.stderr)
+        changed = CliRunner().invoke(app, [*map(str, args), option, *([value] if value else [])])  # refused first
+        assert changed.exit_code == 2 and "holds another run" in changed.stderr, (option, changed.stderr)
         assert len(changed.stderr.strip().splitlines()) == 1
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == files
 
