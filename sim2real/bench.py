@@ -4,7 +4,11 @@
 - grasping env steps per second on one core at its control rate (target ≥ 2,000/s), and vs raw physics;
 - testbed round trip over loopback, the env's own step time excluded (target p50 ≤ 0.3 ms, p99 ≤ 1 ms),
   without a key, with a key, with a key inside TLS; and the authentication work per step (target ≤ 10 µs);
-- the transfer harness with 2 workers vs 1 on 4 units (target ≥ 1.7×);
+- pretraining: PPO and SAC training steps per second, per task, vs the physics limit (one env per
+  core in parallel processes; PPO target ≥ 50 %), and the wall time to the task's source level over
+  5 seeds (driving ≤ 30 s, grasping ≤ 60 s);
+- the transfer harness with 2 workers vs 1 on four 8k-step driving units (target ≥ 1.7×) and four
+  32k-step ones (target ≥ 1.85×);
 - one residual-SAC transfer unit of 8,000 target steps on one core, vs the same env steps alone.
 """
 
@@ -79,7 +83,11 @@ def env_throughput(make: Callable[[], Any], steps: int = 3000, seed: int = 0) ->
     return steps / seconds
 
 
-def run_all(harness: bool = True, offpolicy: bool = True) -> dict[str, Any]:
+TRAINING_TASKS = ("driving", "grasping")
+
+
+def run_all(harness: bool = True, offpolicy: bool = True, training: bool = True,
+            pretraining_seeds: int = 5) -> dict[str, Any]:
     """Run every benchmark and return the numbers (the CLI prints them as a table)."""
     from sim2real.testbed.latency import LINKS, measure_round_trip, tag_cost_per_step
 
@@ -89,10 +97,20 @@ def run_all(harness: bool = True, offpolicy: bool = True) -> dict[str, Any]:
         "testbed": {link: measure_round_trip(n_steps=3000, obs_dim=24, act_dim=2, link=link) for link in LINKS},
         "auth_us_per_step": tag_cost_per_step(obs_dim=24, act_dim=2),
     }
+    if training:
+        from sim2real.evaluation.bench_training import physics_limit, time_to_source_level, training_throughput
+
+        results["training"] = {
+            task: {"physics_limit": physics_limit(task), "ppo": training_throughput(task, "ppo", 8192),
+                   "sac": training_throughput(task, "sac", 3000)}
+            for task in TRAINING_TASKS
+        }
+        if pretraining_seeds:
+            results["pretraining"] = {task: time_to_source_level(task, pretraining_seeds) for task in TRAINING_TASKS}
     if harness:
         from sim2real.evaluation.bench_harness import measure_speedup
 
-        results["harness"] = measure_speedup(units=4)
+        results["harness"] = {budget: measure_speedup(units=4, budget=budget) for budget in (8192, 32768)}
     if offpolicy:
         from sim2real.evaluation.bench_offpolicy import measure_residual_unit
 

@@ -37,7 +37,8 @@ _TOP_KEYS = {"name", "id", "description", "kwargs", "params", "randomization", "
 _REQUIRED_TOP = ("id", "params", "train", "threshold")
 _PARAM_KEYS = {"nominal", "low", "high", "choices", "unit", "description", "bind"}
 _TARGET_KEYS = {"kind", "description", "params", "reality_gap", "task"}
-_TRAIN_KEYS = {"algo", "steps", "n_envs", "hyperparameters", "eval_every", "eval_episodes", *ALGOS}
+_TRAIN_KEYS = {"algo", "steps", "n_envs", "hyperparameters", "eval_every", "eval_episodes", "stop_at", "eval_gate",
+               *ALGOS}
 _ALGO_KEYS = {"steps", "n_envs", "hyperparameters"}
 _TRANSFER_KEYS = {"budget", "eval_every", "episodes", "seeds", "strategies"}
 
@@ -98,6 +99,10 @@ class TrainSpec:
     configs: Mapping[str, AlgoConfig]
     eval_every: int
     eval_episodes: int
+    stop_at: Threshold | None = None
+    """Training ends at the first evaluation that reaches this level (None: it runs all its steps)."""
+    eval_gate: float = 0.0
+    """A periodic evaluation is skipped while less than this share of the last 100 training episodes succeeded."""
 
     def config(self, algo: str | None = None) -> AlgoConfig:
         """The config for `algo` (default: the task's own algorithm)."""
@@ -357,18 +362,26 @@ def _parse_train(raw: Any, source: str) -> TrainSpec:
         configs=configs,
         eval_every=_positive_int(raw.get("eval_every", 10_000), source, "train.eval_every"),
         eval_episodes=_positive_int(raw.get("eval_episodes", 20), source, "train.eval_episodes"),
+        stop_at=None if raw.get("stop_at") is None else _parse_threshold(raw["stop_at"], source, "train.stop_at"),
+        eval_gate=_rate(raw.get("eval_gate", 0.0), source, "train.eval_gate"),
     )
 
 
-def _parse_threshold(raw: Any, source: str) -> Threshold:
+def _rate(value: Any, source: str, key: str) -> float:
+    number = _number(value, source, key)
+    if not 0 <= number <= 1:
+        raise ConfigError(f"a share of episodes is in [0, 1], got {number}", source=source, key=key)
+    return number
+
+
+def _parse_threshold(raw: Any, source: str, key: str = "threshold") -> Threshold:
     if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in ("success", "return"):
-        raise ConfigError(f"expected {{success: rate}} or {{return: value}}, got {raw!r}", source=source,
-                          key="threshold")
+        raise ConfigError(f"expected {{success: rate}} or {{return: value}}, got {raw!r}", source=source, key=key)
     (metric, value), = raw.items()
-    number = _number(value, source, f"threshold.{metric}")
+    number = _number(value, source, f"{key}.{metric}")
     if metric == "success" and not 0 <= number <= 1:
         raise ConfigError(f"a success threshold is a rate in [0, 1], got {number}", source=source,
-                          key="threshold.success")
+                          key=f"{key}.success")
     return Threshold(metric, number)
 
 

@@ -134,6 +134,10 @@ def train(
     continue_from: Annotated[Path | None, typer.Option(
         "--continue", help="a bundle to train --steps further (its settings kept; written back to it unless --out)")
     ] = None,
+    stop_at: Annotated[float | None, typer.Option(
+        help="end training at the first evaluation reaching this success rate (or return) (default: the task's)")
+    ] = None,
+    all_steps: Annotated[bool, typer.Option("--all-steps", help="train every --steps step, no early stop")] = False,
     tensorboard: Annotated[Path, typer.Option(help="TensorBoard log folder")] = Path("runs/tensorboard"),
 ) -> None:
     """Pretrain a policy and write a bundle (model.zip, card.json, card.md); or continue training one."""
@@ -145,15 +149,21 @@ def train(
         kind = "dr" if randomize else "nominal"
         out = continue_from or Path("runs") / f"{spec.name}-{algo or spec.train.algo}-{kind}"
     request = plan_training(spec, target=target, randomize=randomize or None, algo=algo, steps=steps, seed=seed,
-                            out=out, n_envs=n_envs, card_episodes=episodes, force=force, continue_from=continue_from)
+                            out=out, n_envs=n_envs, card_episodes=episodes, force=force, continue_from=continue_from,
+                            stop_at=stop_at, all_steps=all_steps)
 
     def report(steps_done: int, summary: dict[str, Any]) -> None:
         shown = score(spec.threshold.metric, summary["success_rate"], summary["mean_return"])
         console.print(f"  {steps_done:>8,} steps: {shown}")
 
     further = f" from {continue_from} ({request.continues['train_steps']:,} steps)" if request.continues else ""
+    stop = request.stop_at
+    until = ""
+    if stop is not None:
+        level = f"{percent(stop.value)} success" if stop.metric == "success" else f"a return of {stop.value:g}"
+        until = f", until an evaluation reaches {level}"
     console.print(f"Training {request.algo.upper()} on [bold]{spec.name}[/] ({request.target}"
-                  f"{', randomized' if request.randomize else ''}) for {request.steps:,} steps{further}")
+                  f"{', randomized' if request.randomize else ''}) for up to {request.steps:,} steps{further}{until}")
     result = run_training(request, progress_bar=sys.stdout.isatty(), on_eval=report, tensorboard_log=tensorboard)
     _print_card(result.card)
     console.print(f"Bundle written to [bold]{out}[/] (training {result.card['wall_seconds']:.0f} s with its "
@@ -655,12 +665,18 @@ def demo(
 def bench(
     harness: Annotated[bool, typer.Option(help="also time the transfer harness, 2 workers vs 1")] = True,
     offpolicy: Annotated[bool, typer.Option(help="also time one residual-SAC transfer unit of 8,000 steps")] = True,
+    training: Annotated[bool, typer.Option(help="also time pretraining against the physics limit")] = True,
+    pretraining_seeds: Annotated[int, typer.Option(
+        help="seeds to pretrain each task to its source level, timed (0: none)")] = 5,
 ) -> None:
     """Speed benchmarks: each a ratio against a baseline measured in the same run."""
     from sim2real.bench import run_all
 
-    console.print("Benchmarking (about 6 minutes with the harness and the SAC unit, 20 s without)...")
-    results = run_all(harness=harness, offpolicy=offpolicy)
+    if pretraining_seeds < 0:
+        raise Sim2RealError(f"--pretraining-seeds must be an integer >= 0, got {pretraining_seeds}")
+    console.print("Benchmarking (about 20 minutes with everything, 20 s with --no-harness --no-offpolicy "
+                  "--no-training)...")
+    results = run_all(harness=harness, offpolicy=offpolicy, training=training, pretraining_seeds=pretraining_seeds)
     table = Table("benchmark", "measured", "baseline (same run)", "ratio", "target")
     driving, grasping, testbed = results["driving"], results["grasping"], results["testbed"]
     table.add_row("driving env step", f"{driving['env_us_per_step']:.0f} µs",
@@ -679,10 +695,29 @@ def bench(
                       f"no key: p50 {plain['p50']:.3f} ms", f"{timed['p50'] / plain['p50']:.2f}×", "")
     table.add_row("authentication work per step", f"{results['auth_us_per_step']:.1f} µs",
                   "tag and check STEP and STEP_OK", "", "≤ 10 µs")
-    if "harness" in results:
-        speed = results["harness"]
-        table.add_row("harness, 4 units", f"{speed['seconds_2_workers']:.1f} s with 2 workers",
-                      f"{speed['seconds_1_worker']:.1f} s with 1", f"{speed['speedup']:.2f}×", "≥ 1.7×")
+    for task, measured in results.get("training", {}).items():
+        limit = measured["physics_limit"]
+        for algo in ("ppo", "sac"):
+            run = measured[algo]
+            table.add_row(f"{algo.upper()} training, {task} ({run['n_envs']} env{'s' if run['n_envs'] > 1 else ''})",
+                          f"{run['steps_per_second']:,.0f} steps/s: waiting for envs {percent(run['env_wait_share'])}, "
+                          f"updates {percent(run['update_share'])}, the rest {percent(run['other_share'])}",
+                          f"physics limit {limit:,.0f} steps/s (one env per core); the same envs alone "
+                          f"{run['env_only_steps_per_second']:,.0f}", f"{percent(run['steps_per_second'] / limit)}",
+                          "≥ 50 %" if algo == "ppo" else "")
+    for task, timing in results.get("pretraining", {}).items():
+        steps = [run["steps"] for run in timing["runs"] if run["steps"] is not None]
+        spread = f"{min(steps):,}–{max(steps):,} steps" if steps else "never"
+        level = timing["stop_at"] and next(iter(timing["stop_at"].values()))
+        table.add_row(f"pretraining {task} to {percent(level)} source success",
+                      f"median {timing['median_seconds']:.0f} s, worst {timing['worst_seconds']:.0f} s",
+                      f"{timing['reached']} of {len(timing['runs'])} seeds got there ({spread})", "",
+                      "≤ 30 s" if task == "driving" else "≤ 60 s")
+    for budget, speed in results.get("harness", {}).items():
+        table.add_row(f"harness, 4 driving units of {budget:,} steps",
+                      f"{speed['seconds_2_workers']:.1f} s with 2 workers", f"{speed['seconds_1_worker']:.1f} s with 1",
+                      f"{speed['speedup']:.2f}×",
+                      "≥ 1.7×" if budget < 20000 else "≥ 1.85×")
     if "offpolicy" in results:
         unit = results["offpolicy"]
         table.add_row(f"residual SAC unit, {unit['steps']:,} steps, utd {unit['utd']} (1 core)",

@@ -8,11 +8,13 @@ bundle holds. The same task, algorithm and seed give the same learning curve on 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,17 @@ import stable_baselines3
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import sim2real
 from sim2real import catalog
-from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.catalog import SOURCE, TaskSpec, Threshold
 from sim2real.checks import check_count, check_seed
+from sim2real.env_group import SeededEnvFactory
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
+from sim2real.vec_env import WorkerVecEnv
 from sim2real.zoo import ALGORITHMS, MODEL_FILE, algorithm_class, load_card, save_bundle, space_changes
 
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds disjoint from training's
@@ -50,7 +53,13 @@ def versions() -> dict[str, str]:
 
 
 def n_envs_for(spec: TaskSpec, model: BaseAlgorithm) -> int:
-    """How many envs the task trains the model's algorithm with (PPO's rollout is n_steps × n_envs)."""
+    """How many envs the model was trained with (PPO's rollout is n_steps × n_envs); the task's for a fresh model.
+
+    Fine-tuning keeps the pretrained model's own rollout shape, so retuning a task's pretraining
+    does not silently change transfer experiments on policies trained before it.
+    """
+    if getattr(model, "n_envs", None):
+        return int(model.n_envs)
     algo = next(name for name in ALGORITHMS if isinstance(model, algorithm_class(name)))
     return spec.train.config(algo).n_envs
 
@@ -58,29 +67,38 @@ def n_envs_for(spec: TaskSpec, model: BaseAlgorithm) -> int:
 def build_vec_env(
     spec: TaskSpec, target: str, randomize: bool, n_envs: int, seed: int, parallel: bool | None = None
 ) -> VecEnv:
-    """`n_envs` copies of the task env, in subprocesses when there is more than one core to use."""
+    """`n_envs` copies of the task env, seeded as SB3's ``make_vec_env`` does (env i: seed + i).
+
+    With more than one core they run in one worker process per core (`WorkerVecEnv`), several
+    envs to a worker; in this process otherwise. Both give the same episodes.
+    """
     if parallel is None:
         parallel = n_envs > 1 and (os.cpu_count() or 1) > 1
-    return make_vec_env(
-        make_env,
-        n_envs=n_envs,
-        seed=seed,
-        env_kwargs={"task": spec, "target": target, "randomize": randomize},
-        vec_env_cls=SubprocVecEnv if parallel else DummyVecEnv,
-    )
+    factories = [SeededEnvFactory(partial(make_env, spec, target, randomize=randomize), seed + rank)
+                 for rank in range(n_envs)]
+    venv = WorkerVecEnv(factories) if parallel else DummyVecEnv(factories)
+    venv.seed(seed)
+    return venv
 
 
 class BestCheckpoint(BaseCallback):
     """Every `every` env steps, evaluate deterministically and keep the best weights (success, then return).
 
-    Episode i of each evaluation is reset with seed ``seed + i``.
+    Episode i of each evaluation is reset with seed ``seed + i``. With `stop_at`, training ends at
+    the first evaluation that reaches it (SB3's callback protocol: `_on_step` returns False). With
+    `gate`, an evaluation is skipped while less than that share of the last 100 training episodes
+    (SB3's ``ep_success_buffer``, free to read) succeeded: an evaluation of a policy that still
+    fails most of its episodes costs as many steps as training and cannot reach the stop level.
+    The last evaluation, when training ends, always runs.
     """
 
     def __init__(self, spec: TaskSpec, target: str, every: int, episodes: int,
                  on_eval: Callable[[int, dict[str, Any]], None] | None = None, seed: int = EVAL_SEED,
-                 evaluate_at_start: bool = False) -> None:
+                 evaluate_at_start: bool = False, stop_at: Threshold | None = None, gate: float = 0.0) -> None:
         super().__init__()
-        self.evaluate_at_start = evaluate_at_start
+        self.evaluate_at_start, self.stop_at, self.gate = evaluate_at_start, stop_at, gate
+        self.stopped_at: int | None = None
+        self.skipped = 0
         self.eval_env = make_env(spec, target)
         self.every, self.episodes, self.on_eval, self.seed = every, episodes, on_eval, seed
         self.best: tuple[float, float] | None = None
@@ -99,8 +117,23 @@ class BestCheckpoint(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every
+            if self._worth_evaluating():
+                self.evaluate_now()
+            else:
+                self.skipped += 1
+        return self.stopped_at is None
+
+    def _on_training_end(self) -> None:
+        if self.stopped_at is None:
             self.evaluate_now()
-        return True
+        if self.best_state is not None:
+            self.model.policy.load_state_dict(self.best_state)
+        self.eval_env.close()
+
+    def _worth_evaluating(self) -> bool:
+        """Whether enough recent training episodes succeeded (always, for a task without success)."""
+        recent = self.model.ep_success_buffer
+        return not recent or sum(recent) / len(recent) >= self.gate
 
     def evaluate_now(self) -> None:
         """Evaluate the current weights and remember them if they are the best so far."""
@@ -112,14 +145,10 @@ class BestCheckpoint(BaseCallback):
         if self.best is None or score > self.best:
             self.best, self.best_steps = score, self.num_timesteps
             self.best_state = copy.deepcopy(self.model.policy.state_dict())
+        if self.stop_at is not None and self.stopped_at is None and self.stop_at.reached(*score):
+            self.stopped_at = self.num_timesteps
         if self.on_eval is not None:
             self.on_eval(self.num_timesteps, summary)
-
-    def _on_training_end(self) -> None:
-        self.evaluate_now()
-        if self.best_state is not None:
-            self.model.policy.load_state_dict(self.best_state)
-        self.eval_env.close()
 
 
 @dataclass
@@ -161,6 +190,8 @@ class TrainingRequest:
     continues: Mapping[str, Any] | None = None
     """The card of the bundle this run continues training (its model is loaded from `continue_from`)."""
     continue_from: Path | None = None
+    stop_at: Threshold | None = None
+    """Training ends at the first evaluation reaching this level (None: all `steps` are trained)."""
 
 
 def plan_training(
@@ -177,13 +208,16 @@ def plan_training(
     card_episodes: int = 100,
     force: bool = False,
     continue_from: Path | None = None,
+    stop_at: float | None = None,
+    all_steps: bool = False,
 ) -> TrainingRequest:
     """Check everything a training run needs before it starts; an error names the bad value and what is accepted.
 
     `out` is never overwritten unless `force` (or it is the bundle `continue_from` names, whose
     training this run carries on: the card's task settings are kept, `steps` more are trained).
     Every target's env is built once, so a bad target argument fails now, not when the card is
-    scored after training.
+    scored after training. Training stops early at the task's `train.stop_at` level (not when
+    randomized), or at `stop_at` (in the task's metric), unless `all_steps`.
     """
     spec = catalog.load(task)
     card = _continued_card(continue_from, spec) if continue_from is not None else None
@@ -206,13 +240,30 @@ def plan_training(
     n_envs = config.n_envs if n_envs is None else check_count("n_envs", n_envs, meaning="parallel envs")
     seed = check_seed(0 if seed is None else seed)
     check_count("episodes", card_episodes, meaning="episodes per target for the card")
+    stop = None if all_steps else _stop_level(spec, stop_at, bool(randomize))
     if out is not None:
         _check_bundle_out(Path(out), force, continue_from)
     for name in (SOURCE, *spec.targets):
         make_env(spec, name).close()
     params = {**(card["hyperparameters"] if card else config.hyperparameters), **(hyperparameters or {})}
     return TrainingRequest(spec, target, bool(randomize), algo, steps, seed, n_envs, params, card_episodes,
-                           None if out is None else Path(out), card, continue_from)
+                           None if out is None else Path(out), card, continue_from, stop)
+
+
+def _stop_level(spec: TaskSpec, stop_at: float | None, randomize: bool) -> Threshold | None:
+    """The level that ends training early: `stop_at` in the task's metric, else the task's own `train.stop_at`.
+
+    Randomized training does not stop at the task's level: its aim is robustness across the
+    randomized range, which the evaluation on the source does not measure.
+    """
+    if stop_at is None:
+        return None if randomize else spec.train.stop_at
+    metric = spec.threshold.metric
+    if isinstance(stop_at, bool) or not isinstance(stop_at, int | float) or not math.isfinite(stop_at) or (
+            metric == "success" and not 0 < stop_at <= 1):
+        accepted = "a success rate in (0, 1]" if metric == "success" else "a finite mean return"
+        raise Sim2RealError(f"--stop-at {stop_at!r}: {spec.name} is scored by {metric}, so give {accepted}")
+    return Threshold(metric, float(stop_at))
 
 
 def _continued_card(bundle: Path, spec: TaskSpec) -> dict[str, Any]:
@@ -256,15 +307,19 @@ def train(
     tensorboard_log: Path | None = None,
     on_eval: Callable[[int, dict[str, Any]], None] | None = None,
     force: bool = False,
+    stop_at: float | None = None,
+    all_steps: bool = False,
 ) -> TrainResult:
     """Train `algo` on the task's `target` domain and, with `out`, write a bundle evaluated on every target.
 
     Everything is checked before training (`plan_training`); an existing bundle at `out` is
-    replaced only with `force`. TensorBoard logs go to `tensorboard_log` when given (kept out of
+    replaced only with `force`. Training ends early at the task's `train.stop_at` level (or
+    `stop_at`) unless `all_steps`. TensorBoard logs go to `tensorboard_log` when given (kept out of
     the bundle, which ships).
     """
     request = plan_training(task, target=target, randomize=randomize, algo=algo, steps=steps, seed=seed, out=out,
-                            n_envs=n_envs, hyperparameters=hyperparameters, card_episodes=card_episodes, force=force)
+                            n_envs=n_envs, hyperparameters=hyperparameters, card_episodes=card_episodes, force=force,
+                            stop_at=stop_at, all_steps=all_steps)
     return run_training(request, eval_every=eval_every, eval_episodes=eval_episodes, progress_bar=progress_bar,
                         tensorboard_log=tensorboard_log, on_eval=on_eval)
 
@@ -289,7 +344,8 @@ def run_training(
                            str(tensorboard_log) if tensorboard_log is not None else None)
     checkpoint = BestCheckpoint(spec, request.target, eval_every or spec.train.eval_every,
                                 eval_episodes or spec.train.eval_episodes, on_eval,
-                                evaluate_at_start=previous is not None)
+                                evaluate_at_start=previous is not None, stop_at=request.stop_at,
+                                gate=spec.train.eval_gate)
     started = time.perf_counter()
     try:
         model.learn(request.steps, callback=checkpoint, progress_bar=progress_bar,
@@ -308,6 +364,10 @@ def run_training(
         "train_steps": model.num_timesteps,
         "metric": spec.threshold.metric,
         "best_at_steps": checkpoint.best_steps,
+        "stop_at": None if request.stop_at is None else {request.stop_at.metric: request.stop_at.value},
+        "stopped_at_steps": checkpoint.stopped_at,
+        "evaluations": len(checkpoint.history),
+        "evaluations_skipped": checkpoint.skipped,
         "seed": request.seed,
         "n_envs": request.n_envs,
         "hyperparameters": _jsonable(request.hyperparameters),

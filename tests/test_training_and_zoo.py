@@ -80,6 +80,19 @@ def test_same_seed_gives_the_same_learning_curve():
     assert torch.equal(weights_a, weights_b)
 
 
+def test_training_stops_at_the_first_evaluation_reaching_the_stop_level(tmp_path: Path):
+    """A return any policy reaches ends training at the first evaluation; the card says where and why."""
+    result = train("pendulum", algo="ppo", steps=4096, n_envs=2, seed=1, eval_every=512, eval_episodes=2,
+                   card_episodes=2, hyperparameters={"n_steps": 256, "batch_size": 128}, stop_at=-1e6,
+                   out=tmp_path / "stopped")
+    assert result.card["stopped_at_steps"] == 512 == result.model.num_timesteps
+    assert result.card["stop_at"] == {"return": -1e6}
+    assert [entry["steps"] for entry in result.history] == [512]  # no second evaluation at the end
+    full = train("pendulum", algo="ppo", steps=1024, n_envs=2, seed=1, eval_every=512, eval_episodes=2,
+                 card_episodes=2, hyperparameters={"n_steps": 256, "batch_size": 128}, stop_at=-1e6, all_steps=True)
+    assert full.model.num_timesteps == 1024 and full.card["stopped_at_steps"] is None
+
+
 def test_a_policy_whose_spaces_do_not_fit_names_both(driving_bundle: Path):
     result = run_cli("evaluate", str(driving_bundle), "--task", "grasping", "--episodes", "1")
     assert result.returncode == 2
@@ -118,6 +131,7 @@ def test_a_plain_sb3_zip_is_detected_and_loaded(driving_bundle: Path, tmp_path: 
         (["train", "flying"], "unknown task 'flying'"),
         (["train", "driving", "--target", "snow"], "unknown target 'snow'"),
         (["train", "driving", "--algo", "dqn"], "unknown algorithm 'dqn'"),
+        (["train", "driving", "--stop-at", "1.5"], "--stop-at 1.5: driving is scored by success"),
         (["evaluate", "nowhere.zip", "--task", "driving"], "no such policy file: nowhere.zip"),
         (["evaluate", "x.zip", "--task", "driving", "--episodes", "0"], "episodes must be an integer >= 1, got 0"),
         (["transfer", "driving", "--target", "truck", "--strategies", "residual:utd=0,scratch", "--out", "unused"],

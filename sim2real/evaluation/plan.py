@@ -193,7 +193,7 @@ def check_policy(plan: Plan) -> None:
                     adapted = adapt(model, env, strategy, source_env=source,
                                     sac_hyperparameters=plan.spec.train.config("sac").hyperparameters)
                     if strategy.trains:
-                        check_rollout(plan, strategy, adapted, n_envs_for(plan.spec, adapted))
+                        check_rollout(plan, strategy, adapted, n_envs_for(plan.spec, model))
             finally:
                 env.close()
     finally:
