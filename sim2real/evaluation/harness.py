@@ -36,7 +36,7 @@ from sim2real.catalog import SOURCE, TaskSpec, Threshold
 from sim2real.errors import allowed
 from sim2real.evaluation import report
 from sim2real.evaluation.backends import Backend, make_backend
-from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, check_policy, make_plan
+from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
 from sim2real.evaluation.rollout import evaluate
 from sim2real.evaluation.unit import Job, execute, model_path
 from sim2real.factory import make_env
@@ -399,12 +399,18 @@ def run(
     kept in out_dir/models/ (see `model_path`).
     """
     executor = make_backend(backend, workers=workers, address=ray_address)
-    check_policy(plan)
-    executor.start(len(plan.units()))  # the workers import while the gap is measured
+    executor.start(len(plan.units()))  # the workers import while the policy is checked and the gap measured
     try:
+        check_policy(plan)
         return _run(plan, Path(out_dir), executor, progress, save_models)
     finally:
         executor.close()
+
+
+def _longest_first(units: list[Unit]) -> list[Unit]:
+    """The baseline's units first: usually the longest (a policy that fails runs its evaluation episodes to the
+    time limit), and starting the longest units first leaves no worker alone with one at the end."""
+    return sorted(units, key=lambda unit: unit.strategy.name != BASELINE)
 
 
 def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress], None] | None,
@@ -422,7 +428,8 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
         _gaps(out, plan, tracker)
         models_dir = out / MODELS_DIR if save_models else None
-        jobs = {unit.key: Job(plan, unit, blob, models_dir) for unit in units if unit.key not in complete}
+        jobs = {unit.key: Job(plan, unit, blob, models_dir)
+                for unit in _longest_first(units) if unit.key not in complete}
         with JsonlWriter(results) as writer:
             for key, records in executor.run(execute, jobs):
                 for record in records:
