@@ -11,10 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
@@ -28,7 +28,6 @@ R = TypeVar("R")
 
 BACKENDS = ("local", "ray")
 RAY_HINT = 'pip install "sim2real[ray]" (or pip install ray)'
-_PARENT_POLL_SECONDS = 1.0
 
 
 class WorkerError(Sim2RealError):
@@ -99,6 +98,7 @@ class LocalBackend:
             raise Sim2RealError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._lifeline: Connection | None = None
 
     def start(self, units: int) -> None:
         """Start the workers in the background, so their imports overlap the caller's preparation of the run.
@@ -110,7 +110,8 @@ class LocalBackend:
         if processes > 1 and self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(list(WORKER_MODULES))  # no effect once this process's server runs
-            pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker)
+            watched, self._lifeline = context.Pipe(duplex=False)
+            pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=(watched,))
             self._pool = pool
             threading.Thread(target=_start_workers, args=(pool, processes), daemon=True).start()
 
@@ -123,6 +124,13 @@ class LocalBackend:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._cut_lifeline()
+
+    def _cut_lifeline(self) -> None:
+        """Close this process's end of the workers' lifeline: any worker still running exits."""
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     def run(self, fn: Callable[[T], R], items: Mapping[str, T]) -> Iterator[tuple[str, R]]:
         """Yield (name, fn(item)) for every item, in the order they finish."""
@@ -151,6 +159,7 @@ class LocalBackend:
             drained = True
         finally:
             pool.shutdown(wait=drained, cancel_futures=True)
+            self._cut_lifeline()
         if failures:
             raise _failure(failures) from failures[0][1]
 
@@ -179,16 +188,20 @@ def _start_workers(pool: ProcessPoolExecutor, processes: int) -> None:
         pass
 
 
-def _init_worker() -> None:
-    """Pool worker start-up: one thread everywhere, and exit when the parent process goes away."""
+def _init_worker(lifeline: Connection) -> None:
+    """Pool worker start-up: one thread everywhere, and exit when the run's process goes away."""
     _one_thread()
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_run, args=(lifeline,), daemon=True).start()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Poll the parent's pid: once the worker is re-parented, its run is gone, so stop at once."""
-    while os.getppid() == parent:
-        time.sleep(_PARENT_POLL_SECONDS)
+def _exit_with_run(lifeline: Connection) -> None:
+    """Wait on a pipe whose other end only the run's process holds: end of file means the run is gone.
+
+    The worker's own parent is the fork server, which lives as long as any worker does, so
+    watching the parent (as a spawned worker could) would keep both alive for ever.
+    """
+    with suppress(EOFError, OSError):
+        lifeline.recv()
     os._exit(1)
 
 
