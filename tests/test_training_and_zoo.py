@@ -27,10 +27,9 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def driving_bundle(tmp_path_factory) -> Path:
-    """A driving policy trained through the CLI for 50k steps (about 140 s on 2 cores, the card included).
+    """A driving policy trained through the CLI, stopped at the task's 95 % (about 70 s on 2 cores, the card included).
 
-    The default seed's source success jumps from ~0 % to 100 % somewhere between 30k and 40k steps
-    depending on the machine (12 % at 30k and 100 % at 40k on an AVX-512 Xeon); 50k leaves a margin.
+    The default seed gets there at about 20k steps; 50k is the ceiling.
     """
     root = tmp_path_factory.mktemp("bundle")
     out = root / "driving-small"
