@@ -709,9 +709,11 @@ def bench(
         steps = [run["steps"] for run in timing["runs"] if run["steps"] is not None]
         spread = f"{min(steps):,}–{max(steps):,} steps" if steps else "never"
         level = timing["stop_at"] and next(iter(timing["stop_at"].values()))
+        checked = [run["source_success"] for run in timing["runs"]]
         table.add_row(f"pretraining {task} to {percent(level)} source success",
                       f"median {timing['median_seconds']:.0f} s, worst {timing['worst_seconds']:.0f} s",
-                      f"{timing['reached']} of {len(timing['runs'])} seeds got there ({spread})", "",
+                      f"{timing['reached']} of {len(timing['runs'])} seeds got there ({spread}); then "
+                      f"{percent(min(checked))}–{percent(max(checked))} on {timing['check_episodes']} episodes", "",
                       "≤ 30 s" if task == "driving" else "≤ 60 s")
     for budget, speed in results.get("harness", {}).items():
         table.add_row(f"harness, 4 driving units of {budget:,} steps",

@@ -15,15 +15,17 @@ import statistics
 import time
 from typing import Any
 
+import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sim2real import catalog
-from sim2real.bench import env_throughput
 from sim2real.catalog import SOURCE
+from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.training import build_vec_env, make_model, train
+from sim2real.training import EVAL_SEED, build_vec_env, make_model, train
 
 
 class _TimedSteps(VecEnvWrapper):
@@ -72,8 +74,6 @@ class _UpdateClock(BaseCallback):
 
 def _random_steps_per_second(venv: VecEnv, steps: int, seed: int) -> float:
     """Env steps per wall second of `venv` driven by uniformly random actions."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     venv.reset()
     shape = (venv.num_envs, *venv.action_space.shape)
@@ -83,25 +83,44 @@ def _random_steps_per_second(venv: VecEnv, steps: int, seed: int) -> float:
     return venv.num_envs * max(1, steps // venv.num_envs) / (time.perf_counter() - started)
 
 
-def _env_alone(task: str, steps: int, seed: int) -> float:
-    """Steps per CPU second of one env of `task` (a process of the physics-limit baseline)."""
-    return env_throughput(lambda: make_env(task, SOURCE), steps, seed)
+def _env_alone(task: str, steps: int, seed: int, start: Any, rates: Any) -> None:
+    """One process of the physics-limit baseline: build and warm up an env, wait for the others, then time it."""
+    env = make_env(task, SOURCE)
+    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+    env.reset(seed=seed)
+    start.wait()
+    started = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    rates.put(steps / (time.perf_counter() - started))
+    env.close()
 
 
 def physics_limit(task: str, steps: int = 3000, processes: int | None = None) -> float:
-    """Env steps per second with one env per core, each in its own process: what the machine's physics allows."""
+    """Env steps per second with one env per core, each in its own process and all stepping at once.
+
+    Each process starts timing when all are ready (start-up left out): what the machine's physics allows.
+    """
     processes = processes or os.cpu_count() or 1
-    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
-        started = time.perf_counter()
-        rates = pool.starmap(_env_alone, [(task, steps, seed) for seed in range(processes)])
-        wall = time.perf_counter() - started
-    return min(sum(rates), processes * steps / wall)
+    context = multiprocessing.get_context("forkserver")
+    start, rates = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_env_alone, args=(task, steps, seed, start, rates)) for seed in range(processes)]
+    for worker in workers:
+        worker.start()
+    total = sum(rates.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total
 
 
 def training_throughput(task: str, algo: str, steps: int, seed: int = 0) -> dict[str, Any]:
     """Training steps per second with the task's setup, where the time goes, and the same envs stepped alone."""
     spec = catalog.load(task)
     config = spec.train.config(algo)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `train` does
     venv = build_vec_env(spec, SOURCE, False, config.n_envs, seed)
     try:
         env_only = _random_steps_per_second(venv, steps, seed)
@@ -114,6 +133,7 @@ def training_throughput(task: str, algo: str, steps: int, seed: int = 0) -> dict
         wall = time.perf_counter() - started
     finally:
         venv.close()
+        torch.set_num_threads(threads)
     return {
         "task": task,
         "algo": algo,
@@ -128,15 +148,23 @@ def training_throughput(task: str, algo: str, steps: int, seed: int = 0) -> dict
     }
 
 
-def time_to_source_level(task: str, seeds: int = 5, max_steps: int | None = None) -> dict[str, Any]:
-    """`train` with the task's early stop, once per seed: wall seconds (card left out) and steps to the stop level."""
+def time_to_source_level(task: str, seeds: int = 5, max_steps: int | None = None,
+                         check_episodes: int = 100) -> dict[str, Any]:
+    """`train` with the task's early stop, once per seed: wall seconds (card left out) and steps to the stop level.
+
+    The policy each seed ends with is then evaluated on `check_episodes` source episodes (the
+    card's seeds, untimed): the stop decision rests on 20 episodes, the check on more.
+    """
     runs = []
     for seed in range(seeds):
         started = time.perf_counter()
         result = train(task, seed=seed, steps=max_steps, card_episodes=1)
         wall = time.perf_counter() - started - result.card["card_seconds"]
+        env = make_env(task, SOURCE)
+        check = evaluate(result.model, env, check_episodes, seed=EVAL_SEED)["success_rate"]
+        env.close()
         runs.append({"seed": seed, "seconds": round(wall, 1), "steps": result.card["stopped_at_steps"],
-                     "last_evaluation": result.history[-1]})
+                     "last_evaluation": result.history[-1], "source_success": check})
     reached = [run for run in runs if run["steps"] is not None]
     seconds = [run["seconds"] for run in runs]
     level = catalog.load(task).train.stop_at
@@ -145,6 +173,7 @@ def time_to_source_level(task: str, seeds: int = 5, max_steps: int | None = None
         "stop_at": None if level is None else {level.metric: level.value},
         "runs": runs,
         "reached": len(reached),
+        "check_episodes": check_episodes,
         "median_seconds": statistics.median(seconds),
         "worst_seconds": max(seconds),
     }
