@@ -64,20 +64,26 @@ class CpuTimed:
             self.seconds += time.process_time() - started
 
 
+def random_actions(env: Any, steps: int, seed: int) -> np.ndarray:
+    """`steps` uniformly random actions in [-1, 1] for `env`, from a seeded generator."""
+    return np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+
+
+def step_through(env: Any, actions: np.ndarray) -> None:
+    """Step `env` through `actions`, resetting it whenever an episode ends."""
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+
+
 def env_throughput(make: Callable[[], Any], steps: int = 3000, seed: int = 0) -> float:
     """Env steps per CPU second with random actions, resets included; ``make`` builds the env (an env class will do)."""
     env = make()
     env.reset(seed=seed)
-    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
-
-    def run() -> None:
-        for action in actions:
-            _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                env.reset()
-
+    actions = random_actions(env, steps, seed)
     started = time.process_time()
-    run()
+    step_through(env, actions)
     seconds = time.process_time() - started
     env.close()
     return steps / seconds

@@ -671,9 +671,9 @@ def bench(
 ) -> None:
     """Speed benchmarks: each a ratio against a baseline measured in the same run."""
     from sim2real.bench import run_all
+    from sim2real.checks import check_count
 
-    if pretraining_seeds < 0:
-        raise Sim2RealError(f"--pretraining-seeds must be an integer >= 0, got {pretraining_seeds}")
+    check_count("pretraining_seeds", pretraining_seeds, minimum=0, meaning="seeds to time pretraining over")
     console.print("Benchmarking (about 20 minutes with everything, 20 s with --no-harness --no-offpolicy "
                   "--no-training)...")
     results = run_all(harness=harness, offpolicy=offpolicy, training=training, pretraining_seeds=pretraining_seeds)

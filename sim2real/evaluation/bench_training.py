@@ -22,6 +22,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sim2real import catalog
+from sim2real.bench import random_actions, step_through
 from sim2real.catalog import SOURCE
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
@@ -86,14 +87,11 @@ def _random_steps_per_second(venv: VecEnv, steps: int, seed: int) -> float:
 def _env_alone(task: str, steps: int, seed: int, start: Any, rates: Any) -> None:
     """One process of the physics-limit baseline: build and warm up an env, wait for the others, then time it."""
     env = make_env(task, SOURCE)
-    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+    actions = random_actions(env, steps, seed)
     env.reset(seed=seed)
     start.wait()
     started = time.perf_counter()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
+    step_through(env, actions)
     rates.put(steps / (time.perf_counter() - started))
     env.close()
 
