@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -498,7 +499,10 @@ def transfer(
     episodes: Annotated[int | None, typer.Option(help="episodes per evaluation")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
     backend: Annotated[str, typer.Option(help="local or ray")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray)")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster address HOST:PORT or ray://HOST:PORT (with --backend ray; token: RAY_AUTH_TOKEN)")] = None,
+    runtime_env: Annotated[str | None, typer.Option(
+        help="with --backend ray: Ray runtime_env as JSON, or a .json/.yaml file holding it (pip, py_modules)")] = None,
     testbed: Annotated[str | None, typer.Option(
         help="adapt on a robot: tcp://HOST:PORT or tls://HOST:PORT of a testbed server (see sim2real serve)")] = None,
     max_delta: Annotated[float | None, typer.Option(help="--testbed: largest action change per step (shield)")] = None,
@@ -536,7 +540,7 @@ def transfer(
     console.print(f"Transfer [bold]{policy}[/] → {spec.name}:{','.join(targets)}: {len(plan.units())} units, "
                   f"{plan.budget:,} steps each, evaluated every {plan.eval_every:,}")
     run_dir = harness.run(plan, out, workers=workers, backend=backend, ray_address=address,
-                          progress=_progress_printer())
+                          progress=_progress_printer(), runtime_env=_runtime_env(runtime_env, backend))
     _print_report(run_dir)
 
 
@@ -582,6 +586,25 @@ def _print_robot_report(run_dir: Path) -> None:
                       "—" if kept is None else f"{100 * kept:.1f} %", f"{unit.get('stood_still_seconds', '—')} s")
     console.print(table)
     console.print(f"Report: {run_dir / 'report.md'}, figure: {run_dir / 'curves.png'}")
+
+
+def _runtime_env(given: str | None, backend: str) -> dict[str, Any] | None:
+    """--runtime-env: inline JSON or a JSON/YAML file holding a mapping; only with the Ray backend."""
+    if given is None:
+        return None
+    if backend != "ray":
+        raise Sim2RealError(f"--runtime-env is for --backend ray (got --backend {backend})")
+    path = Path(given)
+    text = path.read_text() if path.is_file() else given
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise Sim2RealError(f"--runtime-env {given!r} is neither a JSON/YAML mapping nor a file holding one: "
+                            f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise Sim2RealError(f"--runtime-env {given!r} must be a mapping such as '{{\"pip\": [\"mypkg\"]}}' or "
+                            f"a .json/.yaml file holding one")
+    return value
 
 
 def _progress_printer() -> Callable[[Any], None]:

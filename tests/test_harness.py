@@ -174,14 +174,15 @@ def test_evaluations_use_the_newest_weights_trained_on_at_most_that_many_steps(t
 
     monkeypatch.setattr(unit_module, "evaluate", spy)
     unit = next(u for u in plan.units() if u.strategy.name == "finetune")
-    records = unit_module.run_unit(unit, plan)
+    records = unit_module.run_unit(unit, plan).records
     assert [r["steps"] for r in records] == [0, 100, 200, 256]
     assert seen == [0, 64, 192, 256]
 
 
 def test_same_seeds_give_the_same_records(plan):
     unit = plan.units()[1]
-    assert without_wall_time(unit_module.run_unit(unit, plan)) == without_wall_time(unit_module.run_unit(unit, plan))
+    assert without_wall_time(unit_module.run_unit(unit, plan).records) == without_wall_time(
+        unit_module.run_unit(unit, plan).records)
 
 
 def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(complete_run, plan, tmp_path,
@@ -339,24 +340,11 @@ def test_the_zero_shot_gap_is_recorded_with_its_verdict(complete_run):
 
 
 def test_a_failing_unit_is_named(monkeypatch):
-    def fail(item):
+    def fail(shared, item):
         raise ValueError(f"bad {item}")
 
     with pytest.raises(WorkerError, match=r"1 unit\(s\) failed \(a: ValueError: bad 1\)"):
-        list(LocalBackend(1).run(fail, {"a": 1}))
-
-
-@pytest.mark.ray
-def test_the_ray_backend_gives_the_records_of_the_local_one(complete_run, plan, tmp_path):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        harness.run(plan, tmp_path / "ray", backend="ray")
-    finally:
-        ray.shutdown()
-    assert without_wall_time(read_jsonl(tmp_path / "ray" / RESULTS_FILE)) == without_wall_time(
-        read_jsonl(complete_run / RESULTS_FILE))
-    assert report_numbers(tmp_path / "ray") == report_numbers(complete_run)
+        list(LocalBackend(1).run(fail, None, {"a": 1}))
 
 
 def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path):
@@ -370,7 +358,9 @@ def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path
 def test_workers_started_ahead_run_the_units_and_are_stopped_when_unused():
     backend = LocalBackend(2)
     backend.start(4)
-    assert dict(backend.run(abs, {"a": -1, "b": -2, "c": 3})) == {"a": 1, "b": 2, "c": 3}
+    finished = backend.run(pow, 2, {"a": 1, "b": 2, "c": 3})
+    assert {key: (value, node) for key, value, node in finished} == {"a": (2, "local"), "b": (4, "local"),
+                                                                      "c": (8, "local")}
     backend.start(4)
     processes = list(backend._pool._processes.values())
     backend.close()

@@ -37,8 +37,9 @@ from sim2real.errors import allowed
 from sim2real.evaluation import report
 from sim2real.evaluation.backends import Backend, make_backend
 from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
+from sim2real.evaluation.ray_backend import shipped_modules
 from sim2real.evaluation.rollout import evaluate
-from sim2real.evaluation.unit import Job, execute, model_path
+from sim2real.evaluation.unit import RunContext, UnitResult, execute, model_path
 from sim2real.factory import make_env
 from sim2real.formatting import percent
 from sim2real.records import JsonlWriter, read_jsonl, write_bytes_atomic, write_json_atomic
@@ -49,6 +50,7 @@ __all__ = [
     "MODELS_DIR",
     "PLAN_FILE",
     "RESULTS_FILE",
+    "UNITS_FILE",
     "HarnessError",
     "Plan",
     "Progress",
@@ -69,6 +71,7 @@ except ImportError:  # Windows: no advisory locks, concurrent runs into one dire
 PLAN_FILE = "plan.json"
 GAP_FILE = "gap.json"
 RESULTS_FILE = "results.jsonl"
+UNITS_FILE = "units.jsonl"
 LOCK_FILE = ".lock"
 MODELS_DIR = "models"
 
@@ -258,8 +261,16 @@ def exclusive(out: Path) -> Iterator[None]:
         yield
 
 
+NOT_THE_PLAN = ("policy", "execution")
+"""plan.json keys a resumed run may change: where the policy file is, and how units run (local pool or Ray)."""
+
+
 def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
-    """Write plan.json, or check that the one there describes this plan (the policy's path may differ)."""
+    """Write plan.json, or check that the one there describes this plan (policy path and execution may differ).
+
+    plan.json then says how this session runs the units (`execution`); units.jsonl keeps where
+    each unit ran.
+    """
     path = out / PLAN_FILE
     if not path.exists():
         if (out / RESULTS_FILE).exists():
@@ -275,6 +286,8 @@ def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
     if differences:
         raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
                            f"settings to resume it, or choose another --out")
+    if _read_json(path) != dict(description):
+        write_json_atomic(path, dict(description))
 
 
 def _differences(path: Path, description: Mapping[str, Any]) -> list[str]:
@@ -285,7 +298,7 @@ def _differences(path: Path, description: Mapping[str, Any]) -> list[str]:
         raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
     return [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
             for key in sorted(set(previous) | set(description))
-            if key != "policy" and previous.get(key) != description.get(key)]
+            if key not in NOT_THE_PLAN and previous.get(key) != description.get(key)]
 
 
 def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
@@ -388,17 +401,20 @@ def run(
     ray_address: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     save_models: bool = False,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> Path:
     """Run the plan's missing units into `out_dir` (resuming a previous run of the same plan) and write the report.
 
     Everything that can be wrong with the plan, the policy or the backend is checked before any
     training. Units run on `backend` ("local": a pool of `workers` processes, default one per
-    core; "ray": a cluster at `ray_address`, or a local Ray); their records come back to this
-    process, which alone appends them to results.jsonl. `progress` is called at the start, with
-    the zero-shot advice, and after each unit. With `save_models`, each unit's trained model is
-    kept in out_dir/models/ (see `model_path`).
+    core; "ray": a cluster at `ray_address`, or a local Ray, with `runtime_env` and the task's
+    own env modules shipped with the job); everything a unit makes comes back to this process,
+    which alone writes files. `progress` is called at the start, with the zero-shot advice,
+    while the cluster has no room, and after each unit. With `save_models`, each unit's trained
+    model is kept in out_dir/models/ (see `model_path`).
     """
-    executor = make_backend(backend, workers=workers, address=ray_address)
+    environment = ray_runtime_env(plan.spec, runtime_env) if backend == "ray" else None
+    executor = make_backend(backend, workers=workers, address=ray_address, runtime_env=environment)
     executor.start(len(plan.units()))  # the workers import while the policy is checked and the gap measured
     try:
         check_policy(plan)
@@ -407,17 +423,40 @@ def run(
         executor.close()
 
 
+def ray_runtime_env(spec: TaskSpec, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Ray job's runtime_env: the user's, plus their own modules the task names (env class, bind calls)."""
+    environment = dict(given or {})
+    named = [spec.env_id, *(param.bind["call"] for param in spec.params.values()
+                            if isinstance(param.bind, Mapping) and "call" in param.bind)]
+    modules = [path for path in shipped_modules(name for name in named if ":" in name)
+               if path not in environment.get("py_modules", [])]
+    if modules:
+        environment["py_modules"] = [*environment.get("py_modules", []), *modules]
+    return environment
+
+
 def _longest_first(units: list[Unit]) -> list[Unit]:
     """The baseline's units first: usually the longest (a policy that fails runs its evaluation episodes to the
     time limit), and starting the longest units first leaves no worker alone with one at the end."""
     return sorted(units, key=lambda unit: unit.strategy.name != BASELINE)
 
 
+def _check_versions(key: str, node: str, result: UnitResult) -> None:
+    """Refuse a unit run with other package versions than this driver's: it would give other numbers."""
+    mine = versions()
+    differing = [f"{name} {result.versions.get(name)} there, {version} here" for name, version in mine.items()
+                 if result.versions.get(name) != version]
+    if differing:
+        raise HarnessError(f"unit {key} ran on node {node} with other versions ({'; '.join(differing)}): install "
+                           f"the driver's versions on every node (or ship them with --runtime-env pip); the unit "
+                           f"was not saved, rerun to resume")
+
+
 def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress], None] | None,
          save_models: bool) -> Path:
     """`run` on a started backend, the policy checked."""
     blob = PolicyBlob.read(plan.policy)
-    description = {**plan.to_dict(), "policy_sha256": blob.sha256}
+    description = {**plan.to_dict(), "policy_sha256": blob.sha256, "execution": executor.describe()}
     out.mkdir(parents=True, exist_ok=True)
     units = plan.units()
     with exclusive(out):
@@ -427,14 +466,19 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
         tracker = _Tracker(len(units), len(complete), progress)
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
         _gaps(out, plan, tracker)
-        models_dir = out / MODELS_DIR if save_models else None
-        jobs = {unit.key: Job(plan, unit, blob, models_dir)
-                for unit in _longest_first(units) if unit.key not in complete}
-        with JsonlWriter(results) as writer:
-            for key, records in executor.run(execute, jobs):
-                for record in records:
+        pending = {unit.key: unit for unit in _longest_first(units) if unit.key not in complete}
+        context = RunContext(plan, blob, keep_models=save_models)
+        with JsonlWriter(results) as writer, JsonlWriter(out / UNITS_FILE) as placements:
+            for key, result, node in executor.run(execute, context, pending,
+                                                  notify=lambda line: tracker.report(message=line)):
+                _check_versions(key, node, result)
+                if result.model is not None:
+                    write_bytes_atomic(model_path(out / MODELS_DIR, key), result.model)
+                for record in result.records:
                     writer.write(record)
                 writer.fsync()
+                placements.write({"unit": key, "node": node, "versions": result.versions})
+                placements.fsync()
                 tracker.unit_done(key)
         write_run_report(out)
     return out

@@ -6,10 +6,11 @@ workers start quickly.
 
 from __future__ import annotations
 
+import io
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -25,7 +26,7 @@ from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for
+from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for, versions
 from sim2real.transfer import Residual, adapt
 
 
@@ -77,13 +78,33 @@ def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, w
     }
 
 
-def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class UnitResult:
+    """What a unit sends back to the driver: its records, the trained model's zip (when asked), the worker's versions.
+
+    Nothing is written on the worker, so a unit on another machine needs none of the driver's
+    file system; the versions let the driver refuse a unit run with other packages than its own.
+    """
+
+    records: list[dict[str, Any]]
+    model: bytes | None = None
+    versions: dict[str, str] = field(default_factory=versions)
+
+
+def model_bytes(model: BaseAlgorithm) -> bytes:
+    """The SB3 zip of a model, in memory."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+def run_unit(unit: Unit, plan: Plan, keep_model: bool = False) -> UnitResult:
     """Adapt the plan's policy to the unit's target, train `budget` target steps, evaluate on the grid.
 
     Training runs in this process (DummyVecEnv with the task's n_envs: the pool already uses
     the cores). zero_shot trains nothing: its single evaluation holds at every grid step, since
     the same weights, deterministic actions and episode seeds give the same result. With
-    `models_dir`, the trained model is kept there as `model_path(models_dir, unit)`.
+    `keep_model`, the trained model's zip comes back with the records.
     """
     started = time.perf_counter()
     eval_env = make_env(plan.spec, unit.target)
@@ -100,9 +121,9 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
             summary = evaluate(adapt(pretrained, eval_env, unit.strategy, seed=unit.seed), eval_env, plan.episodes,
                                seed=EVAL_SEED)
             wall = time.perf_counter() - started
-            return [_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps]
+            return UnitResult([_record(unit, steps, summary, plan.episodes, wall) for steps in plan.steps])
         if unit.strategy.transductive:
-            return _run_transductive(unit, plan, pretrained, eval_env, started, models_dir)
+            return _run_transductive(unit, plan, pretrained, eval_env, started, keep_model)
         sac = plan.spec.train.config("sac")
         n_envs = sac.n_envs if isinstance(unit.strategy, Residual) else n_envs_for(plan.spec, pretrained)
         venv = build_vec_env(plan.spec, unit.target, randomize=False, n_envs=n_envs, seed=unit.seed, parallel=False)
@@ -116,19 +137,17 @@ def run_unit(unit: Unit, plan: Plan, models_dir: Path | None = None) -> list[dic
             if grid.pending:
                 raise HarnessError(f"{unit.key}: training stopped at {model.num_timesteps} steps, before the "
                                    f"evaluations at {allowed(grid.pending)}")
-            if models_dir is not None:
-                zoo.save_model_atomic(model, model_path(models_dir, unit.key))
+            return UnitResult(records, model_bytes(model) if keep_model else None)
         finally:
             venv.close()
             if source is not None:
                 source.close()
     finally:
         eval_env.close()
-    return records
 
 
 def _run_transductive(unit: Unit, plan: Plan, pretrained: BaseAlgorithm, eval_env: gym.Env, started: float,
-                      models_dir: Path | None) -> list[dict[str, Any]]:
+                      keep_model: bool) -> UnitResult:
     """Record on the target, fit the simulator, fine-tune there; evaluate on the grid by target steps used.
 
     The strategy trains no step on the target: until the grid reaches the recorded steps the
@@ -141,10 +160,9 @@ def _run_transductive(unit: Unit, plan: Plan, pretrained: BaseAlgorithm, eval_en
     before = evaluate(pretrained, eval_env, plan.episodes, seed=EVAL_SEED)
     after = evaluate(transduction.model, eval_env, plan.episodes, seed=EVAL_SEED)
     wall = time.perf_counter() - started
-    if models_dir is not None:
-        zoo.save_model_atomic(transduction.model, model_path(models_dir, unit.key))
-    return [_record(unit, steps, after if steps >= used else before, plan.episodes, wall, target_steps_used=used)
-            for steps in plan.steps]
+    records = [_record(unit, steps, after if steps >= used else before, plan.episodes, wall, target_steps_used=used)
+               for steps in plan.steps]
+    return UnitResult(records, model_bytes(transduction.model) if keep_model else None)
 
 
 def model_path(models_dir: Path, unit_key: str) -> Path:
@@ -153,17 +171,16 @@ def model_path(models_dir: Path, unit_key: str) -> Path:
 
 
 @dataclass(frozen=True)
-class Job:
-    """What a worker needs for one unit: the plan, the unit, the policy's bytes, where to keep the model."""
+class RunContext:
+    """What every unit of a run shares, shipped to the workers once: the plan, the policy's bytes, keep models?"""
 
     plan: Plan
-    unit: Unit
     policy: PolicyBlob
-    models_dir: Path | None = None
+    keep_models: bool = False
 
 
-def execute(job: Job) -> list[dict[str, Any]]:
+def execute(context: RunContext, unit: Unit) -> UnitResult:
     """Worker entry point: recreate the policy in a temporary directory and run the unit on it."""
     with TemporaryDirectory(prefix="sim2real-unit-") as directory:
-        policy = job.policy.write(Path(directory))
-        return run_unit(job.unit, replace(job.plan, policy=str(policy)), job.models_dir)
+        policy = context.policy.write(Path(directory))
+        return run_unit(unit, replace(context.plan, policy=str(policy)), context.keep_models)
