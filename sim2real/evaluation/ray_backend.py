@@ -34,8 +34,8 @@ R = TypeVar("R")
 RAY_HINT = 'pip install "sim2real[ray]" (or pip install ray)'
 MAX_RETRIES = 2
 """Reruns of a unit whose worker process or node died (a unit that raised is not rerun: it would raise again)."""
-UNIT_MEMORY = 2 * 1024**3
-"""Memory a unit asks Ray for: a driving unit's worker peaked at ~0.9 GiB here (README), twice that for headroom."""
+UNIT_MEMORY = 1024**3
+"""Memory a unit asks Ray for (scheduling only): a driving unit's process peaked at 0.34 GB here, ~3× headroom."""
 NOTICE_SECONDS = 30.0
 MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 """How Python says a module is missing, whether the task's own code or an env it builds needed it."""
