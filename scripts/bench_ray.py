@@ -1,9 +1,9 @@
 """`python scripts/bench_ray.py`: the same grid on a two-node Ray cluster (1 CPU each, loopback) and on the local pool.
 
 Prints the wall time of each whole run (start-up, zero-shot gap and report included, as a user
-sees it), their ratio, each unit's own time, the driver's cost per unit (a Ray round trip of a
-unit that does nothing, and writing a unit's records), and from those a projection of the
-README's far-target grid on bigger machines. Run it with nothing else on the machine.
+sees it; local, Ray, Ray, local), the ratio of their means, each unit's own time, the driver's
+cost per unit (results of units that do nothing, and writing a unit's records), and from those a
+projection of the README's far-target grid on bigger machines. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -29,14 +29,9 @@ from sim2real.evaluation import harness  # noqa: E402
 from sim2real.evaluation.ray_backend import RayBackend  # noqa: E402
 from sim2real.records import JsonlWriter, read_jsonl  # noqa: E402
 
+ORDER = ("local", "ray", "ray", "local")
 GRID_UNITS = 3 * 6 * 10
 """The README's far-target grid: 3 targets x 6 strategies x 10 seeds."""
-
-
-def _timed(run: callable) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def _unit_seconds(run_dir: Path) -> dict[str, float]:
@@ -84,27 +79,39 @@ def main() -> None:
                              episodes=args.episodes)
     with TemporaryDirectory(prefix="sim2real-bench-ray-") as directory:
         root = Path(directory)
-        local = _timed(lambda: harness.run(plan, root / "local", workers=2))
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
                                                               "include_dashboard": False})
         nodes.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        runs = {
+            "local": lambda name: harness.run(plan, root / name, workers=2),
+            "ray": lambda name: harness.run(plan, root / name, backend="ray", ray_address=nodes.address),
+        }
+        seconds: dict[str, list[float]] = {"local": [], "ray": []}
         try:
-            ray_seconds = _timed(lambda: harness.run(plan, root / "ray", backend="ray", ray_address=nodes.address))
+            for index, kind in enumerate(ORDER):  # ABBA: a drift of the machine's speed weighs on both alike
+                started = time.perf_counter()
+                runs[kind](f"{kind}-{index}")
+                seconds[kind].append(time.perf_counter() - started)
             round_trip = _driver_interval(nodes.address)
         finally:
             nodes.shutdown()
-        same = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in read_jsonl(root / "ray" / "results.jsonl")]
+        first = {kind: root / f"{kind}-{ORDER.index(kind)}" for kind in seconds}
+        same = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in read_jsonl(first["ray"] / "results.jsonl")]
         reference = [{k: v for k, v in r.items() if k != "wall_seconds"}
-                     for r in read_jsonl(root / "local" / "results.jsonl")]
-        by_unit = _unit_seconds(root / "local")
+                     for r in read_jsonl(first["local"] / "results.jsonl")]
+        by_unit = _unit_seconds(first["local"])
+        on_ray = _unit_seconds(first["ray"])
         writing = _record_cost(root, records=len(plan.steps))
+    local, ray_seconds = (sum(seconds[kind]) / len(seconds[kind]) for kind in ("local", "ray"))
     mean_unit = sum(by_unit.values()) / len(by_unit)
     print(json.dumps({
         "units": len(plan.units()), "budget": plan.budget, "records_identical": sorted(same, key=str) == sorted(
             reference, key=str),
-        "seconds_local_2_workers": round(local, 1), "seconds_ray_2_nodes": round(ray_seconds, 1),
+        "order": ORDER, "seconds_local_2_workers": [round(x, 1) for x in seconds["local"]],
+        "seconds_ray_2_nodes": [round(x, 1) for x in seconds["ray"]],
         "ray_over_local": round(ray_seconds / local, 3),
-        "unit_seconds": {unit: round(seconds, 1) for unit, seconds in by_unit.items()},
+        "unit_seconds_local": {unit: round(seconds, 1) for unit, seconds in by_unit.items()},
+        "unit_seconds_ray": {unit: round(seconds, 1) for unit, seconds in on_ray.items()},
         "driver_ms_between_trivial_units": round(1000 * round_trip, 1),
         "driver_record_writing_ms": round(1000 * writing, 2),
     }, indent=2))

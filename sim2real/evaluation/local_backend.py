@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.backend_base import failure, one_thread, single_thread
+from sim2real.evaluation.backend_base import UNIT_MODULES, failure, one_thread, single_thread
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -24,8 +24,8 @@ R = TypeVar("R")
 LOCAL = "local"
 """The node a local unit ran on, in the harness's units.jsonl."""
 
-WORKER_MODULES = ("__main__", "sim2real.evaluation.unit", "torch._dynamo")
-"""What a unit needs imported (~5 s here: torch 2.4 s, torch._dynamo, first used by the optimiser, 2.1 s)."""
+WORKER_MODULES = ("__main__", *UNIT_MODULES)
+"""What the fork server imports once for every worker: the caller's main module and what a unit needs."""
 
 
 class LocalBackend:

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import IO, Any, TypeVar
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.backend_base import failure, one_thread
+from sim2real.evaluation.backend_base import UNIT_MODULES, failure, one_thread
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -108,6 +108,12 @@ def _native_stderr_to(file: IO[str]) -> Iterator[None]:
         os.close(saved)
 
 
+def _warm_up() -> None:
+    """Import what a unit needs (~5 s: torch, SB3, torch._dynamo) in a worker the units then reuse."""
+    for module in UNIT_MODULES:
+        importlib.import_module(module)
+
+
 def _task(fn: Callable[[S, T], R], shared: S, item: T) -> tuple[R, str]:
     """What a Ray task runs: the unit with one thread everywhere (it holds one CPU), and where it ran."""
     import ray
@@ -131,6 +137,7 @@ class RayBackend:
         self.runtime_env = dict(runtime_env or {})
         self.notice_every = notice_every
         self._owned = False
+        self._warming: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         """How units run, for plan.json: the cluster, each unit's resources and retries, what ships with the job."""
@@ -138,7 +145,10 @@ class RayBackend:
                 "max_retries": MAX_RETRIES, "runtime_env": self.runtime_env}
 
     def start(self, units: int) -> None:
-        """Connect to the cluster (or start a local Ray) now, while the caller prepares the run."""
+        """Connect to the cluster (or start a local Ray) and start a worker per unit, up to the cluster's CPUs.
+
+        The workers import what units need while the caller prepares the run, as the local pool's do.
+        """
         ray = self.ray
         if ray.is_initialized():
             return
@@ -153,6 +163,13 @@ class RayBackend:
                 said.seek(0)
                 raise self._connection_error(exc, said.read()) from None
         self._owned = True
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self._warming = [self._remote(_warm_up).remote() for _ in range(min(units, cpus))]
+
+    def _remote(self, function: Callable[..., Any]) -> Any:
+        """`function` as a Ray task with a unit's resources and retries (so units reuse the workers it started)."""
+        return self.ray.remote(num_cpus=1, memory=UNIT_MEMORY, max_retries=MAX_RETRIES,
+                               retry_exceptions=False)(function)
 
     def _connection_error(self, exc: Exception, said: str) -> RayConnectionError:
         """One line for a failed ray.init, from its exception and what Ray's core printed meanwhile."""
@@ -166,6 +183,7 @@ class RayBackend:
 
     def close(self) -> None:
         """Disconnect from the cluster (shutting down a Ray that `start` started); one the caller had is left."""
+        self._warming = []
         if self._owned:
             self.ray.shutdown()
             self._owned = False
@@ -177,7 +195,7 @@ class RayBackend:
             return
         ray = self.ray
         self.start(len(items))
-        task = ray.remote(num_cpus=1, memory=UNIT_MEMORY, max_retries=MAX_RETRIES, retry_exceptions=False)(_task)
+        task = self._remote(_task)
         reference = ray.put(shared)
         refs: dict[Any, str] = {task.remote(fn, reference, item): key for key, item in items.items()}
         pending = list(refs)
