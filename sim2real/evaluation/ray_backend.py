@@ -178,8 +178,9 @@ class RayBackend:
             return RayConnectionError(f"cannot start a local Ray: {first}")
         if "Unauthenticated" in said or "InvalidAuthToken" in said or "auth" in first.lower():
             return RayConnectionError(f"the Ray cluster at {self.address} refused this driver's token: {TOKEN_HELP}")
-        return RayConnectionError(f"cannot connect to the Ray cluster at {self.address} ({first}): every node and "
-                                  f"this driver must run the same Ray version (here {self.ray.__version__})")
+        return RayConnectionError(f"cannot connect to the Ray cluster at {self.address} ({first}): check that a Ray "
+                                  f"head node listens there (`ray start --head` prints its address) and runs this "
+                                  f"driver's Ray version ({self.ray.__version__})")
 
     def close(self) -> None:
         """Disconnect from the cluster (shutting down a Ray that `start` started); one the caller had is left."""
