@@ -82,24 +82,17 @@ def cluster(cluster_env):
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory) -> Path:
-    return write_task(tmp_path_factory, "tiny", TASK)
+def tiny(tmp_path_factory) -> tuple[Path, Path, harness.Plan]:
+    """The harness tests' tiny Pendulum task, its policy and their plan."""
+    task = write_task(tmp_path_factory, "tiny", TASK)
+    policy = tiny_pendulum_bundle(task, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
+    return task, policy, harness.make_plan(task, policy, "heavy")
 
 
 @pytest.fixture(scope="module")
-def policy(task, tmp_path_factory) -> Path:
-    return tiny_pendulum_bundle(task, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
-
-
-@pytest.fixture(scope="module")
-def plan(task, policy) -> harness.Plan:
-    return harness.make_plan(task, policy, "heavy")
-
-
-@pytest.fixture(scope="module")
-def local_run(plan, tmp_path_factory) -> Path:
+def local_run(tiny, tmp_path_factory) -> Path:
     """The same plan on the local pool: the reference every cluster run must match."""
-    return harness.run(plan, tmp_path_factory.mktemp("runs") / "local", workers=2)
+    return harness.run(tiny[2], tmp_path_factory.mktemp("runs") / "local", workers=2)
 
 
 def _unit_processes() -> list[int]:
@@ -128,7 +121,8 @@ def _kill_one_unit(killed: list[int], stop: threading.Event) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's workers in /proc")
-def test_two_nodes_give_the_local_records_through_a_worker_killed_mid_unit(cluster, plan, local_run, tmp_path):
+def test_two_nodes_give_the_local_records_through_a_worker_killed_mid_unit(cluster, tiny, local_run, tmp_path):
+    plan = tiny[2]
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=_kill_one_unit, args=(killed, stop), daemon=True)
     killer.start()
@@ -149,8 +143,9 @@ def test_two_nodes_give_the_local_records_through_a_worker_killed_mid_unit(clust
     assert execution["max_retries"] == MAX_RETRIES and execution["memory_per_unit"] == UNIT_MEMORY
 
 
-def test_a_driver_killed_mid_run_resumes_without_repeating_an_evaluation(cluster, cluster_env, plan, task,
-                                                                          policy, local_run, tmp_path):
+def test_a_driver_killed_mid_run_resumes_without_repeating_an_evaluation(cluster, cluster_env, tiny, local_run,
+                                                                          tmp_path):
+    task, policy, plan = tiny
     run_dir = tmp_path / "killed"
     results = run_dir / RESULTS_FILE
     log = (tmp_path / "driver.log").open("w")
@@ -239,7 +234,8 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
                           cwd=cwd, timeout=300)
 
 
-def test_a_wrong_token_and_a_dead_address_are_one_line_errors(cluster, cluster_env, task, policy, tmp_path):
+def test_a_wrong_token_and_a_dead_address_are_one_line_errors(cluster, cluster_env, tiny, tmp_path):
+    task, policy, _ = tiny
     common = ["transfer", str(task), "--policy", str(policy), "--target", "heavy", "--backend", "ray"]
     wrong = _cli([*common, "--address", cluster.address, "--out", str(tmp_path / "a")],
                  {**os.environ, **cluster_env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, tmp_path)
