@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -345,6 +346,16 @@ def test_a_failing_unit_is_named(monkeypatch):
 
     with pytest.raises(WorkerError, match=r"1 unit\(s\) failed \(a: ValueError: bad 1\)"):
         list(LocalBackend(1).run(fail, None, {"a": 1}))
+
+
+def test_a_unit_run_with_other_package_versions_is_refused_and_not_saved(task, policy, tmp_path, monkeypatch):
+    plan = harness.make_plan(task, policy, "heavy", ["zero_shot", "scratch"], seeds=1)
+    here = harness.versions()
+    monkeypatch.setattr(harness, "versions", lambda: {**here, "torch": "0.0"})
+    with pytest.raises(HarnessError, match=rf"unit heavy/scratch/0 ran on node local with other versions \(torch "
+                                           rf"{re.escape(here['torch'])} there, 0.0 here\).*not saved"):
+        harness.run(plan, tmp_path / "run", workers=1)
+    assert not (tmp_path / "run" / RESULTS_FILE).read_bytes()
 
 
 def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path):
