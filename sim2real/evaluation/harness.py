@@ -278,24 +278,26 @@ def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
                                f"this version can resume; choose another --out")
         write_json_atomic(path, dict(description))
         return
-    differences = _differences(path, description)
+    previous = _read_plan(path)
+    differences = _differences(previous, description)
     results = out / RESULTS_FILE
-    if differences and not (results.exists() and results.stat().st_size):  # nothing computed yet: replaced
-        write_json_atomic(path, dict(description))
-        return
-    if differences:
+    if differences and results.exists() and results.stat().st_size:  # computed results of another plan: kept
         raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
                            f"settings to resume it, or choose another --out")
-    if _read_json(path) != dict(description):
+    if previous != dict(description):  # nothing computed yet, or only the policy's path or the execution changed
         write_json_atomic(path, dict(description))
 
 
-def _differences(path: Path, description: Mapping[str, Any]) -> list[str]:
-    """How the plan.json at `path` differs from `description` (the policy's path aside)."""
+def _read_plan(path: Path) -> dict[str, Any]:
+    """The plan.json at `path`, or a one-line error naming it."""
     try:
-        previous = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
+
+
+def _differences(previous: Mapping[str, Any], description: Mapping[str, Any]) -> list[str]:
+    """How a previous plan.json differs from `description`, the keys a resumed run may change (NOT_THE_PLAN) aside."""
     return [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
             for key in sorted(set(previous) | set(description))
             if key not in NOT_THE_PLAN and previous.get(key) != description.get(key)]
@@ -307,7 +309,7 @@ def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
     if not path.exists():
         return False
     description = {**plan.to_dict(), "policy_sha256": PolicyBlob.read(plan.policy).sha256}
-    return bool(_differences(path, description))
+    return bool(_differences(_read_plan(path), description))
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -441,9 +443,8 @@ def _longest_first(units: list[Unit]) -> list[Unit]:
     return sorted(units, key=lambda unit: unit.strategy.name != BASELINE)
 
 
-def _check_versions(key: str, node: str, result: UnitResult) -> None:
-    """Refuse a unit run with other package versions than this driver's: it would give other numbers."""
-    mine = versions()
+def _check_versions(key: str, node: str, result: UnitResult, mine: Mapping[str, str]) -> None:
+    """Refuse a unit run with other package versions than this driver's (`mine`): it would give other numbers."""
     differing = [f"{name} {result.versions.get(name)} there, {version} here" for name, version in mine.items()
                  if result.versions.get(name) != version]
     if differing:
@@ -468,10 +469,11 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
         _gaps(out, plan, tracker)
         pending = {unit.key: unit for unit in _longest_first(units) if unit.key not in complete}
         context = RunContext(plan, blob, keep_models=save_models)
+        mine = versions()
         with JsonlWriter(results) as writer, JsonlWriter(out / UNITS_FILE) as placements:
             for key, result, node in executor.run(execute, context, pending,
                                                   notify=lambda line: tracker.report(message=line)):
-                _check_versions(key, node, result)
+                _check_versions(key, node, result, mine)
                 if result.model is not None:
                     write_bytes_atomic(model_path(out / MODELS_DIR, key), result.model)
                 for record in result.records:

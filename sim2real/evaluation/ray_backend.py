@@ -137,7 +137,6 @@ class RayBackend:
         self.runtime_env = dict(runtime_env or {})
         self.notice_every = notice_every
         self._owned = False
-        self._warming: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         """How units run, for plan.json: the cluster, each unit's resources and retries, what ships with the job."""
@@ -164,7 +163,9 @@ class RayBackend:
                 raise self._connection_error(exc, said.read()) from None
         self._owned = True
         cpus = int(ray.cluster_resources().get("CPU", 0))
-        self._warming = [self._remote(_warm_up).remote() for _ in range(min(units, cpus))]
+        warm_up = self._remote(_warm_up)
+        for _ in range(min(units, cpus)):
+            warm_up.remote()  # runs without anyone holding its result
 
     def _remote(self, function: Callable[..., Any]) -> Any:
         """`function` as a Ray task with a unit's resources and retries (so units reuse the workers it started)."""
@@ -184,7 +185,6 @@ class RayBackend:
 
     def close(self) -> None:
         """Disconnect from the cluster (shutting down a Ray that `start` started); one the caller had is left."""
-        self._warming = []
         if self._owned:
             self.ray.shutdown()
             self._owned = False
