@@ -320,7 +320,7 @@ def sysid(
 ) -> None:
     """Fit the task's domain parameters to recorded episodes; write a fitted target YAML and a report."""
     from sim2real import catalog
-    from sim2real.sysid import check_fit_request, claim_fit_folder, fittable, identify, load_trajectories, write_fit
+    from sim2real.sysid import claim_fit_folder, fittable, load_trajectories, prepare, solve, write_fit
     from sim2real.zoo import load_policy
 
     spec = catalog.load(task)
@@ -331,14 +331,13 @@ def sysid(
     out = out or Path("runs") / f"sysid-{spec.name}"
     settings = {"params": list(names), "budget": budget, "horizon": horizon, "seed": seed, "base": base,
                 "latency": latency}
-    check_fit_request(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
+    problem = prepare(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
                       delay=latency)
     claim_fit_folder(out, spec, rollouts, settings, policy=policy, force=force)
     replay = "open-loop" if driver is None else f"closed-loop with {policy}"
-    fit = identify(spec, trajectories, names, budget=budget, seed=seed, horizon=horizon, policy=driver, base=base,
-                   delay=latency, on_start=lambda: console.print(
-                       f"Fitting {', '.join(names)} to {count(len(trajectories), 'episode')} replayed {replay} "
-                       f"({budget} evaluations)..."))
+    console.print(f"Fitting {', '.join(names)} to {count(len(trajectories), 'episode')} replayed {replay} "
+                  f"({budget} evaluations)...")
+    fit = solve(problem)
     paths = write_fit(fit, spec, trajectories, out, driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
                   title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")
