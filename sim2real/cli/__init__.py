@@ -1,0 +1,18 @@
+"""The `sim2real` command line: parses arguments and calls the library; bad input → one line, exit code 2.
+
+One module per group of commands, each registering them on the one Typer app of
+:mod:`sim2real.cli.common`, imported here in the order `sim2real --help` lists them.
+"""
+
+# Importing a module registers its commands: in the order `sim2real --help` lists them.
+# isort: off
+from sim2real.cli import training, target, testbed, transfer, demo_and_bench  # noqa: F401
+# isort: on
+from sim2real.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
