@@ -18,8 +18,8 @@ from sim2real import catalog
 from sim2real.catalog import SOURCE
 from sim2real.evaluate import record_gif
 from sim2real.evaluation import harness
-from sim2real.evaluation.report import format_aggregate, negative_transfer_word
 from sim2real.evaluation.rollout import evaluate
+from sim2real.evaluation.summary import format_aggregate, negative_transfer_word
 from sim2real.factory import make_env
 from sim2real.formatting import percent
 from sim2real.records import write_bytes_atomic, write_json_atomic

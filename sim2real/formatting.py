@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def percent(rate: float | None, digits: int = 0) -> str:
     """A rate in [0, 1] as "80 %" (the one spelling everywhere); "—" when there is none."""
@@ -19,3 +21,12 @@ def score(metric: str, success: float | None, mean_return: float | None) -> str:
     if metric == "return":
         return f"return {shown_return}"
     return f"success {percent(success)}, return {shown_return}"
+
+
+def number(value: float) -> str:
+    """A number for people: thousands separators for large values, three significant digits otherwise."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"

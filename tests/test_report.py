@@ -9,7 +9,9 @@ import pytest
 
 from sim2real.catalog import Threshold
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.report import format_aggregate, measured_verdict, package_versions, summarize, write_report
+from sim2real.evaluation.report import write_report
+from sim2real.evaluation.summary import format_aggregate, measured_verdict, summarize
+from sim2real.training import versions
 
 STEPS = [0, 10, 20]
 BUDGET = 20
@@ -140,7 +142,7 @@ def test_write_report_writes_all_files_and_warns_loudly(tmp_path):
     data = records()
     summary = summarize(data, THRESHOLD, BUDGET)
     settings = {"task": "driving", "policy": "driving-ppo-dr", "recommendation": "Use **good** on icy.",
-                "versions": package_versions()}
+                "versions": versions()}
     paths = write_report(tmp_path, summary, data, settings)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["curves.png", "gain.png", "report.json",
                                                                  "report.md"]
@@ -155,7 +157,7 @@ def test_write_report_writes_all_files_and_warns_loudly(tmp_path):
     assert "WARNING: NEGATIVE TRANSFER" in markdown
     assert "> - **bad**: transfer ratio -0.875" in markdown
     assert "Use **good** on icy." in markdown
-    for package in ("sim2real", "stable-baselines3", "torch", "gymnasium", "python"):
+    for package in ("sim2real", "stable_baselines3", "torch", "gymnasium", "python"):
         assert f"| {package} |" in markdown
     assert "| sample-efficiency gain | 2× | [2, 2] | 3 of 3 seeds are lower bounds (≥) |" in markdown
     for name in ("curves.png", "gain.png"):

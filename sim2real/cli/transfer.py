@@ -162,7 +162,7 @@ def progress_printer() -> Callable[[Any], None]:
 
 
 def print_report(run_dir: Path) -> None:
-    from sim2real.evaluation.report import format_aggregate, negative_transfer_word
+    from sim2real.evaluation.summary import format_aggregate, negative_transfer_word
 
     data = json.loads((run_dir / "report.json").read_text())
     table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", f"final {data['metric']}",

@@ -39,6 +39,7 @@ from sim2real.evaluation.backends import Backend, make_backend
 from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
 from sim2real.evaluation.ray_backend import shipped_modules
 from sim2real.evaluation.rollout import evaluate
+from sim2real.evaluation.summary import measured_verdict, summarize
 from sim2real.evaluation.unit import RunContext, UnitResult, execute, model_path
 from sim2real.factory import make_env
 from sim2real.formatting import percent
@@ -381,9 +382,9 @@ def write_run_report(run_dir: str | Path) -> dict[str, Path]:
     if not complete:
         raise HarnessError(f"{out}: no unit is complete yet ({len(plan['units'])} planned), nothing to report")
     records = [record for unit in complete.values() for record in unit]
-    summary = report.summarize(records, Threshold(**plan["threshold"]), plan["budget"])
+    summary = summarize(records, Threshold(**plan["threshold"]), plan["budget"])
     gaps = _read_json(out / GAP_FILE) if (out / GAP_FILE).is_file() else {}
-    verdict = report.measured_verdict(summary)
+    verdict = measured_verdict(summary)
     settings = {
         "plan": plan,
         "versions": versions(),

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim2real.evaluation import metrics, report
+from sim2real.evaluation import metrics
+from sim2real.evaluation.curves import learning_curves
+from sim2real.evaluation.figures import plot_curves
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
 
@@ -83,7 +85,7 @@ def write_robot_report(out: Path, plan: Mapping[str, Any], records: Sequence[Map
     write_json_atomic(paths["json"], summary)
     write_bytes_atomic(paths["markdown"], render_robot_markdown(summary, plan).encode("utf-8"))
     metric = summary["threshold"]["metric"]
-    curves = report.learning_curves([r for r in records if r[metric] is not None], metric)
+    curves = learning_curves([r for r in records if r[metric] is not None], metric)
     figure = {"threshold": summary["threshold"], "target": f"the robot ({plan['testbed']})", "confidence": 0.95}
-    write_bytes_atomic(paths["curves"], report.plot_curves(curves, figure))
+    write_bytes_atomic(paths["curves"], plot_curves(curves, figure))
     return paths

@@ -1,0 +1,121 @@
+"""Learning curves from a transfer run's records: checked, grouped per unit, aggregated over seeds per step.
+
+Each record of ``results.jsonl`` is one evaluation of one unit (strategy, target, seed) at a step.
+A step recorded twice (a unit rerun after a crash) keeps its last record.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim2real.errors import Sim2RealError, allowed
+from sim2real.evaluation import metrics
+from sim2real.evaluation.stats import aggregate
+
+RECORD_KEYS = ("strategy", "seed", "target", "steps", "success", "return")
+CURVE_METRICS = ("success", "return")
+AXIS_LABELS = {"success": "success rate", "return": "mean return"}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One unit's learning curve: evaluation steps with the success rate and mean return at each."""
+
+    steps: np.ndarray
+    success: np.ndarray
+    returns: np.ndarray
+
+    def values(self, metric: str) -> np.ndarray:
+        """The curve of `metric` ("success" or "return")."""
+        return self.success if metric == "success" else self.returns
+
+    @property
+    def first_interval(self) -> float | None:
+        """Steps between the first two evaluations (None for a single evaluation)."""
+        return float(self.steps[1] - self.steps[0]) if self.steps.size > 1 else None
+
+
+def _number(record: Mapping[str, Any], key: str, index: int) -> float:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise Sim2RealError(f"record {index}: '{key}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_record(record: Any, index: int) -> tuple[str, str, int]:
+    """The (strategy, target, seed) of a valid evaluation record, or an error naming what is wrong."""
+    if not isinstance(record, Mapping):
+        raise Sim2RealError(f"record {index} must be a mapping with keys {allowed(RECORD_KEYS)}, "
+                            f"got {record!r}")
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise Sim2RealError(f"record {index} lacks {allowed(missing)} "
+                            f"(each record needs {allowed(RECORD_KEYS)})")
+    strategy, target, seed = record["strategy"], record["target"], record["seed"]
+    if not isinstance(strategy, str) or not isinstance(target, str):
+        raise Sim2RealError(f"record {index}: 'strategy' and 'target' must be strings, "
+                            f"got {strategy!r}, {target!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise Sim2RealError(f"record {index}: 'seed' must be an integer, got {seed!r}")
+    for key in ("steps", "success", "return"):
+        _number(record, key, index)
+    return strategy, target, seed
+
+
+def final_updates(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, int], int | None]:
+    """Gradient updates each unit had made by its last evaluation (None where the records do not say)."""
+    last: dict[tuple[str, str, int], tuple[float, int | None]] = {}
+    for record in records:
+        unit = (record["strategy"], record["target"], record["seed"])
+        if unit not in last or record["steps"] >= last[unit][0]:
+            last[unit] = (record["steps"], record.get("updates"))
+    return {unit: made for unit, (_, made) in last.items()}
+
+
+def group_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], Curve]:
+    """One curve per (strategy, target, seed), in order of first appearance; a repeated step keeps the last.
+
+    A unit rerun after a crash appends its evaluations again, so the later record of a step wins.
+    """
+    points: dict[tuple[str, str, int], dict[float, tuple[float, float]]] = {}
+    for index, record in enumerate(records):
+        unit = _check_record(record, index)
+        steps = _number(record, "steps", index)
+        point = (_number(record, "success", index), _number(record, "return", index))
+        points.setdefault(unit, {})[steps] = point
+    curves = {}
+    for unit, by_step in points.items():
+        steps = np.array(sorted(by_step))
+        values = np.array([by_step[step] for step in steps]).reshape(-1, 2)
+        metrics.check_curve(steps, values[:, 0])
+        curves[unit] = Curve(steps, values[:, 0], values[:, 1])
+    return curves
+
+
+def learning_curves(records: Iterable[Mapping[str, Any]], metric: str, rng_seed: int = 0, *,
+                    confidence: float = 0.95, n_resamples: int = 2000) -> dict[str, dict[str, list[float]]]:
+    """Per strategy and evaluation step: IQM over seeds with its CI (targets as strata), for plotting."""
+    if metric not in CURVE_METRICS:
+        raise Sim2RealError(f"unknown metric '{metric}' (allowed: {allowed(CURVE_METRICS)})")
+    curves = group_curves(records)
+    result: dict[str, dict[str, list[float]]] = {}
+    for name in dict.fromkeys(unit[0] for unit in curves):
+        units = [(unit[1], curve) for unit, curve in curves.items() if unit[0] == name]
+        steps = sorted({float(step) for _, curve in units for step in curve.steps})
+        series: dict[str, list[float]] = {"steps": steps, "iqm": [], "low": [], "high": []}
+        for step in steps:
+            at_step = [(target, curve.values(metric)[curve.steps == step][0])
+                       for target, curve in units if (curve.steps == step).any()]
+            rng = np.random.default_rng([rng_seed, zlib.crc32(f"{name}/curve/{step}".encode())])
+            point = aggregate([value for _, value in at_step], strata=[target for target, _ in at_step],
+                              rng=rng, confidence=confidence, n_resamples=n_resamples)
+            series["iqm"].append(point["iqm"])
+            series["low"].append(point["ci"][0])
+            series["high"].append(point["ci"][1])
+        result[name] = series
+    return result
