@@ -24,7 +24,7 @@ from sim2real.factory import make_env
 from sim2real.formatting import percent
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.testbed.evaluation import evaluate_on_testbed, format_latency
-from sim2real.testbed.server import ServerProcess
+from sim2real.testbed.process import ServerProcess
 from sim2real.training import EVAL_SEED
 from sim2real.zoo import check_spaces, list_zoo, load_card, load_policy, space_changes
 

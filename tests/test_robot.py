@@ -17,7 +17,7 @@ from sim2real.robot.journal import END, STEP, Journal, read_journal
 from sim2real.robot.link import RobotLink
 from sim2real.testbed.applied import applied_steps
 from sim2real.testbed.realtime import Realtime
-from sim2real.testbed.server import ServerProcess
+from sim2real.testbed.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = "Pendulum-v1"

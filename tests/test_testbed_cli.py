@@ -12,7 +12,7 @@ import pytest
 from stable_baselines3 import PPO
 
 import sim2real
-from sim2real.testbed.server import ServerProcess
+from sim2real.testbed.process import ServerProcess
 
 STAND_IN = ("sim2real.factory:make_env", {"task": "driving", "target": "real"})
 

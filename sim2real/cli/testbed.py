@@ -42,7 +42,8 @@ def serve(
 
     from sim2real import catalog
     from sim2real.factory import make_env
-    from sim2real.testbed.server import TestbedServer, server_security
+    from sim2real.testbed.admission import server_security
+    from sim2real.testbed.server import TestbedServer
 
     spec = catalog.load(task)
     spec.target(target)

@@ -4,6 +4,7 @@ from sim2real.testbed.auth import generate_key_file, load_key_file
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.latency import measure_round_trip
+from sim2real.testbed.process import ServerProcess
 from sim2real.testbed.protocol import (
     PROTOCOL_VERSION,
     HandshakeError,
@@ -16,7 +17,7 @@ from sim2real.testbed.protocol import (
     spaces_match,
 )
 from sim2real.testbed.safety import SafetyShield
-from sim2real.testbed.server import ServerProcess, TestbedServer, serve
+from sim2real.testbed.server import TestbedServer, serve
 from sim2real.testbed.tls import server_context
 
 __all__ = [

@@ -25,22 +25,14 @@ side: an env.step() that blocks forever blocks the server too; the client then s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import functools
-import importlib
-import ipaddress
-import json
 import logging
 import secrets
-import selectors
 import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,16 +40,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2real.testbed.admission import HandshakeLimit, is_loopback
 from sim2real.testbed.applied import AppliedLog, LastStep
 from sim2real.testbed.auth import (
     MAX_KEY_BYTES,
     MIN_KEY_BYTES,
-    FrameTags,
-    load_key_file,
     new_nonce,
     proof_is_valid,
     session_tags,
 )
+from sim2real.testbed.connection import CHALLENGED, NEW, READY, Connection
 from sim2real.testbed.protocol import (
     AUTH,
     CHALLENGE,
@@ -74,7 +66,6 @@ from sim2real.testbed.protocol import (
     STEP_OK,
     WELCOME,
     Code,
-    FrameDecoder,
     HandshakeError,
     ProtocolError,
     TestbedError,
@@ -84,22 +75,18 @@ from sim2real.testbed.protocol import (
     encode_space,
     encode_value,
     error_message,
-    frame,
     pack_body,
     parse_version,
     safe_info,
-    unpack_message,
 )
 from sim2real.testbed.realtime import Realtime
-from sim2real.testbed.tls import server_context
 
 logger = logging.getLogger(__name__)
 
 EnvFactory = Callable[[], gym.Env]
 _HEARTBEAT_OK_BODY = pack_body({"type": HEARTBEAT_OK})
-_NEW, _CHALLENGED, _READY = "new", "challenged", "ready"
-_EXPECTED = {_NEW: (HELLO, "the first message must be hello"),
-             _CHALLENGED: (AUTH, "the answer to the challenge must be auth")}
+_EXPECTED = {NEW: (HELLO, "the first message must be hello"),
+             CHALLENGED: (AUTH, "the answer to the challenge must be auth")}
 
 
 class _Refusal(Exception):
@@ -121,126 +108,6 @@ class _Episode:
     last_reply: bytes | None = None  # the body, tagged afresh on whichever connection resends
     done: bool = False
     held: bool = False
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP connection: splits frames, hands messages to the server, enforces the frame timeout."""
-
-    def __init__(self, server: TestbedServer) -> None:
-        self.server = server
-        self.decoder = FrameDecoder(server.max_frame_bytes)
-        self.transport: asyncio.Transport | None = None
-        self.session: str | None = None
-        self.state = _NEW
-        self.wanted_session: str | None = None
-        self.client_nonce = b""
-        self.server_nonce = b""
-        self.tags: FrameTags | None = None
-        self.peer = "?"
-        self.peer_host = "?"
-        self.opened_at = self.last_seen = time.monotonic()
-        self.partial_since: float | None = None
-        self.closed_at: float | None = None
-        self.tls_pending = server.tls is not None
-        self._tls_task: asyncio.Task[None] | None = None
-        self._early = bytearray()  # decrypted bytes that arrive before start_tls() hands back the TLS transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        host, port = transport.get_extra_info("peername")[:2]
-        self.peer_host, self.peer = str(host), f"{host}:{port}"
-        self.server._on_connect(self)
-        if self.tls_pending and self.closed_at is None:
-            self._tls_task = asyncio.get_running_loop().create_task(self._start_tls())
-
-    async def _start_tls(self) -> None:
-        """TLS over the accepted connection (after the rate limit), so a failed TLS handshake is refused and logged."""
-        assert self.transport is not None and self.server.tls is not None
-        try:
-            transport = await asyncio.get_running_loop().start_tls(
-                self.transport, self, self.server.tls, server_side=True,
-                ssl_handshake_timeout=self.server.handshake_timeout,
-            )
-        except Exception as exc:  # ssl errors, a timeout, a reset: the peer did not finish TLS with us
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            self.fail(Code.HANDSHAKE, f"TLS handshake failed ({reason})")
-            return
-        assert isinstance(transport, asyncio.Transport)
-        self.transport, self.tls_pending = transport, False
-        if self._early:
-            early, self._early = bytes(self._early), bytearray()
-            self.data_received(early)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._on_lost(self)
-
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None and self.closed_at is None:
-            self.transport.resume_reading()
-
-    def eof_received(self) -> bool:
-        if self.decoder.pending:
-            self.fail(Code.BAD_FRAME, f"the connection ended inside a frame ({self.decoder.pending} bytes read)")
-        return False
-
-    def data_received(self, data: bytes) -> None:
-        if self.tls_pending:
-            self._early += data[: self.decoder.max_bytes + 4 - len(self._early)]
-            return
-        if self.closed_at is not None:
-            return
-        now = time.monotonic()
-        self.last_seen = now
-        try:
-            bodies = self.decoder.feed(data)
-            for body in bodies:
-                if self.closed_at is not None:
-                    return
-                if self.tags is not None:
-                    body = self.tags.open(body)
-                self.server._dispatch(self, unpack_message(body, self.decoder.max_bytes), now)
-        except ProtocolError as exc:
-            self.fail(exc.code, exc.detail)
-            return
-        except Exception as exc:
-            logger.exception("internal error serving %s", self.peer)
-            self.fail(Code.INTERNAL, f"internal server error: {type(exc).__name__}")
-            return
-        if not self.decoder.pending:
-            self.partial_since = None
-        elif bodies or self.partial_since is None:
-            self.partial_since = now
-
-    def send(self, body: bytes) -> None:
-        """Frame a message body (tagged once the connection is authenticated) and write it."""
-        if self.transport is not None and self.closed_at is None:
-            self.transport.write(frame(body if self.tags is None else self.tags.seal(body)))
-
-    def fail(self, code: str, message: str) -> None:
-        """Answer a protocol violation with a typed ERROR, then close this connection."""
-        if self.closed_at is not None:
-            return
-        self.server._record_error(code, fatal=True)
-        if self.state == _READY:
-            logger.info("closing %s: %s", self.peer, message)
-        else:
-            self.server._counts["refused"] += 1
-            logger.warning("refused %s: %s", self.peer, message)
-        if not self.tls_pending:  # before TLS is up, a plain frame would only garble the peer's handshake
-            self.send(pack_body(error_message(code, message)))
-        self.close()
-
-    def close(self) -> None:
-        if self.closed_at is None:
-            self.closed_at = time.monotonic()
-            self.server._release(self)
-            if self.transport is not None:
-                self.transport.close()
 
 
 class TestbedServer:
@@ -296,7 +163,7 @@ class TestbedServer:
         self.handshake_burst = handshake_burst
         self.handshake_rate = float(handshake_rate)
         self.max_pending = max_pending
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._handshakes = HandshakeLimit(handshake_burst, float(handshake_rate))
         self.requested_port = port
         self.hold_after = float(hold_after)
         self.idle_timeout = float(idle_timeout)
@@ -306,8 +173,8 @@ class TestbedServer:
         self._env: gym.Env | None = None
         self._welcome: dict[str, Any] = {}
         self._port: int | None = None
-        self._connections: set[_Connection] = set()
-        self._active: _Connection | None = None
+        self._connections: set[Connection] = set()
+        self._active: Connection | None = None
         self._episode: _Episode | None = None
         self._episodes = 0
         self._counts = {"executed": 0, "replayed": 0, "holds": 0, "connections": 0, "rejected": 0, "refused": 0}
@@ -410,7 +277,7 @@ class TestbedServer:
                 "control_hz": env.control_hz if isinstance(env, Realtime) else None,
             }
             try:
-                listener = await loop.create_server(lambda: _Connection(self), self.host, self.requested_port)
+                listener = await loop.create_server(lambda: Connection(self), self.host, self.requested_port)
             except OSError as exc:
                 raise TestbedError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from None
             self._port = listener.sockets[0].getsockname()[1]
@@ -458,7 +325,7 @@ class TestbedServer:
                 if conn.closed_at is not None:
                     if now - conn.closed_at > self.frame_timeout and conn.transport is not None:
                         conn.transport.abort()
-                elif conn.state != _READY and now - conn.opened_at > self.handshake_timeout:
+                elif conn.state != READY and now - conn.opened_at > self.handshake_timeout:
                     conn.fail(Code.TIMEOUT, f"handshake not completed within {self.handshake_timeout} s")
                 elif conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
                     conn.fail(Code.TIMEOUT, f"incomplete frame for more than {self.frame_timeout} s")
@@ -487,35 +354,21 @@ class TestbedServer:
         except Exception:
             logger.exception("episode %d: env hold() raised", episode.id)
 
-    def _on_connect(self, conn: _Connection) -> None:
+    def _on_connect(self, conn: Connection) -> None:
         self._connections.add(conn)
         self._counts["connections"] += 1
-        pending = sum(1 for other in self._connections if other.state != _READY and other.closed_at is None)
+        pending = sum(1 for other in self._connections if other.state != READY and other.closed_at is None)
         if pending > self.max_pending:
             conn.fail(Code.RATE_LIMITED, f"{pending - 1} handshakes already under way; try again later")
-        elif not self._take_token(conn.peer_host):
+        elif not self._handshakes.take(conn.peer_host):
             conn.fail(Code.RATE_LIMITED, f"more than {self.handshake_burst} handshakes from {conn.peer_host} "
                                          f"(at most {self.handshake_rate:g} per second); try again later")
 
-    def _take_token(self, host: str) -> bool:
-        """Token bucket per peer host: `handshake_burst` at once, refilled at `handshake_rate` per second.
-
-        Every connection takes a token and a finished handshake gives it back, so what is limited is
-        failed or abandoned handshakes: guessing, scanning, fuzzing.
-        """
-        now = time.monotonic()
-        tokens, since = self._buckets.get(host, (float(self.handshake_burst), now))
-        tokens = min(float(self.handshake_burst), tokens + (now - since) * self.handshake_rate)
-        if len(self._buckets) > 10_000:
-            self._buckets = {h: b for h, b in self._buckets.items() if now - b[1] < 60.0}
-        self._buckets[host] = (tokens - 1.0 if tokens >= 1.0 else tokens, now)
-        return tokens >= 1.0
-
-    def _on_lost(self, conn: _Connection) -> None:
+    def _on_lost(self, conn: Connection) -> None:
         self._connections.discard(conn)
         self._release(conn)
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: Connection) -> None:
         if self._active is conn:
             self._active = None
 
@@ -524,16 +377,11 @@ class TestbedServer:
         if fatal:
             self._counts["rejected"] += 1
 
-    def _refund_token(self, host: str) -> None:
-        """A finished handshake costs nothing: the limit is on strangers, not on a client that reconnects."""
-        tokens, since = self._buckets.get(host, (float(self.handshake_burst), time.monotonic()))
-        self._buckets[host] = (min(float(self.handshake_burst), tokens + 1.0), since)
-
-    def _dispatch(self, conn: _Connection, message: dict[str, Any], now: float) -> None:
+    def _dispatch(self, conn: Connection, message: dict[str, Any], now: float) -> None:
         kind = message["type"]
-        if conn.state != _READY and kind != _EXPECTED[conn.state][0]:
+        if conn.state != READY and kind != _EXPECTED[conn.state][0]:
             raise ProtocolError(Code.HANDSHAKE, f"got {kind}: {_EXPECTED[conn.state][1]}")
-        if conn.state == _READY and kind in (HELLO, AUTH):
+        if conn.state == READY and kind in (HELLO, AUTH):
             raise ProtocolError(Code.HANDSHAKE, f"got {kind}: the handshake is over")
         handler = self._handlers.get(kind)
         if handler is None:
@@ -549,7 +397,7 @@ class TestbedServer:
             self._record_error(refusal.code, fatal=False)
             conn.send(pack_body(error_message(refusal.code, str(refusal))))
 
-    def _on_hello(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_hello(self, conn: Connection, message: dict[str, Any]) -> None:
         try:
             check_version(PROTOCOL_VERSION, message["version"], us="server", them="client")
         except HandshakeError as exc:
@@ -562,17 +410,17 @@ class TestbedServer:
         nonce = message.get("nonce")
         if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES):
             raise ProtocolError(Code.AUTH, f"this testbed requires a key: hello must carry a {NONCE_BYTES}-byte nonce")
-        conn.client_nonce, conn.server_nonce, conn.state = nonce, new_nonce(), _CHALLENGED
+        conn.client_nonce, conn.server_nonce, conn.state = nonce, new_nonce(), CHALLENGED
         conn.send(pack_body({"type": CHALLENGE, "nonce": conn.server_nonce}))
 
-    def _on_auth(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_auth(self, conn: Connection, message: dict[str, Any]) -> None:
         assert self._key is not None
         if not proof_is_valid(self._key, message["proof"], conn.client_nonce, conn.server_nonce, conn.wanted_session):
             raise ProtocolError(Code.AUTH, "authentication failed: the proof does not match this server's key")
         conn.tags = session_tags(self._key, conn.client_nonce, conn.server_nonce, server=True)
         self._admit(conn)
 
-    def _admit(self, conn: _Connection) -> None:
+    def _admit(self, conn: Connection) -> None:
         """The handshake is over: take the controlling seat (resuming a session) or refuse, busy."""
         wanted = conn.wanted_session
         active = self._active
@@ -583,8 +431,8 @@ class TestbedServer:
             logger.info("session resumed by %s; dropping its old connection %s", conn.peer, active.peer)
             active.close()
         conn.session = wanted if wanted in known else secrets.token_hex(8)
-        conn.state = _READY
-        self._refund_token(conn.peer_host)
+        conn.state = READY
+        self._handshakes.refund(conn.peer_host)
         self._active = conn
         logger.info("client %s controls the env (session %s)", conn.peer, conn.session)
         episode = self._episode
@@ -592,7 +440,7 @@ class TestbedServer:
             episode.last_seen = time.monotonic()
         conn.send(pack_body({**self._welcome, "session": conn.session}))
 
-    def _on_reset(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_reset(self, conn: Connection, message: dict[str, Any]) -> None:
         seed = message.get("seed")
         if seed is not None and seed < 0:
             raise _Refusal(Code.BAD_MESSAGE, f"seed {seed} is negative; accepted: an int >= 0 or nil")
@@ -614,7 +462,7 @@ class TestbedServer:
         self._episode = episode
         conn.send(reply)
 
-    def _on_step(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_step(self, conn: Connection, message: dict[str, Any]) -> None:
         episode, eid, seq = self._episode, message["episode"], message["seq"]
         value = decode_value(message["action"])
         if episode is None or eid != episode.id or episode.session != conn.session:
@@ -684,10 +532,10 @@ class TestbedServer:
             return value
         raise _Refusal(Code.BAD_ACTION, f"action space {space} is not supported")
 
-    def _on_heartbeat(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_heartbeat(self, conn: Connection, message: dict[str, Any]) -> None:
         conn.send(_HEARTBEAT_OK_BODY)
 
-    def _on_close(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _on_close(self, conn: Connection, message: dict[str, Any]) -> None:
         episode = self._episode
         if episode is not None and episode.session == conn.session and not (episode.done or episode.held):
             self._hold(episode, "client closed mid-episode")
@@ -722,157 +570,3 @@ def _major(hello: Mapping[str, Any]) -> int:
         return parse_version(hello["version"])[0]
     except HandshakeError:
         return -1
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1): reachable from this machine alone."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def server_security(
-    key_file: str | Path | None, tls_cert: str | Path | None, tls_key: str | Path | None
-) -> tuple[bytes | None, ssl.SSLContext | None]:
-    """The key and TLS context a server runs with, from its files (TLS needs both certificate and key)."""
-    if (tls_cert is None) != (tls_key is None):
-        raise TestbedError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
-    key = load_key_file(key_file) if key_file else None
-    tls = server_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    return key, tls
-
-
-def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) -> EnvFactory:
-    """Turn "package.module:callable" or a gymnasium id into a factory taking no arguments."""
-    kwargs = dict(kwargs or {})
-    module_name, sep, attr = spec.partition(":")
-    if sep:
-        try:
-            target = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError as exc:
-            raise TestbedError(
-                f"env {spec!r} cannot be imported ({exc}); accepted: a gymnasium id or 'module:callable'"
-            ) from exc
-        if callable(target):
-            return functools.partial(target, **kwargs)
-    return functools.partial(gym.make, spec, **kwargs)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: serve an env given as a gymnasium id or "module:callable"; prints "LISTENING <port>"."""
-    parser = argparse.ArgumentParser(prog="sim2real-testbed-server", description=main.__doc__)
-    parser.add_argument("--env", required=True, help='gymnasium id or "package.module:callable"')
-    parser.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments for the env")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5555)
-    parser.add_argument("--hold-after", type=float, default=0.5)
-    parser.add_argument("--key-file", help="shared key file: clients must prove they hold it")
-    parser.add_argument("--tls-cert", help="PEM certificate: serve tls:// (with --tls-key)")
-    parser.add_argument("--tls-key", help="PEM private key of the certificate")
-    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a key")
-    parser.add_argument("--handshake-burst", type=int, default=20, help="failed handshakes per peer host at once")
-    parser.add_argument("--handshake-rate", type=float, default=2.0, help="... refilled at this many per second")
-    parser.add_argument("--realtime", action="store_true", help="step at the env's control period (see Realtime)")
-    parser.add_argument("--applied-log", help="JSONL log of applied steps; a restart on it resumes (see AppliedLog)")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        key, tls = server_security(args.key_file, args.tls_cert, args.tls_key)
-        factory = env_factory_from_spec(args.env, json.loads(args.kwargs))
-        server = TestbedServer(factory, args.host, args.port, args.hold_after, key=key, tls=tls,
-                               insecure=args.insecure, handshake_burst=args.handshake_burst,
-                               handshake_rate=args.handshake_rate, realtime=args.realtime,
-                               applied_log=args.applied_log)
-    except TestbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    server.serve_forever(on_ready=lambda port: print(f"LISTENING {port}", flush=True))
-    return 0
-
-
-class ServerProcess:
-    """A testbed server in a child Python process: for tests and benches that kill or freeze it."""
-
-    def __init__(
-        self,
-        env: str,
-        env_kwargs: Mapping[str, Any] | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        hold_after: float = 0.5,
-        start_timeout: float = 30.0,
-        key_file: str | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        handshake_burst: int = 20,
-        handshake_rate: float = 2.0,
-        realtime: bool = False,
-        applied_log: str | Path | None = None,
-    ) -> None:
-        self.host = host
-        self.scheme = "tls" if tls_cert else "tcp"
-        code = "import sys; from sim2real.testbed.server import main; sys.exit(main(sys.argv[1:]))"
-        command = [
-            sys.executable, "-c", code, "--env", env, "--kwargs", json.dumps(dict(env_kwargs or {})),
-            "--host", host, "--port", str(port), "--hold-after", str(hold_after),
-            "--handshake-burst", str(handshake_burst), "--handshake-rate", str(handshake_rate),
-        ]
-        if realtime:
-            command.append("--realtime")
-        for flag, value in (("--key-file", key_file), ("--tls-cert", tls_cert), ("--tls-key", tls_key),
-                            ("--applied-log", applied_log)):
-            if value is not None:
-                command += [flag, str(value)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        try:
-            self.port = self._read_port(start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def pid(self) -> int:
-        """Process id of the server (for signals and /proc)."""
-        return self.process.pid
-
-    @property
-    def address(self) -> str:
-        """The address a RemoteEnv connects to."""
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    def _read_port(self, timeout: float) -> int:
-        stdout = self.process.stdout
-        assert stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                raise TestbedTimeout(f"the server process did not start listening within {timeout} s")
-        line = stdout.readline()
-        if not line.startswith("LISTENING "):
-            code = self.process.wait(timeout)
-            raise TestbedError(f"the server process exited with status {code} before listening")
-        return int(line.split()[1])
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the process (SIGTERM, then SIGKILL after timeout) and reap it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
