@@ -219,6 +219,21 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
     assert progress[-1].eta == 0
 
 
+def test_a_step_recorded_twice_counts_by_its_last_record_in_the_report_and_on_resume(complete_run, plan, tmp_path):
+    records = read_jsonl(complete_run / RESULTS_FILE)
+    again = {**records[0], "success": 1.0 - records[0]["success"], "return": records[0]["return"] + 1.0}
+    twice = shutil.copytree(complete_run, tmp_path / "twice")
+    with (twice / RESULTS_FILE).open("a") as handle:
+        handle.write(json.dumps(again) + "\n")
+    replaced = shutil.copytree(complete_run, tmp_path / "replaced")
+    (replaced / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in [again, *records[1:]]))
+    harness.write_run_report(twice)
+    harness.write_run_report(replaced)
+    assert report_numbers(twice) == report_numbers(replaced)  # the curves' rule: a step's last record wins
+    harness.run(plan, twice, workers=1)
+    assert without_wall_time(read_jsonl(twice / RESULTS_FILE)) == without_wall_time([again, *records[1:]])
+
+
 def test_a_run_of_another_plan_is_refused_naming_what_differs(complete_run, task, policy):
     other = harness.make_plan(task, policy, "heavy", budget=1024, eval_every=256)
     with pytest.raises(HarnessError, match=r"budget: 512 there, 1024 here; .*steps: \[0, 256, 512\] there"):

@@ -16,8 +16,8 @@ from sim2real.robot.audit import audit
 from sim2real.robot.journal import END, STEP, Journal, read_journal
 from sim2real.robot.link import RobotLink
 from sim2real.testbed.applied import applied_steps
-from sim2real.testbed.realtime import Realtime
 from sim2real.testbed.process import ServerProcess
+from sim2real.testbed.realtime import Realtime
 
 ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = "Pendulum-v1"

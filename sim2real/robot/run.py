@@ -14,8 +14,8 @@ from typing import Any
 
 from sim2real import zoo
 from sim2real.checks import check_positive
-from sim2real.evaluation.harness import PLAN_FILE, RESULTS_FILE, claim_run_directory, exclusive
 from sim2real.evaluation.plan import PolicyBlob
+from sim2real.evaluation.run_directory import PLAN_FILE, RESULTS_FILE, claim_run_directory, exclusive
 from sim2real.records import JsonlWriter, read_jsonl
 from sim2real.robot.plan import RobotPlan, unit_key
 from sim2real.robot.report import write_robot_report

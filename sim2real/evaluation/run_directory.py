@@ -1,0 +1,169 @@
+"""A transfer run's directory: claimed for one plan, locked while a run writes, resumed without duplicates.
+
+On disk (``out_dir``): ``plan.json`` (what the run is; a rerun with another plan is refused),
+``gap.json`` (the zero-shot gap per target, measured before any training), ``results.jsonl``
+(one record per evaluation, appended by the parent process alone, a unit at a time, fsynced at
+the end of each unit) and the report. A rerun keeps the units whose every grid step is on disk,
+rewrites ``results.jsonl`` atomically without the lines of a unit cut short, and runs only the
+missing units, so the file never holds an evaluation twice. ``write_run_report`` rebuilds the
+report from those files alone, counting complete units only (``sim2real report RUN_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sim2real.catalog import Threshold
+from sim2real.errors import allowed
+from sim2real.evaluation import report
+from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob
+from sim2real.evaluation.summary import measured_verdict, summarize
+from sim2real.records import read_jsonl, write_bytes_atomic, write_json_atomic
+from sim2real.training import versions
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, concurrent runs into one directory are not detected
+    fcntl = None
+
+PLAN_FILE = "plan.json"
+GAP_FILE = "gap.json"
+RESULTS_FILE = "results.jsonl"
+UNITS_FILE = "units.jsonl"
+LOCK_FILE = ".lock"
+MODELS_DIR = "models"
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold an advisory lock on the run directory: two runs appending to one results.jsonl would duplicate units."""
+    with open(out / LOCK_FILE, "w") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise HarnessError(f"another run is writing into {out}; wait for it or choose another --out") from exc
+        yield
+
+
+NOT_THE_PLAN = ("policy", "execution")
+"""plan.json keys a resumed run may change: where the policy file is, and how units run (local pool or Ray)."""
+
+
+def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
+    """Write plan.json, or check that the one there describes this plan (policy path and execution may differ).
+
+    plan.json then says how this session runs the units (`execution`); units.jsonl keeps where
+    each unit ran.
+    """
+    path = out / PLAN_FILE
+    if not path.exists():
+        if (out / RESULTS_FILE).exists():
+            raise HarnessError(f"{out} holds {RESULTS_FILE} but no {PLAN_FILE}: it is not a transfer run directory "
+                               f"this version can resume; choose another --out")
+        write_json_atomic(path, dict(description))
+        return
+    previous = _read_plan(path)
+    differences = _differences(previous, description)
+    results = out / RESULTS_FILE
+    if differences and results.exists() and results.stat().st_size:  # computed results of another plan: kept
+        raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
+                           f"settings to resume it, or choose another --out")
+    if previous != dict(description):  # nothing computed yet, or only the policy's path or the execution changed
+        write_json_atomic(path, dict(description))
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    """The plan.json at `path`, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
+
+
+def _differences(previous: Mapping[str, Any], description: Mapping[str, Any]) -> list[str]:
+    """How a previous plan.json differs from `description`, the keys a resumed run may change (NOT_THE_PLAN) aside."""
+    return [f"{key}: {previous.get(key)!r} there, {description.get(key)!r} here"
+            for key in sorted(set(previous) | set(description))
+            if key not in NOT_THE_PLAN and previous.get(key) != description.get(key)]
+
+
+def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
+    """Whether `out_dir` holds a run of another plan (or of another policy file), which `run` refuses to resume."""
+    path = Path(out_dir) / PLAN_FILE
+    if not path.exists():
+        return False
+    description = {**plan.to_dict(), "policy_sha256": PolicyBlob.read(plan.policy).sha256}
+    return bool(_differences(_read_plan(path), description))
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _complete(records: Sequence[Mapping[str, Any]], units: Sequence[str],
+              steps: Sequence[int]) -> dict[str, list[Mapping[str, Any]]]:
+    """The records of each unit whose every grid step is present, in plan order (a step's last record wins, as in
+    the curves: see :mod:`sim2real.evaluation.curves`)."""
+    by_unit: dict[Any, dict[Any, Mapping[str, Any]]] = {}
+    for record in records:
+        by_unit.setdefault(record.get("unit"), {})[record.get("steps")] = record
+    return {unit: [by_unit[unit][step] for step in steps] for unit in units
+            if all(step in by_unit.get(unit, {}) for step in steps)}
+
+
+def resume(path: Path, plan: Plan) -> set[str]:
+    """The units complete on disk; results.jsonl is rewritten atomically without any other line.
+
+    Lines of a unit cut short (the parent died while writing it) and repeated steps are dropped,
+    so appending the rerun units never duplicates an evaluation.
+    """
+    if not path.exists():
+        return set()
+    records = read_jsonl(path)
+    complete = _complete(records, [unit.key for unit in plan.units()], plan.steps)
+    kept = [record for unit in complete.values() for record in unit]
+    if len(kept) != len(records):
+        write_bytes_atomic(path, b"".join(_line(record) for record in kept))
+    return set(complete)
+
+
+def _read_json(path: Path) -> Any:
+    """A run directory's JSON file, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}); it is not a run this version can read") from None
+
+
+def write_run_report(run_dir: str | Path) -> dict[str, Path]:
+    """(Re)write the report of a run directory from its plan.json, gap.json and results.jsonl alone.
+
+    Only complete units count, in plan order, so a report of a run still going (or cut short)
+    is sound and the same records always give the same report. What `sim2real report` runs.
+    """
+    out = Path(run_dir)
+    missing = [name for name in (PLAN_FILE, RESULTS_FILE) if not (out / name).is_file()]
+    if missing:
+        raise HarnessError(f"{out} is not a transfer run directory: it lacks {allowed(missing)}")
+    plan = _read_json(out / PLAN_FILE)
+    complete = _complete(read_jsonl(out / RESULTS_FILE), plan["units"], plan["steps"])
+    if not complete:
+        raise HarnessError(f"{out}: no unit is complete yet ({len(plan['units'])} planned), nothing to report")
+    records = [record for unit in complete.values() for record in unit]
+    summary = summarize(records, Threshold(**plan["threshold"]), plan["budget"])
+    gaps = _read_json(out / GAP_FILE) if (out / GAP_FILE).is_file() else {}
+    verdict = measured_verdict(summary)
+    settings = {
+        "plan": plan,
+        "versions": versions(),
+        "recommendation": "\n\n".join([*(gap["advice"] for gap in gaps.values()), verdict]).strip(),
+        "verdict": verdict,
+        "zero_shot_gap": gaps,
+        "complete_units": f"{len(complete)} of {len(plan['units'])}",
+    }
+    return report.write_report(out, summary, records, settings)
