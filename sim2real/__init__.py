@@ -21,7 +21,7 @@ _LAZY = {
     "STRATEGIES": "sim2real.transfer",
     "adapt": "sim2real.transfer",
     "DomainParam": "sim2real.domain",
-    "TaskSpec": "sim2real.catalog",
+    "TaskSpec": "sim2real.spec",
     "load": "sim2real.catalog",
     "load_policy": "sim2real.zoo",
     "make_env": "sim2real.factory",

@@ -16,3 +16,6 @@ SIM_STEPS = 60_000
 
 ROUNDS = 2
 """Rounds of record, fit and fine-tune in `sysid_finetune` / `adapt`."""
+
+EVAL_SEED = 1_000_000
+"""Episode i of every evaluation is reset with seed EVAL_SEED + i: apart from training's, the same for every policy."""

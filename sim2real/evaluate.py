@@ -11,12 +11,13 @@ import imageio.v3 as iio
 import numpy as np
 
 from sim2real import catalog
-from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.checks import check_count, check_seed
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, Policy, evaluate
 from sim2real.factory import make_env
 from sim2real.rundir import RunRecord, claim_folder
+from sim2real.spec import SOURCE, TaskSpec
+from sim2real.testbed.evaluation import evaluate_on_testbed
 from sim2real.zoo import load_policy, policy_sha256
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ def evaluate_policy(
                                  "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
                                  "seed": seed, "deterministic": deterministic})
     if testbed is not None:
-        from sim2real.testbed.evaluation import evaluate_on_testbed
-
         if out is not None:
             claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)
         return evaluate_on_testbed(policy, spec, testbed, episodes=episodes, seed=seed, out=out,

@@ -10,10 +10,10 @@ import gymnasium as gym
 
 from sim2real import catalog
 from sim2real.adapters import Binder, import_callable
-from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.checks import check_seed
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.registration import register_envs
+from sim2real.spec import SOURCE, TaskSpec
 from sim2real.wrappers import ActionDelay, ActionNoise, DomainWrapper, ObservationNoise
 
 

@@ -7,148 +7,27 @@ bundle holds. The same task, algorithm and seed give the same learning curve on 
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import gymnasium
-import numpy as np
-import stable_baselines3
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-import sim2real
 from sim2real import catalog
-from sim2real.catalog import SOURCE, TaskSpec, Threshold
+from sim2real.checkpoint import BestCheckpoint
 from sim2real.checks import check_count, check_seed
-from sim2real.env_group import SeededEnvFactory
+from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.vec_env import WorkerVecEnv
+from sim2real.models import build_vec_env, make_model
+from sim2real.provenance import versions
+from sim2real.spec import SOURCE, TaskSpec, Threshold
 from sim2real.zoo import ALGORITHMS, MODEL_FILE, algorithm_class, load_card, save_bundle, space_changes
-
-EVAL_SEED = 1_000_000  # evaluation episodes use seeds disjoint from training's
-
-
-def versions() -> dict[str, str]:
-    """Versions of what produced a result, for cards and reports."""
-    return {
-        "sim2real": sim2real.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def n_envs_for(spec: TaskSpec, model: BaseAlgorithm) -> int:
-    """How many envs the model was trained with (PPO's rollout is n_steps × n_envs); the task's for a fresh model.
-
-    Fine-tuning keeps the pretrained model's own rollout shape, so retuning a task's pretraining
-    does not silently change transfer experiments on policies trained before it.
-    """
-    if getattr(model, "n_envs", None):
-        return int(model.n_envs)
-    algo = next(name for name in ALGORITHMS if isinstance(model, algorithm_class(name)))
-    return spec.train.config(algo).n_envs
-
-
-def build_vec_env(
-    spec: TaskSpec, target: str, randomize: bool, n_envs: int, seed: int, parallel: bool | None = None
-) -> VecEnv:
-    """`n_envs` copies of the task env, seeded as SB3's ``make_vec_env`` does (env i: seed + i).
-
-    With more than one core they run in one worker process per core (`WorkerVecEnv`), several
-    envs to a worker; in this process otherwise. Both give the same episodes.
-    """
-    if parallel is None:
-        parallel = n_envs > 1 and (os.cpu_count() or 1) > 1
-    factories = [SeededEnvFactory(partial(make_env, spec, target, randomize=randomize), seed + rank)
-                 for rank in range(n_envs)]
-    venv = WorkerVecEnv(factories) if parallel else DummyVecEnv(factories)
-    venv.seed(seed)
-    return venv
-
-
-class BestCheckpoint(BaseCallback):
-    """Every `every` env steps, evaluate deterministically and keep the best weights (success, then return).
-
-    Episode i of each evaluation is reset with seed ``seed + i``. With `stop_at`, training ends at
-    the first evaluation that reaches it (SB3's callback protocol: `_on_step` returns False). With
-    `gate`, an evaluation is skipped while less than that share of the last 100 training episodes
-    (SB3's ``ep_success_buffer``, free to read) succeeded: an evaluation of a policy that still
-    fails most of its episodes costs as many steps as training and cannot reach the stop level.
-    The last evaluation, when training ends, always runs.
-    """
-
-    def __init__(self, spec: TaskSpec, target: str, every: int, episodes: int,
-                 on_eval: Callable[[int, dict[str, Any]], None] | None = None, seed: int = EVAL_SEED,
-                 evaluate_at_start: bool = False, stop_at: Threshold | None = None, gate: float = 0.0) -> None:
-        super().__init__()
-        self.evaluate_at_start, self.stop_at, self.gate = evaluate_at_start, stop_at, gate
-        self.stopped_at: int | None = None
-        self.skipped = 0
-        self.eval_env = make_env(spec, target)
-        self.every, self.episodes, self.on_eval, self.seed = every, episodes, on_eval, seed
-        self.best: tuple[float, float] | None = None
-        self.best_state: dict[str, Any] | None = None
-        self.best_steps = 0
-        self.history: list[dict[str, Any]] = []
-        self._next = every
-
-    def _on_training_start(self) -> None:
-        """A continued run counts the weights it starts from, so it never ends worse than its bundle."""
-        self.num_timesteps = self.model.num_timesteps
-        self._next = self.num_timesteps + self.every
-        if self.evaluate_at_start:
-            self.evaluate_now()
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.every
-            if self._worth_evaluating():
-                self.evaluate_now()
-            else:
-                self.skipped += 1
-        return self.stopped_at is None
-
-    def _on_training_end(self) -> None:
-        if self.stopped_at is None:
-            self.evaluate_now()
-        if self.best_state is not None:
-            self.model.policy.load_state_dict(self.best_state)
-        self.eval_env.close()
-
-    def _worth_evaluating(self) -> bool:
-        """Whether enough recent training episodes succeeded (always, for a task without success)."""
-        recent = self.model.ep_success_buffer
-        return not recent or sum(recent) / len(recent) >= self.gate
-
-    def evaluate_now(self) -> None:
-        """Evaluate the current weights and remember them if they are the best so far."""
-        summary = evaluate(self.model, self.eval_env, self.episodes, seed=self.seed)
-        score = (summary["success_rate"], summary["mean_return"])
-        self.history.append({"steps": self.num_timesteps, "success": score[0], "return": score[1]})
-        self.logger.record("eval/success_rate", score[0])
-        self.logger.record("eval/mean_return", score[1])
-        if self.best is None or score > self.best:
-            self.best, self.best_steps = score, self.num_timesteps
-            self.best_state = copy.deepcopy(self.model.policy.state_dict())
-        if self.stop_at is not None and self.stopped_at is None and self.stop_at.reached(*score):
-            self.stopped_at = self.num_timesteps
-        if self.on_eval is not None:
-            self.on_eval(self.num_timesteps, summary)
 
 
 @dataclass
@@ -159,18 +38,6 @@ class TrainResult:
     card: dict[str, Any]
     directory: Path | None
     history: list[dict[str, Any]]
-
-
-def make_model(algo: str, env: VecEnv | gymnasium.Env, hyperparameters: Mapping[str, Any], seed: int,
-               tensorboard_log: str | None = None) -> BaseAlgorithm:
-    """A fresh SB3 model of `algo` with the given constructor keywords."""
-    if algo not in ALGORITHMS:
-        raise Sim2RealError(f"unknown algorithm '{algo}' (allowed: {', '.join(ALGORITHMS)})")
-    try:
-        return algorithm_class(algo)("MlpPolicy", env, seed=seed, tensorboard_log=tensorboard_log, device="cpu",
-                                **copy.deepcopy(dict(hyperparameters)))  # SB3 adds keys to policy_kwargs
-    except TypeError as exc:
-        raise Sim2RealError(f"bad {algo.upper()} hyperparameters {sorted(hyperparameters)}: {exc}") from exc
 
 
 @dataclass(frozen=True)

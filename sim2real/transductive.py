@@ -20,15 +20,18 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, sysid
-from sim2real.catalog import TaskSpec
+from sim2real.checkpoint import BestCheckpoint
 from sim2real.checks import check_seed
+from sim2real.defaults import EVAL_SEED
 from sim2real.evaluate import evaluate_policy
 from sim2real.factory import make_env
 from sim2real.formatting import count
+from sim2real.models import build_vec_env, n_envs_for
 from sim2real.records import write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder
+from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
-from sim2real.training import EVAL_SEED, BestCheckpoint, build_vec_env, n_envs_for
+from sim2real.testbed.evaluation import connect
 from sim2real.transfer import SysidFinetune, adapt
 from sim2real.transfer.strategies import MAX_RECORDED_PER_SEED
 from sim2real.zoo import load_policy, policy_sha256, save_model_atomic
@@ -168,7 +171,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
     summaries = {}
     for name, evaluated in (("pretrained", policy), ("adapted", adapted)):
         stage(f"evaluating the {name} policy on {where} ({eval_episodes} episodes)")
-        local_target = target if testbed is None else catalog.SOURCE  # on a testbed the robot is the target
+        local_target = target if testbed is None else SOURCE  # on a testbed the robot is the target
         summaries[name] = evaluate_policy(evaluated, spec, target=local_target, episodes=eval_episodes, seed=EVAL_SEED,
                                           testbed=testbed, out=out / f"eval-{name}", credentials=credentials)
     summary = {
@@ -195,8 +198,6 @@ def _record_missing(policy: BaseAlgorithm, spec: TaskSpec, target: str, testbed:
         return have[: strategy.episodes]
     path.parent.mkdir(parents=True, exist_ok=True)
     if testbed is not None:
-        from sim2real.testbed.evaluation import connect
-
         env: gym.Env = connect(testbed, policy, credentials=credentials)[1]
     else:
         env = make_env(spec, target)

@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from sim2real import catalog
-from sim2real.training import make_model
+from sim2real.models import make_model
 from sim2real.zoo import save_bundle
 
 TINY_PPO_TRAIN = """train:

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from sim2real.catalog import Threshold
 from sim2real.errors import Sim2RealError
 from sim2real.evaluation.report import write_report
 from sim2real.evaluation.summary import format_aggregate, measured_verdict, summarize
-from sim2real.training import versions
+from sim2real.provenance import versions
+from sim2real.spec import Threshold
 
 STEPS = [0, 10, 20]
 BUDGET = 20

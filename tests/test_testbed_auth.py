@@ -18,7 +18,7 @@ from testbed_security import Lab
 from typer.testing import CliRunner
 
 from sim2real.cli import app
-from sim2real.testbed import RemoteEnv, RemoteError, ServerProcess, TestbedError, TestbedServer
+from sim2real.testbed import RemoteEnv, RemoteError, ServerProcess, TestbedError, TestbedServer, encoding
 from sim2real.testbed import protocol as p
 from sim2real.testbed.auth import (
     FrameTags,
@@ -253,7 +253,7 @@ def _good_session(port: int, key: bytes) -> tuple[bytes, dict[str, bytes]]:
     assert p.unpack_message(tags.open(peer.receive_body()))["type"] == p.WELCOME
     peer.send_raw(p.frame(tags.seal(p.pack_body({"type": p.RESET, "seed": 0}))))
     episode = p.unpack_message(tags.open(peer.receive_body()))["episode"]
-    action = p.encode_array(np.zeros(2, np.float32))
+    action = encoding.encode_array(np.zeros(2, np.float32))
     peer.send_raw(p.frame(tags.seal(p.pack_body({"type": p.STEP, "episode": episode, "seq": 1, "action": action}))))
     assert p.unpack_message(tags.open(peer.receive_body()))["type"] == p.STEP_OK
     peer.send_raw(p.frame(tags.seal(p.pack_body({"type": p.CLOSE}))))
@@ -268,7 +268,7 @@ def _hostile_attempt(port: int, rng: random.Random, captured: bytes, values: dic
     peer = _RawPeer(port, source=f"127.0.0.{rng.randrange(2, 250)}")
     try:
         hello = {"type": p.HELLO, "version": p.PROTOCOL_VERSION, "session": None, "nonce": new_nonce()}
-        action = p.encode_array(np.zeros(2, np.float32))
+        action = encoding.encode_array(np.zeros(2, np.float32))
         if kind == "no_key":
             peer.send_plain({"type": p.HELLO, "version": p.PROTOCOL_VERSION, "session": None})
         elif kind == "steps_first":

@@ -9,15 +9,16 @@ import msgpack
 import numpy as np
 import pytest
 
+from sim2real.testbed import encoding
 from sim2real.testbed import protocol as p
 
 
-@pytest.mark.parametrize("dtype", p.ALLOWED_DTYPES)
+@pytest.mark.parametrize("dtype", encoding.ALLOWED_DTYPES)
 @pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 5), (1, 2, 3)])
 def test_array_round_trip_keeps_dtype_shape_and_values(dtype: str, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(0)
     array = (rng.normal(size=shape) * 100).astype(dtype)
-    decoded = p.decode_array(msgpack.unpackb(msgpack.packb(p.encode_array(array))))
+    decoded = encoding.decode_array(msgpack.unpackb(msgpack.packb(encoding.encode_array(array))))
     assert decoded.dtype == np.dtype(dtype) and decoded.shape == shape
     np.testing.assert_array_equal(decoded, array)
     assert decoded.flags.writeable
@@ -25,14 +26,14 @@ def test_array_round_trip_keeps_dtype_shape_and_values(dtype: str, shape: tuple[
 
 def test_array_round_trip_keeps_non_finite_floats_and_big_endian_input() -> None:
     array = np.array([np.nan, np.inf, -np.inf, 1e300], dtype=">f8")
-    decoded = p.decode_array(p.encode_array(array))
+    decoded = encoding.decode_array(encoding.encode_array(array))
     np.testing.assert_array_equal(decoded, array.astype("<f8"))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "complex64", "object", "<U3", "int8", "uint64"])
 def test_encoding_refuses_dtypes_outside_the_whitelist(dtype: str) -> None:
     with pytest.raises(p.TestbedError, match=f"{np.dtype(dtype).name}.*accepted: float32"):
-        p.encode_array(np.zeros(2, dtype=dtype))
+        encoding.encode_array(np.zeros(2, dtype=dtype))
 
 
 @pytest.mark.parametrize(
@@ -54,19 +55,19 @@ def test_encoding_refuses_dtypes_outside_the_whitelist(dtype: str) -> None:
 )
 def test_decoding_refuses_bad_arrays(value: object, fragment: str) -> None:
     with pytest.raises(p.ProtocolError, match=fragment) as caught:
-        p.decode_array(value)
+        encoding.decode_array(value)
     assert caught.value.code == p.Code.BAD_ARRAY
 
 
 def test_bool_arrays_decode_to_true_false_whatever_the_bytes() -> None:
-    decoded = p.decode_array(["bool", [3], b"\x00\x02\xff"])
+    decoded = encoding.decode_array(["bool", [3], b"\x00\x02\xff"])
     assert decoded.dtype == bool and decoded.tolist() == [False, True, True]
 
 
 def test_frames_round_trip_through_any_chunking() -> None:
     messages = [
         {"type": p.HELLO, "version": p.PROTOCOL_VERSION, "session": None},
-        {"type": p.STEP, "episode": 3, "seq": 7, "action": p.encode_array(np.arange(2, dtype=np.float32))},
+        {"type": p.STEP, "episode": 3, "seq": 7, "action": encoding.encode_array(np.arange(2, dtype=np.float32))},
         {"type": p.HEARTBEAT},
         {"type": p.ERROR, "code": p.Code.BUSY, "message": "x" * 5000},
     ]
@@ -144,7 +145,7 @@ def test_safe_info_keeps_plain_data_and_drops_the_rest() -> None:
         "g": (1, "x", None),
         3: True,
     }
-    safe = p.safe_info(info)
+    safe = encoding.safe_info(info)
     assert safe == {"a": 1.5, "b": [0, 1, 2], "c": {"d": [2]}, "g": [1, "x", None], "3": True}
     assert p.unpack_message(p.pack_frame({"type": p.RESET_OK, "episode": 1, "obs": 0, "info": safe,
                                           "env_ms": 0.1})[4:])["info"] == safe
@@ -163,31 +164,31 @@ def test_safe_info_keeps_plain_data_and_drops_the_rest() -> None:
     ],
 )
 def test_spaces_round_trip_and_match(space: gym.Space) -> None:
-    wire = msgpack.unpackb(msgpack.packb(p.encode_space(space)))
-    decoded = p.decode_space(wire)
-    assert p.spaces_match(decoded, space)
+    wire = msgpack.unpackb(msgpack.packb(encoding.encode_space(space)))
+    decoded = encoding.decode_space(wire)
+    assert encoding.spaces_match(decoded, space)
     assert decoded.dtype == space.dtype
 
 
 def test_spaces_match_tells_differences_apart() -> None:
     box = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    assert not p.spaces_match(box, gym.spaces.Box(-1.0, 2.0, (2,), np.float32))
-    assert not p.spaces_match(box, gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
-    assert not p.spaces_match(box, gym.spaces.Box(-1.0, 1.0, (2,), np.float64))
-    assert not p.spaces_match(box, gym.spaces.Discrete(2))
-    assert not p.spaces_match(gym.spaces.Discrete(2), gym.spaces.Discrete(2, start=1))
+    assert not encoding.spaces_match(box, gym.spaces.Box(-1.0, 2.0, (2,), np.float32))
+    assert not encoding.spaces_match(box, gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
+    assert not encoding.spaces_match(box, gym.spaces.Box(-1.0, 1.0, (2,), np.float64))
+    assert not encoding.spaces_match(box, gym.spaces.Discrete(2))
+    assert not encoding.spaces_match(gym.spaces.Discrete(2), gym.spaces.Discrete(2, start=1))
 
 
 def test_unsupported_spaces_are_refused_naming_what_is_accepted() -> None:
     with pytest.raises(p.TestbedError, match="accepted: Box, Discrete"):
-        p.encode_space(gym.spaces.Dict({"a": gym.spaces.Discrete(2)}))
+        encoding.encode_space(gym.spaces.Dict({"a": gym.spaces.Discrete(2)}))
     with pytest.raises(p.ProtocolError, match="accepted: box, discrete"):
-        p.decode_space({"kind": "dict"})
+        encoding.decode_space({"kind": "dict"})
     with pytest.raises(p.ProtocolError, match="low <= high"):
-        wire = p.encode_space(gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
-        p.decode_space({**wire, "low": wire["high"], "high": wire["low"]})
+        wire = encoding.encode_space(gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+        encoding.decode_space({**wire, "low": wire["high"], "high": wire["low"]})
     with pytest.raises(p.ProtocolError, match="n > 0"):
-        p.decode_space({"kind": "discrete", "n": 0, "start": 0})
+        encoding.decode_space({"kind": "discrete", "n": 0, "start": 0})
 
 
 def test_versions_with_the_same_major_are_compatible() -> None:

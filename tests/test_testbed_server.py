@@ -27,6 +27,7 @@ from sim2real.testbed import (
     TestbedError,
     TestbedServer,
     TestbedTimeout,
+    encoding,
 )
 from sim2real.testbed import client as client_module
 from sim2real.testbed import protocol as p
@@ -150,7 +151,7 @@ class RawClient:
         return self.request({"type": p.HELLO, "version": p.PROTOCOL_VERSION, "session": session})
 
     def step(self, episode: int, seq: int, action: Any = (0.1, -0.1)) -> dict[str, Any]:
-        wire = p.encode_array(np.asarray(action, dtype=np.float32))
+        wire = encoding.encode_array(np.asarray(action, dtype=np.float32))
         return self.request({"type": p.STEP, "episode": episode, "seq": seq, "action": wire})
 
     def close(self) -> None:
@@ -193,7 +194,7 @@ def test_a_major_version_mismatch_is_refused_by_the_server_naming_both(
 def test_a_major_version_mismatch_is_refused_by_the_client_naming_both() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5.0)
-    space = p.encode_space(PointMass().action_space)
+    space = encoding.encode_space(PointMass().action_space)
 
     def fake_server() -> None:
         conn, _ = listener.accept()
@@ -446,7 +447,7 @@ def _rss_bytes(pid: int) -> int:
 
 
 def _valid_frames() -> list[bytes]:
-    action = p.encode_array(np.array([0.5], dtype=np.float32))
+    action = encoding.encode_array(np.array([0.5], dtype=np.float32))
     messages = [
         {"type": p.HELLO, "version": p.PROTOCOL_VERSION, "session": None},
         {"type": p.RESET, "seed": 1, "options": None},

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from sim2real import make_env
 from sim2real.cli import app
+from sim2real.defaults import EVAL_SEED
 from sim2real.evaluation import harness
 from sim2real.evaluation.harness import RESULTS_FILE
 from sim2real.records import read_jsonl
 from sim2real.sysid import SysIdError
-from sim2real.training import EVAL_SEED
 from sim2real.transductive import RECORD_SEED, transduce
 from sim2real.transfer import SysidFinetune, TransferError, get_strategy
 from sim2real.zoo import load_policy

@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sim2real import catalog
 from sim2real.env_group import SeededEnvFactory
 from sim2real.factory import make_env
-from sim2real.training import build_vec_env
+from sim2real.models import build_vec_env
 from sim2real.vec_env import EnvWorkerError, WorkerVecEnv
 
 

@@ -16,11 +16,11 @@ import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real import catalog, zoo
-from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.defaults import EVAL_SEED
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.formatting import percent
-from sim2real.training import EVAL_SEED
+from sim2real.spec import SOURCE, TaskSpec
 
 ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"
 VERDICTS = (ZERO_SHOT, TRANSFER, RETRAIN)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim2real.catalog import TaskSpec
 from sim2real.evaluation.backends import Backend, make_backend
 from sim2real.evaluation.gap import recommend, zero_shot_gap
 from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
@@ -40,8 +39,9 @@ from sim2real.evaluation.run_directory import (
     write_run_report,
 )
 from sim2real.evaluation.unit import RunContext, UnitResult, execute, model_path
+from sim2real.provenance import versions
 from sim2real.records import JsonlWriter, write_bytes_atomic, write_json_atomic
-from sim2real.training import versions
+from sim2real.spec import TaskSpec
 
 __all__ = [
     "GAP_FILE",

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from sim2real import catalog, zoo
-from sim2real.catalog import SOURCE, TaskSpec
+from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.factory import make_env
-from sim2real.training import EVAL_SEED, n_envs_for
+from sim2real.models import n_envs_for
+from sim2real.spec import SOURCE, TaskSpec
+from sim2real.sysid import check_budget, check_params, fittable
 from sim2real.transfer import STRATEGIES, Strategy, adapt, get_strategy
 
 BASELINE = "scratch"
@@ -176,8 +178,6 @@ def check_policy(plan: Plan) -> None:
     zero_shot on a target that changes the spaces) and a transductive strategy naming a parameter
     the task cannot fit.
     """
-    from sim2real.sysid import check_budget, check_params, fittable  # the driver's check only
-
     for strategy in plan.strategies:
         if strategy.transductive:
             if strategy.params is not None:

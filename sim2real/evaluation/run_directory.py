@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sim2real.catalog import Threshold
 from sim2real.errors import allowed
 from sim2real.evaluation import report
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob
 from sim2real.evaluation.summary import measured_verdict, summarize
+from sim2real.provenance import versions
 from sim2real.records import read_jsonl, write_bytes_atomic, write_json_atomic
-from sim2real.training import versions
+from sim2real.spec import Threshold
 
 try:
     import fcntl

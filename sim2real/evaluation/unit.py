@@ -21,12 +21,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from sim2real import zoo
-from sim2real.catalog import SOURCE
+from sim2real.defaults import EVAL_SEED
 from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
 from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
-from sim2real.training import EVAL_SEED, build_vec_env, n_envs_for, versions
+from sim2real.models import build_vec_env, n_envs_for
+from sim2real.provenance import versions
+from sim2real.spec import SOURCE
+from sim2real.transductive import transduce
 from sim2real.transfer import Residual, adapt
 
 
@@ -153,8 +156,6 @@ def _run_transductive(unit: Unit, plan: Plan, pretrained: BaseAlgorithm, eval_en
     The strategy trains no step on the target: until the grid reaches the recorded steps the
     policy is the pretrained one; from there on it is the one adapted in the fitted simulator.
     """
-    from sim2real.transductive import transduce  # system identification: only units that need it import it
-
     transduction = transduce(pretrained, plan.spec, eval_env, unit.strategy, seed=unit.seed)
     used = transduction.target_steps
     before = evaluate(pretrained, eval_env, plan.episodes, seed=EVAL_SEED)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim2real import catalog
-from sim2real.catalog import TaskSpec
 from sim2real.checks import check_positive
 from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_dict, unique
+from sim2real.spec import TaskSpec
 from sim2real.transfer import Residual, Strategy, get_strategy
 
 TESTBED_TARGET = "testbed"

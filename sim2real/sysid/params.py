@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sim2real.catalog import TaskSpec
 from sim2real.domain import DomainParam
 from sim2real.errors import Sim2RealError, allowed
+from sim2real.spec import TaskSpec
 
 
 class SysIdError(Sim2RealError):

@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 
 from sim2real import defaults
-from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
+from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.trajectories import Trajectory, find_wrapper
 from sim2real.wrappers import ActionDelay, DomainWrapper
 

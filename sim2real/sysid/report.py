@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.evaluation.rollout import Policy
 from sim2real.formatting import count
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder
+from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.identification import FITTED_TARGET, Fit, fitted_task
 from sim2real.sysid.replay import Replay
 from sim2real.sysid.trajectories import Trajectory

@@ -11,13 +11,14 @@ import gymnasium as gym
 import numpy as np
 
 from sim2real import catalog
-from sim2real.catalog import SOURCE, TaskSpec
 from sim2real.checks import check_count, check_seed
 from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl
 from sim2real.rundir import HEADER_KEY, RunRecord, claim_file
+from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.params import SysIdError, check_known
+from sim2real.testbed.evaluation import connect
 from sim2real.wrappers import DomainWrapper
 from sim2real.zoo import load_policy, policy_sha256
 
@@ -118,8 +119,6 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
     if len(have) >= episodes:
         return have[:episodes]
     if testbed is not None:
-        from sim2real.testbed.evaluation import connect
-
         model = load_policy(policy)
         env: gym.Env = connect(testbed, model, credentials=credentials)[1]
     else:

@@ -3,6 +3,7 @@
 from sim2real.testbed.auth import generate_key_file, load_key_file
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
+from sim2real.testbed.encoding import decode_space, encode_space, spaces_match
 from sim2real.testbed.latency import measure_round_trip
 from sim2real.testbed.process import ServerProcess
 from sim2real.testbed.protocol import (
@@ -12,9 +13,6 @@ from sim2real.testbed.protocol import (
     RemoteError,
     TestbedError,
     TestbedTimeout,
-    decode_space,
-    encode_space,
-    spaces_match,
 )
 from sim2real.testbed.safety import SafetyShield
 from sim2real.testbed.server import TestbedServer, serve

@@ -27,6 +27,7 @@ import numpy as np
 
 from sim2real.testbed.auth import KEY_FILE_ENV, FrameTags, client_proof, new_nonce, session_tags
 from sim2real.testbed.credentials import Credentials
+from sim2real.testbed.encoding import decode_space, decode_value, encode_value, spaces_match
 from sim2real.testbed.protocol import (
     AUTH,
     CHALLENGE,
@@ -51,12 +52,8 @@ from sim2real.testbed.protocol import (
     TestbedTimeout,
     check_length,
     check_version,
-    decode_space,
-    decode_value,
-    encode_value,
     frame,
     pack_body,
-    spaces_match,
     unpack_message,
 )
 

@@ -14,8 +14,9 @@ import numpy as np
 from sim2real.testbed.auth import generate_key_file, new_nonce, session_tags
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
+from sim2real.testbed.encoding import encode_array
 from sim2real.testbed.process import ServerProcess
-from sim2real.testbed.protocol import STEP, STEP_OK, encode_array, pack_body
+from sim2real.testbed.protocol import STEP, STEP_OK, pack_body
 from sim2real.testbed.tls import self_signed_certificate
 
 

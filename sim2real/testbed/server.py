@@ -50,6 +50,7 @@ from sim2real.testbed.auth import (
     session_tags,
 )
 from sim2real.testbed.connection import CHALLENGED, NEW, READY, Connection
+from sim2real.testbed.encoding import decode_value, encode_space, encode_value, safe_info
 from sim2real.testbed.protocol import (
     AUTH,
     CHALLENGE,
@@ -71,13 +72,9 @@ from sim2real.testbed.protocol import (
     TestbedError,
     TestbedTimeout,
     check_version,
-    decode_value,
-    encode_space,
-    encode_value,
     error_message,
     pack_body,
     parse_version,
-    safe_info,
 )
 from sim2real.testbed.realtime import Realtime
 

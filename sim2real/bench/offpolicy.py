@@ -14,9 +14,9 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, zoo
-from sim2real.bench import CpuTimed, env_throughput
+from sim2real.bench.envs import CpuTimed, env_throughput
 from sim2real.factory import make_env
-from sim2real.training import build_vec_env
+from sim2real.models import build_vec_env
 from sim2real.transfer import adapt, get_strategy
 
 TASK, TARGET, POLICY = "driving", "truck", "driving-ppo-nominal"

@@ -1,0 +1,29 @@
+"""The package's imports form layers: no module imports, at its top level, one that imports it back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_package_has_no_import_cycle():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no import cycle" in result.stdout
+
+
+def test_a_cycle_is_found_and_named(tmp_path):
+    package = tmp_path / "sim2real"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "low.py").write_text("from sim2real import high\n")
+    (package / "high.py").write_text("import sim2real.low\n\ndef later():\n    from sim2real import low\n")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py"), "--root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cycle: sim2real." in result.stdout and "sim2real.low" in result.stdout and "sim2real.high" in result.stdout
+    assert "inside a function: sim2real.high → sim2real.low" in result.stdout
