@@ -12,13 +12,13 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
-from sim2real.errors import Sim2RealError
 from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, Policy, evaluate
 from sim2real.factory import make_env
-from sim2real.rundir import RunRecord, claim_folder
+from sim2real.rundir import claim_folder
 from sim2real.spec import SOURCE, TaskSpec
+from sim2real.target_env import check_target_or_testbed, target_run
 from sim2real.testbed.evaluation import evaluate_on_testbed
-from sim2real.zoo import load_policy, policy_sha256
+from sim2real.zoo import load_policy
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -49,12 +49,8 @@ def evaluate_policy(
     spec.target(target)
     check_seed(seed)
     check_count("episodes", episodes)
-    if testbed is not None and target != SOURCE:
-        raise Sim2RealError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
-                            f"applies to local evaluation only")
-    run = RunRecord("evaluate", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
-                                 "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
-                                 "seed": seed, "deterministic": deterministic})
+    check_target_or_testbed(target, testbed, "evaluation")
+    run = target_run("evaluate", policy, spec, target, testbed, seed, deterministic=deterministic)
     if testbed is not None:
         if out is not None:
             claim_folder(Path(out), run, EVALUATION_OUTPUTS, force=force)

@@ -24,14 +24,13 @@ from sim2real.checkpoint import BestCheckpoint
 from sim2real.checks import check_seed
 from sim2real.defaults import EVAL_SEED
 from sim2real.evaluate import evaluate_policy
-from sim2real.factory import make_env
 from sim2real.formatting import count
 from sim2real.models import build_vec_env, n_envs_for
 from sim2real.records import write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid import FITTED_TARGET, Fit, Trajectory
-from sim2real.testbed.evaluation import connect
+from sim2real.target_env import open_target
 from sim2real.transfer import SysidFinetune, adapt
 from sim2real.transfer.strategies import MAX_RECORDED_PER_SEED
 from sim2real.zoo import load_policy, policy_sha256, save_model_atomic
@@ -197,10 +196,7 @@ def _record_missing(policy: BaseAlgorithm, spec: TaskSpec, target: str, testbed:
     if missing <= 0:
         return have[: strategy.episodes]
     path.parent.mkdir(parents=True, exist_ok=True)
-    if testbed is not None:
-        env: gym.Env = connect(testbed, policy, credentials=credentials)[1]
-    else:
-        env = make_env(spec, target)
+    env = open_target(spec, target, testbed, policy, credentials)
     first = record_seed(seed, strategy.episodes, round_index) + len(have)
     try:
         return have + sysid.record(policy, env, missing, path, seed=first)

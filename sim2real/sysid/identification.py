@@ -189,7 +189,6 @@ def prepare(
     task: str | Path | TaskSpec,
     trajectories: Sequence[Trajectory] | str | Path,
     params: Sequence[str],
-    *,
     budget: int = 300,
     seed: int = 0,
     horizon: int = DEFAULT_HORIZON,
@@ -198,7 +197,10 @@ def prepare(
     base: str = SOURCE,
     delay: int | None = None,
 ) -> Problem:
-    """Check every input of an identification (task, parameters, episodes loaded, budget, latency) before any search."""
+    """Check every input of an identification (task, parameters, episodes loaded, budget, latency) before any search.
+
+    The arguments are :func:`identify`'s; a rollout file given as `trajectories` is read here.
+    """
     spec = catalog.load(task)
     chosen = check_params(spec, params)
     check_latency(delay)
@@ -214,19 +216,12 @@ def prepare(
     return Problem(spec, tuple(chosen), tuple(trajectories), budget, seed, horizon, max_delay, policy, base, delay)
 
 
-def identify(
-    task: str | Path | TaskSpec,
-    trajectories: Sequence[Trajectory] | str | Path,
-    params: Sequence[str],
-    budget: int = 300,
-    seed: int = 0,
-    horizon: int = DEFAULT_HORIZON,
-    max_delay: int = 3,
-    policy: Policy | None = None,
-    base: str = SOURCE,
-    delay: int | None = None,
-) -> Fit:
+def identify(*args: Any, **kwargs: Any) -> Fit:
     """Fit `params` so that replaying the recorded episodes reproduces the recorded observations.
+
+    ``identify(task, trajectories, params, budget=300, seed=0, horizon=DEFAULT_HORIZON, max_delay=3,
+    policy=None, base="source", delay=None)``: the arguments of :func:`prepare`, which checks them;
+    :func:`solve` then searches.
 
     The replay is open-loop (the recorded actions), or closed-loop with `policy`, the policy that
     recorded the episodes (see :class:`Replay`). Open-loop replays measure the response to the
@@ -254,8 +249,7 @@ def identify(
     distribution still is along it, in the parameter's units: a measure of how flat the
     discrepancy is around the estimate, not a confidence interval.
     """
-    return solve(prepare(task, trajectories, params, budget=budget, seed=seed, horizon=horizon, max_delay=max_delay,
-                         policy=policy, base=base, delay=delay))
+    return solve(prepare(*args, **kwargs))
 
 
 def solve(problem: Problem) -> Fit:

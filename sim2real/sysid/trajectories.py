@@ -15,12 +15,12 @@ from sim2real.checks import check_count, check_seed
 from sim2real.evaluation.rollout import Policy
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl
-from sim2real.rundir import HEADER_KEY, RunRecord, claim_file
+from sim2real.rundir import HEADER_KEY, claim_file
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.params import SysIdError, check_known
-from sim2real.testbed.evaluation import connect
+from sim2real.target_env import check_target_or_testbed, open_target, target_run
 from sim2real.wrappers import DomainWrapper
-from sim2real.zoo import load_policy, policy_sha256
+from sim2real.zoo import load_policy
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -109,18 +109,14 @@ def record_policy(policy: str | Path, task: str | Path | TaskSpec, path: str | P
     spec = catalog.load(task)
     spec.target(target)
     known = check_known(spec, known or {}, where="known values")
-    if testbed is not None and target != SOURCE:
-        raise SysIdError(f"target {target!r} given with a testbed: the testbed is the target, so --target "
-                         f"applies to local recording only")
-    run = RunRecord("record", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
-                               "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
-                               "seed": seed, "known": known})
+    check_target_or_testbed(target, testbed, "recording")
+    run = target_run("record", policy, spec, target, testbed, seed, known=known)
     have = load_trajectories(path, spec) if claim_file(path, run, force=force) and _holds_episodes(path) else []
     if len(have) >= episodes:
         return have[:episodes]
     if testbed is not None:
         model = load_policy(policy)
-        env: gym.Env = connect(testbed, model, credentials=credentials)[1]
+        env = open_target(spec, target, testbed, model, credentials)
     else:
         env = make_env(spec, target)
         domain = find_wrapper(env, DomainWrapper)
