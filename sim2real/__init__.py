@@ -12,8 +12,7 @@ from typing import Any
 from sim2real import bullet  # noqa: F401  - first, so pybullet is imported without its stdout banner
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.registration import ENV_IDS, register_envs
-
-__version__ = "0.1.0"
+from sim2real.version import __version__
 
 register_envs()
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
-from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, Policy, evaluate
+from sim2real.episode import Policy, play
+from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, evaluate
 from sim2real.factory import make_env
 from sim2real.rundir import claim_folder
 from sim2real.spec import SOURCE, TaskSpec
@@ -87,13 +88,6 @@ def record_gif(policy: Policy, task: str | Path | TaskSpec, target: str, path: P
 
 
 def _episode_frames(policy: Policy, env: gym.Env, seed: int, deterministic: bool, every: int) -> list[np.ndarray]:
-    obs, _ = env.reset(seed=seed)
-    frames, step, done = [env.render()], 0, False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=deterministic)
-        obs, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
-        step += 1
-        if step % every == 0 or done:
-            frames.append(env.render())
-    return frames
+    """Frames of one episode: the reset, every `every`-th step and the last."""
+    return [env.render() for index, step in enumerate(play(policy, env, seed, deterministic))
+            if index == 0 or index % every == 0 or step.last]

@@ -9,13 +9,13 @@ import numpy as np
 import stable_baselines3
 import torch
 
-import sim2real
+from sim2real.version import __version__
 
 
 def versions() -> dict[str, str]:
     """Versions of what produced a result, for cards and reports."""
     return {
-        "sim2real": sim2real.__version__,
+        "sim2real": __version__,
         "stable_baselines3": stable_baselines3.__version__,
         "torch": torch.__version__,
         "gymnasium": gymnasium.__version__,

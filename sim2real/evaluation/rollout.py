@@ -10,23 +10,19 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from scipy import stats
 
+from sim2real.episode import Policy, play
 from sim2real.records import JsonlWriter, read_jsonl, write_json_atomic
 
 EVALUATION_OUTPUTS = ("episodes.jsonl", "summary.json")
 """What `evaluate(..., out=)` writes in its folder."""
-
-
-class Policy(Protocol):
-    """Anything with SB3's `predict` (an SB3 model, or a user's own controller)."""
-
-    def predict(self, observation: Any, deterministic: bool = True) -> tuple[Any, Any]: ...
 
 
 @dataclass
@@ -56,14 +52,11 @@ class Episode:
 
 def run_episode(policy: Policy, env: gym.Env, seed: int, index: int = 0, deterministic: bool = True) -> Episode:
     """Roll out one episode from ``reset(seed=seed)``; an ``info["aborted"]`` reason marks it aborted."""
-    obs, _ = env.reset(seed=seed)
-    total, length, done, info = 0.0, 0, False, {}
-    while not done:
-        action, _ = policy.predict(obs, deterministic=deterministic)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
+    total, length, info = 0.0, 0, {}
+    for step in islice(play(policy, env, seed, deterministic), 1, None):  # the steps after the reset
+        total += step.reward
         length += 1
-        done = terminated or truncated
+        info = step.info
     aborted = info.get("aborted")
     extra = {k: _plain(info[k]) for k in ("latency_ms",) if k in info}
     return Episode(index, seed, bool(info.get("is_success", False)) and not aborted, total, length,

@@ -20,8 +20,8 @@ import numpy as np
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
 from sim2real.domain import DomainParam
+from sim2real.episode import Policy
 from sim2real.errors import allowed
-from sim2real.evaluation.rollout import Policy
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.params import SysIdError, check_params
 from sim2real.sysid.replay import DEFAULT_HORIZON, Replay

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim2real import defaults
-from sim2real.evaluation.rollout import Policy
+from sim2real.episode import Policy, RecordedActions, play
 from sim2real.factory import make_env
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.trajectories import Trajectory, find_wrapper
@@ -38,18 +38,9 @@ class Replay:
         """The simulated observations of one episode under `values`, actions applied `delay` steps late."""
         self.domain.values = {**self.base, **values, **trajectory.known}
         env: gym.Env = ActionDelay(self.env, delay) if delay else self.env
-        obs, _ = env.reset(seed=trajectory.seed)
-        simulated = [np.asarray(obs, dtype=float)]
-        for step in range(min(self.horizon, len(trajectory.actions))):
-            if self.policy is None:
-                action = trajectory.actions[step].astype(np.float32)
-            else:
-                action = self.policy.predict(obs, deterministic=True)[0]
-            obs, _, terminated, truncated, _ = env.step(action)
-            simulated.append(np.asarray(obs, dtype=float))
-            if terminated or truncated:
-                break
-        return np.array(simulated)
+        player = RecordedActions(trajectory.actions) if self.policy is None else self.policy
+        steps = play(player, env, trajectory.seed, limit=min(self.horizon, len(trajectory.actions)))
+        return np.array([np.asarray(step.observation, dtype=float) for step in steps])
 
     def discrepancy(self, values: Mapping[str, Any], delay: int) -> float:
         """Mean squared observation difference per compared step, over every episode.

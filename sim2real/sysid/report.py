@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim2real.evaluation.rollout import Policy
+from sim2real.episode import Policy
 from sim2real.formatting import count
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder

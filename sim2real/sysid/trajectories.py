@@ -12,7 +12,7 @@ import numpy as np
 
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
-from sim2real.evaluation.rollout import Policy
+from sim2real.episode import Policy, play
 from sim2real.factory import make_env
 from sim2real.records import JsonlWriter, read_jsonl
 from sim2real.rundir import HEADER_KEY, claim_file
@@ -61,14 +61,9 @@ def record_episode(policy: Policy, env: gym.Env, seed: int, deterministic: bool 
 
     `known` is written with the episode: the domain values set on the target while it ran.
     """
-    obs, _ = env.reset(seed=seed)
-    observations, actions, done = [np.asarray(obs, dtype=float)], [], False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=deterministic)
-        obs, _, terminated, truncated, _ = env.step(action)
-        observations.append(np.asarray(obs, dtype=float))
-        actions.append(np.asarray(action, dtype=float))
-        done = terminated or truncated
+    steps = list(play(policy, env, seed, deterministic))
+    observations = [np.asarray(step.observation, dtype=float) for step in steps]
+    actions = [np.asarray(step.action, dtype=float) for step in steps[1:]]
     return Trajectory(seed, np.array(observations), np.array(actions), dict(known or {}))
 
 
