@@ -1,12 +1,21 @@
-"""Exception types: every user-facing error names the bad value and what is accepted."""
+"""Exception types: bad input names the bad value and what is accepted; a failure says what to do next.
+
+Two kinds, because a user acts on them differently: a :class:`Sim2RealError` is the input's fault
+(fix the value: the CLI exits 2), a :class:`RunFailure` is not (a worker crashed, the robot was
+lost: what was computed is kept, rerun to resume; the CLI exits 1).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 
-class Sim2RealError(ValueError):
-    """Base class of the errors sim2real raises for bad input."""
+class Sim2RealError(Exception):
+    """Base class of the errors sim2real raises; on its own, bad input."""
+
+
+class RunFailure(Sim2RealError):
+    """A run failed for a reason outside its input (a crashed worker, a lost robot); says what to do next."""
 
 
 class ConfigError(Sim2RealError):

@@ -22,10 +22,10 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from sim2real import env_group
-from sim2real.errors import Sim2RealError
+from sim2real.errors import RunFailure
 
 
-class EnvWorkerError(Sim2RealError):
+class EnvWorkerError(RunFailure):
     """An env failed inside a worker process: carries the worker's traceback."""
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sim2real.catalog import available
-from sim2real.errors import Sim2RealError
+from sim2real.errors import RunFailure, Sim2RealError
 
 if TYPE_CHECKING:
     from sim2real.testbed.credentials import Credentials
@@ -56,12 +56,15 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_show_vers
 
 
 def user_errors(function: F) -> F:
-    """Turn a Sim2RealError into a one-line message on stderr and exit code 2 (no traceback)."""
+    """One line on stderr, no traceback: exit code 1 for a RunFailure (rerun to resume), 2 for bad input."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except RunFailure as exc:
+            err.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except (Sim2RealError, FileNotFoundError) as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from threadpoolctl import threadpool_limits
 
-from sim2real.errors import Sim2RealError
+from sim2real.errors import RunFailure
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -27,7 +27,7 @@ UNIT_MODULES = ("sim2real.evaluation.unit", "torch._dynamo")
 """What a unit needs imported (~5 s here: torch 2.4 s, torch._dynamo, first used by the optimiser, 2.1 s)."""
 
 
-class WorkerError(Sim2RealError):
+class WorkerError(RunFailure):
     """One or more units failed in a worker: names each unit and its error."""
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sim2real.errors import RunFailure
 from sim2real.robot.journal import END, EVAL, TRAIN, Journal, Journaled, Pending, Transition
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
@@ -22,6 +23,10 @@ from sim2real.testbed.protocol import HandshakeError, RemoteError, TestbedError
 from sim2real.testbed.safety import SafetyShield
 
 log = logging.getLogger(__name__)
+
+
+class RobotLost(RunFailure, TestbedError):
+    """The robot's link failed mid-run and did not come back within the reconnect timeout."""
 
 
 class RobotLink:
@@ -52,8 +57,10 @@ class RobotLink:
                 raise  # the server answered and refused: retrying cannot help
             except TestbedError as exc:
                 if time.monotonic() >= deadline:
-                    raise TestbedError(f"{exc}; gave up reconnecting after {self.reconnect_timeout:.0f} s"
-                                       if not first else str(exc)) from exc
+                    if first:
+                        raise TestbedError(str(exc)) from exc
+                    raise RobotLost(f"{exc}; gave up reconnecting after {self.reconnect_timeout:.0f} s: every "
+                                    f"step taken is in the journal, rerun the same command to resume") from exc
                 time.sleep(0.5)
         self.session = self.remote.session
         self._build_envs()
