@@ -41,10 +41,7 @@ class _UniformRandom:
 
 
 def _level(policy: Any, env: gym.Env, episodes: int) -> dict[str, float]:
-    try:
-        summary = evaluate(policy, env, episodes, seed=EVAL_SEED)
-    finally:
-        env.close()
+    summary = evaluate(policy, env, episodes, seed=EVAL_SEED)
     return {"success": summary["success_rate"], "return": summary["mean_return"]}
 
 
@@ -60,28 +57,24 @@ def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorith
     """
     spec = catalog.load(spec)
     kind = spec.target(target).kind
-    source_env = make_env(spec, SOURCE)
+    source_env, env = make_env(spec, SOURCE), make_env(spec, target)
     try:
         model = policy if isinstance(policy, BaseAlgorithm) else zoo.load_policy(policy, source_env)
+        changed = zoo.space_changes(model, env)
+        gap: dict[str, Any] = {
+            "target": target,
+            "kind": kind,
+            "episodes": episodes,
+            "metric": spec.threshold.metric,
+            "threshold": spec.threshold.value,
+            "spaces": changed,
+            "zero_shot": None if changed else _level(model, env, episodes),
+            "source": _level(model, source_env, episodes),
+            "random": _level(_UniformRandom(env.action_space, EVAL_SEED), env, episodes),
+        }
     finally:
         source_env.close()
-    env = make_env(spec, target)
-    try:
-        random_actions = _UniformRandom(env.action_space, EVAL_SEED)
-        changed = zoo.space_changes(model, env)
-    finally:
         env.close()
-    gap: dict[str, Any] = {
-        "target": target,
-        "kind": kind,
-        "episodes": episodes,
-        "metric": spec.threshold.metric,
-        "threshold": spec.threshold.value,
-        "spaces": changed,
-        "zero_shot": None if changed else _level(model, make_env(spec, target), episodes),
-        "source": _level(model, make_env(spec, SOURCE), episodes),
-        "random": _level(random_actions, make_env(spec, target), episodes),
-    }
     if changed:
         return {**gap, "gap": None, "retained": None}
     source, zero, _ = _levels(gap)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.base_class import BaseAlgorithm
+
 from sim2real.evaluation.backends import Backend, make_backend
 from sim2real.evaluation.gap import recommend, zero_shot_gap
 from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
@@ -95,14 +97,14 @@ class _Tracker:
         self.report(unit)
 
 
-def _gaps(out: Path, plan: Plan, tracker: _Tracker) -> dict[str, dict[str, Any]]:
+def _gaps(out: Path, plan: Plan, tracker: _Tracker, pretrained: BaseAlgorithm) -> dict[str, dict[str, Any]]:
     """The zero-shot gap and verdict per target: read from gap.json, or measured now and written there."""
     path = out / GAP_FILE
     gaps = json.loads(path.read_text()) if path.exists() else {}
     if set(gaps) != set(plan.targets):
         gaps = {}
         for target in plan.targets:
-            gap = zero_shot_gap(plan.spec, plan.policy, target, plan.episodes)
+            gap = zero_shot_gap(plan.spec, pretrained, target, plan.episodes)
             verdict, advice = recommend(gap)
             gaps[target] = {**gap, "verdict": verdict, "advice": advice}
         write_json_atomic(path, gaps)
@@ -135,8 +137,8 @@ def run(
     executor = make_backend(backend, workers=workers, address=ray_address, runtime_env=environment)
     executor.start(len(plan.units()))  # the workers import while the policy is checked and the gap measured
     try:
-        check_policy(plan)
-        return _run(plan, Path(out_dir), executor, progress, save_models)
+        pretrained = check_policy(plan)
+        return _run(plan, Path(out_dir), executor, progress, save_models, pretrained)
     finally:
         executor.close()
 
@@ -170,8 +172,8 @@ def _check_versions(key: str, node: str, result: UnitResult, mine: Mapping[str, 
 
 
 def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress], None] | None,
-         save_models: bool) -> Path:
-    """`run` on a started backend, the policy checked."""
+         save_models: bool, pretrained: BaseAlgorithm) -> Path:
+    """`run` on a started backend, the policy checked (and loaded: `pretrained`)."""
     blob = PolicyBlob.read(plan.policy)
     description = {**plan.to_dict(), "policy_sha256": blob.sha256, "execution": executor.describe()}
     out.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
         complete = resume(results, plan)
         tracker = _Tracker(len(units), len(complete), progress)
         tracker.report(message=f"{len(complete)} of {len(units)} units already complete" if complete else None)
-        _gaps(out, plan, tracker)
+        _gaps(out, plan, tracker, pretrained)
         pending = {unit.key: unit for unit in _longest_first(units) if unit.key not in complete}
         context = RunContext(plan, blob, keep_models=save_models)
         mine = versions()

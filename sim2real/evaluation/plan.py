@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.base_class import BaseAlgorithm
+
 from sim2real import catalog, zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError, allowed
@@ -170,13 +172,13 @@ def make_plan(
     )
 
 
-def check_policy(plan: Plan) -> None:
+def check_policy(plan: Plan) -> BaseAlgorithm:
     """Load the pretrained policy on the source and prepare it for every target with every strategy, training nothing.
 
     Catches, before any budget is spent, a policy whose spaces do not fit the task's source (both
     spaces named), a strategy the model cannot take (e.g. freeze_base on a single hidden layer, or
     zero_shot on a target that changes the spaces) and a transductive strategy naming a parameter
-    the task cannot fit.
+    the task cannot fit. Returns the policy as loaded (untouched by the strategies), for the zero-shot gap.
     """
     for strategy in plan.strategies:
         if strategy.transductive:
@@ -198,6 +200,7 @@ def check_policy(plan: Plan) -> None:
                 env.close()
     finally:
         source.close()
+    return model
 
 
 def check_rollout(plan: Plan, strategy: Strategy, model: Any, n_envs: int) -> None:
