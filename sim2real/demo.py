@@ -19,7 +19,7 @@ from sim2real.defaults import EVAL_SEED
 from sim2real.evaluate import record_gif
 from sim2real.evaluation import harness
 from sim2real.evaluation.rollout import evaluate
-from sim2real.evaluation.summary import format_aggregate, negative_transfer_word
+from sim2real.evaluation.summary import GAIN_COLUMNS, gain_cells, negative_transfer_word
 from sim2real.factory import make_env
 from sim2real.formatting import percent
 from sim2real.records import write_bytes_atomic, write_json_atomic
@@ -152,12 +152,10 @@ def render_report(summary: dict[str, Any]) -> str:
         run = f"{case.task}-{case.target}"
         lines += ["", f"## Transfer: {case.task} → {case.target} (from {case.policy})", "",
                   f"**When to transfer:** {report['settings'].get('recommendation', '')}", "",
-                  "| strategy | sample-efficiency gain | transfer ratio | jumpstart | negative transfer |",
-                  "|---|---|---|---|---|"]
+                  f"| {' | '.join(GAIN_COLUMNS)} | negative transfer |", "|---|---|---|---|---|"]
         for name, data in report["strategies"].items():
             verdict = data.get("negative_transfer")
-            lines.append(f"| {name} | {format_aggregate(data, 'sample_efficiency_gain', '×')} | "
-                         f"{format_aggregate(data, 'transfer_ratio')} | {format_aggregate(data, 'jumpstart')} | "
+            lines.append(f"| {' | '.join(gain_cells(name, data))} | "
                          f"{'**YES**' if verdict else negative_transfer_word(verdict)} |")
         lines += ["", f"![curves]({run}/curves.png) ![gain]({run}/gain.png)", "",
                   f"Full report: [{run}/report.md]({run}/report.md)"]

@@ -162,15 +162,13 @@ def progress_printer() -> Callable[[Any], None]:
 
 
 def print_report(run_dir: Path) -> None:
-    from sim2real.evaluation.summary import format_aggregate, negative_transfer_word
+    from sim2real.evaluation.summary import GAIN_COLUMNS, format_aggregate, gain_cells, negative_transfer_word
 
     data = json.loads((run_dir / "report.json").read_text())
-    table = Table("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart", f"final {data['metric']}",
-                  "negative transfer", title=f"{run_dir} (IQM [95% CI] over seeds)")
+    table = Table(*GAIN_COLUMNS, f"final {data['metric']}", "negative transfer",
+                  title=f"{run_dir} (IQM [95% CI] over seeds)")
     for name, metrics in data["strategies"].items():
-        table.add_row(name, format_aggregate(metrics, "sample_efficiency_gain", "×"),
-                      format_aggregate(metrics, "transfer_ratio"), format_aggregate(metrics, "jumpstart"),
-                      format_aggregate(metrics["final"], data["metric"]),
+        table.add_row(*gain_cells(name, metrics), format_aggregate(metrics["final"], data["metric"]),
                       "[bold red]YES[/]" if metrics.get("negative_transfer")
                       else negative_transfer_word(metrics.get("negative_transfer")))
     console.print(table)

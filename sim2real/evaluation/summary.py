@@ -235,3 +235,13 @@ def format_aggregate(metrics: Mapping[str, Any], name: str, unit: str = "") -> s
         return f"{bound}{value['iqm']:.2f}{unit} (1 seed, no CI)"
     low, high = value["ci"]
     return f"{bound}{value['iqm']:.2f}{unit} [{low:.2f}, {high:.2f}]"
+
+
+GAIN_COLUMNS = ("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart")
+"""The columns every summary table of a transfer run starts with (terminal, demo report), in this order."""
+
+
+def gain_cells(name: str, metrics: Mapping[str, Any]) -> list[str]:
+    """One strategy's cells under `GAIN_COLUMNS`: its name, then each gain as `IQM [low, high]`."""
+    return [name, format_aggregate(metrics, "sample_efficiency_gain", "×"), format_aggregate(metrics, "transfer_ratio"),
+            format_aggregate(metrics, "jumpstart")]
