@@ -9,8 +9,8 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
+from sim2real.rollout import evaluate
 from sim2real.spec import TaskSpec, Threshold
 
 

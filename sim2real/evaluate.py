@@ -13,8 +13,8 @@ import numpy as np
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
 from sim2real.episode import Policy, play
-from sim2real.evaluation.rollout import EVALUATION_OUTPUTS, Episode, evaluate
 from sim2real.factory import make_env
+from sim2real.rollout import EVALUATION_OUTPUTS, Episode, evaluate
 from sim2real.rundir import claim_folder
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.target_env import check_target_or_testbed, target_run

@@ -22,10 +22,10 @@ from sim2real.checkpoint import BestCheckpoint
 from sim2real.checks import check_count, check_seed
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.models import build_vec_env, make_model
 from sim2real.provenance import versions
+from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE, TaskSpec, Threshold
 from sim2real.zoo import ALGORITHMS, MODEL_FILE, algorithm_class, load_card, save_bundle, space_changes
 

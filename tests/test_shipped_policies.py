@@ -7,8 +7,8 @@ import pytest
 from sim2real import catalog
 from sim2real.defaults import EVAL_SEED
 from sim2real.evaluate import evaluate_policy
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
+from sim2real.rollout import evaluate
 from sim2real.training import train
 from sim2real.transfer import adapt
 from sim2real.zoo import list_zoo, load_card, load_policy, policies_dir

@@ -80,7 +80,7 @@ def test_a_transductive_unit_costs_only_its_recorded_steps(task, policy, tmp_pat
     assert [r["steps"] for r in records] == [0, 50, 100, 150, 200]
     assert {r["target_steps_used"] for r in records} == {100}
     zero_shot = load_policy(policy, make_env(task, "heavy"))
-    from sim2real.evaluation.rollout import evaluate
+    from sim2real.rollout import evaluate
 
     pretrained = evaluate(zero_shot, make_env(task, "heavy"), plan.episodes, seed=EVAL_SEED)["mean_return"]
     assert [r["return"] for r in records[:2]] == pytest.approx([pretrained] * 2)
@@ -169,6 +169,6 @@ def test_the_factory_policy_relearns_the_turned_warehouse_arm_in_the_fitted_simu
     pretrained = load_policy("grasping-ppo-nominal", target)
     result = transduce(pretrained, "grasping", target, SysidFinetune(), seed=0)
     assert result.fit.values["mount_yaw"] == pytest.approx(1.5708, abs=0.15)
-    from sim2real.evaluation.rollout import evaluate
+    from sim2real.rollout import evaluate
 
     assert evaluate(result.model, target, 20, seed=EVAL_SEED)["success_rate"] >= 0.8

@@ -24,9 +24,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from sim2real import catalog
 from sim2real.bench.envs import random_actions, step_through
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.models import build_vec_env, make_model
+from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE
 from sim2real.training import train
 

@@ -17,9 +17,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real import catalog, zoo
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.formatting import percent
+from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE, TaskSpec
 
 ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"

@@ -24,10 +24,10 @@ from sim2real import zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
-from sim2real.evaluation.rollout import evaluate
 from sim2real.factory import make_env
 from sim2real.models import build_vec_env, n_envs_for
 from sim2real.provenance import versions
+from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE
 from sim2real.transductive import transduce
 from sim2real.transfer import Residual, adapt

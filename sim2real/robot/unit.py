@@ -21,13 +21,13 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation.rollout import evaluate, run_episode
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
 from sim2real.robot.journal import EVAL, TRAIN, Journal, read_journal
 from sim2real.robot.learner import CheckpointState, Learner, read_checkpoint
 from sim2real.robot.link import RobotLink
 from sim2real.robot.plan import TESTBED_TARGET, RobotPlan, unit_key
+from sim2real.rollout import evaluate, run_episode
 from sim2real.spec import SOURCE
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.protocol import TestbedError

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sim2real.evaluation.rollout import Episode, evaluate
+from sim2real.rollout import Episode, evaluate
 from sim2real.spec import TaskSpec
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
