@@ -1,4 +1,4 @@
-"""The `sim2real` command line: parses arguments and calls the library; bad input → one line, exit code 2.
+"""The `sim2real` command line: parses arguments and calls the library; errors → one line, exit code 2 or 1.
 
 One module per group of commands, each registering them on the one Typer app of
 :mod:`sim2real.cli.common`, imported here in the order `sim2real --help` lists them.

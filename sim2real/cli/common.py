@@ -1,4 +1,4 @@
-"""What the `sim2real` commands share: the apps, the consoles, bad input → one line and exit 2, the options."""
+"""What the `sim2real` commands share: the apps, the consoles, errors as one line (exit 2 or 1), the options."""
 
 from __future__ import annotations
 

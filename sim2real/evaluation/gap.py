@@ -23,7 +23,6 @@ from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE, TaskSpec
 
 ZERO_SHOT, TRANSFER, RETRAIN = "zero_shot", "transfer", "retrain"
-VERDICTS = (ZERO_SHOT, TRANSFER, RETRAIN)
 LITTLE_RETAINED = 0.1
 """Below this share of its source edge over random actions, a policy is 'near zero' on the target."""
 
@@ -57,7 +56,12 @@ def zero_shot_gap(spec: str | Path | TaskSpec, policy: str | Path | BaseAlgorith
     """
     spec = catalog.load(spec)
     kind = spec.target(target).kind
-    source_env, env = make_env(spec, SOURCE), make_env(spec, target)
+    source_env = make_env(spec, SOURCE)
+    try:
+        env = make_env(spec, target)
+    except BaseException:
+        source_env.close()
+        raise
     try:
         model = policy if isinstance(policy, BaseAlgorithm) else zoo.load_policy(policy, source_env)
         changed = zoo.space_changes(model, env)

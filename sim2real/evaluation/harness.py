@@ -8,9 +8,10 @@ and the episode seeds ``EVAL_SEED + i`` for every unit, so the curves of all str
 paired episode by episode; they never touch the training env or any RNG, so a unit's training is
 the same whatever the grid.
 
-The run directory (plan.json, gap.json, results.jsonl, units.jsonl, models/, the report) is
-:mod:`sim2real.evaluation.run_directory`'s; the zero-shot gap and its advice are
-:mod:`sim2real.evaluation.gap`'s.
+Only this process writes the run directory: :mod:`sim2real.evaluation.run_directory` names its
+files, claims it for one plan, resumes it and writes its report; the harness writes gap.json,
+each unit's records (results.jsonl), its node and versions (units.jsonl) and its model (models/).
+The zero-shot gap and its advice are :mod:`sim2real.evaluation.gap`'s.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class Fit:
 
 
 def read_fit(path: str | Path) -> Fit:
-    """The fit that :func:`write_fit` wrote to `path` (fit.json)."""
+    """The fit that :func:`sim2real.sysid.report.write_fit` wrote to `path` (fit.json)."""
     path = Path(path)
     if not path.is_file():
         raise SysIdError(f"fit file {path} does not exist")
@@ -312,7 +312,7 @@ def solve(problem: Problem) -> Fit:
                 "nominal": float(scale.param.nominal), "low": float(scale.param.low), "high": float(scale.param.high),
             }
         return Fit(spec.name, fitted, latency, before, after, evaluations, len(replay.trajectories), horizon,
-                   "open-loop" if policy is None else "closed-loop", base)
+                   problem.replay, base)
     finally:
         replay.close()
 
