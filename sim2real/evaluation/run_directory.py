@@ -50,6 +50,7 @@ def exclusive(out: Path) -> Iterator[None]:
         yield
 
 
+REUSE_ADVICE = "remove the directory or choose another --out"
 NOT_THE_PLAN = ("policy", "execution")
 """plan.json keys a resumed run may change: where the policy file is, and how units run (local pool or Ray)."""
 
@@ -67,7 +68,7 @@ def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
                                f"this version can resume; choose another --out")
         write_json_atomic(path, dict(description))
         return
-    previous = _read_plan(path)
+    previous = _read_json(path, REUSE_ADVICE)
     differences = _differences(previous, description)
     results = out / RESULTS_FILE
     if differences and results.exists() and results.stat().st_size:  # computed results of another plan: kept
@@ -75,14 +76,6 @@ def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
                            f"settings to resume it, or choose another --out")
     if previous != dict(description):  # nothing computed yet, or only the policy's path or the execution changed
         write_json_atomic(path, dict(description))
-
-
-def _read_plan(path: Path) -> dict[str, Any]:
-    """The plan.json at `path`, or a one-line error naming it."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path} is not valid JSON ({exc}); remove the directory or choose another --out") from exc
 
 
 def _differences(previous: Mapping[str, Any], description: Mapping[str, Any]) -> list[str]:
@@ -98,7 +91,7 @@ def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
     if not path.exists():
         return False
     description = {**plan.to_dict(), "policy_sha256": PolicyBlob.read(plan.policy).sha256}
-    return bool(_differences(_read_plan(path), description))
+    return bool(_differences(_read_json(path, REUSE_ADVICE), description))
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -132,12 +125,12 @@ def resume(path: Path, plan: Plan) -> set[str]:
     return set(complete)
 
 
-def _read_json(path: Path) -> Any:
-    """A run directory's JSON file, or a one-line error naming it."""
+def _read_json(path: Path, advice: str = "it is not a run this version can read") -> Any:
+    """A run directory's JSON file, or a one-line error naming it and `advice`."""
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{path} is not valid JSON ({exc}); it is not a run this version can read") from None
+        raise HarnessError(f"{path} is not valid JSON ({exc}); {advice}") from None
 
 
 def write_run_report(run_dir: str | Path) -> dict[str, Path]:
