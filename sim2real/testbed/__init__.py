@@ -5,7 +5,7 @@ from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.encoding import decode_space, encode_space, spaces_match
 from sim2real.testbed.latency import measure_round_trip
-from sim2real.testbed.process import ServerProcess
+from sim2real.testbed.process import ServerProcess, serve
 from sim2real.testbed.protocol import (
     PROTOCOL_VERSION,
     HandshakeError,
@@ -15,7 +15,7 @@ from sim2real.testbed.protocol import (
     TestbedTimeout,
 )
 from sim2real.testbed.safety import SafetyShield
-from sim2real.testbed.server import TestbedServer, serve
+from sim2real.testbed.server import TestbedServer
 from sim2real.testbed.tls import server_context
 
 __all__ = [

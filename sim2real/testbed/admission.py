@@ -11,7 +11,7 @@ import ssl
 import time
 from pathlib import Path
 
-from sim2real.testbed.auth import load_key_file
+from sim2real.testbed.auth import MAX_KEY_BYTES, MIN_KEY_BYTES, load_key_file
 from sim2real.testbed.protocol import TestbedError
 from sim2real.testbed.tls import server_context
 
@@ -38,6 +38,18 @@ def server_security(
     key = load_key_file(key_file) if key_file else None
     tls = server_context(tls_cert, tls_key) if tls_cert and tls_key else None
     return key, tls
+
+
+def check_exposure(host: str, key: bytes | None, insecure: bool) -> None:
+    """Refuse a server reachable beyond this machine without a key (unless insecure), and a key of the wrong size."""
+    if key is None and not insecure and not is_loopback(host):
+        raise TestbedError(
+            f"refusing to serve on {host} without a key: anyone who reaches the port could drive the env; "
+            f"give a key (`sim2real testbed keygen FILE`, then --key-file FILE), listen on 127.0.0.1, "
+            f"or pass --insecure to accept the risk"
+        )
+    if key is not None and not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise TestbedError(f"a key of {len(key)} bytes; accepted: {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes")
 
 
 class HandshakeLimit:

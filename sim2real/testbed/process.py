@@ -1,4 +1,4 @@
-"""A testbed server in a child process: the process's entry point, and the handle that starts, reads and stops it.
+"""A testbed server as a process: `serve` in this one, or a child's entry point and the handle that starts and stops it.
 
 The demo, the latency bench and the tests start servers this way (a server they can kill or
 freeze); an operator runs `sim2real serve`, which builds the same :class:`TestbedServer`.
@@ -12,9 +12,10 @@ import importlib
 import json
 import logging
 import selectors
+import ssl
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,29 @@ def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) ->
         if callable(target):
             return functools.partial(target, **kwargs)
     return functools.partial(gym.make, spec, **kwargs)
+
+
+def serve(
+    env_factory: EnvFactory,
+    host: str = "127.0.0.1",
+    port: int = 5555,
+    *,
+    hold_after: float = 0.5,
+    on_ready: Callable[[int], None] | None = None,
+    key: bytes | None = None,
+    tls: ssl.SSLContext | None = None,
+    insecure: bool = False,
+    realtime: bool = False,
+    applied_log: str | Path | None = None,
+) -> None:
+    """Serve env_factory() on host:port in this process until SIGINT/SIGTERM (`sim2real serve` does this for a target).
+
+    ``realtime`` paces a simulated env at its control period (a real robot paces itself: leave it
+    off); ``applied_log`` keeps every applied step on disk, so a restarted server resumes.
+    """
+    TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure, realtime=realtime,
+                  applied_log=applied_log).serve_forever(on_ready)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ Guarantees, in the order a robot operator cares about them:
   handshakes time out, and every refusal is logged with the peer and the reason. TLS wraps it all
   when the server has a certificate.
 
+This module owns connections and who may speak; what happens to the env is ``executor``'s.
 Every env call (reset, step, hold) runs on the event-loop thread, so they never overlap. The flip
 side: an env.step() that blocks forever blocks the server too; the client then sees a timeout.
 """
@@ -33,24 +34,20 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
-from sim2real.testbed.admission import HandshakeLimit, is_loopback
-from sim2real.testbed.applied import AppliedLog, LastStep
+from sim2real.testbed.admission import HandshakeLimit, check_exposure
 from sim2real.testbed.auth import (
-    MAX_KEY_BYTES,
-    MIN_KEY_BYTES,
     new_nonce,
     proof_is_valid,
     session_tags,
 )
 from sim2real.testbed.connection import CHALLENGED, NEW, READY, Connection
-from sim2real.testbed.encoding import decode_value, encode_space, encode_value, safe_info
+from sim2real.testbed.encoding import decode_value, encode_space
+from sim2real.testbed.executor import EpisodeExecutor, Refusal
 from sim2real.testbed.protocol import (
     AUTH,
     CHALLENGE,
@@ -62,9 +59,7 @@ from sim2real.testbed.protocol import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
     RESET,
-    RESET_OK,
     STEP,
-    STEP_OK,
     WELCOME,
     Code,
     HandshakeError,
@@ -84,27 +79,6 @@ EnvFactory = Callable[[], gym.Env]
 _HEARTBEAT_OK_BODY = pack_body({"type": HEARTBEAT_OK})
 _EXPECTED = {NEW: (HELLO, "the first message must be hello"),
              CHALLENGED: (AUTH, "the answer to the challenge must be auth")}
-
-
-class _Refusal(Exception):
-    """A well-formed request the server declines; answered with ERROR, connection kept."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class _Episode:
-    """Server-side state of the current episode; outlives the connections that drive it."""
-
-    id: int
-    session: str
-    last_seen: float
-    last_seq: int = 0
-    last_reply: bytes | None = None  # the body, tagged afresh on whichever connection resends
-    done: bool = False
-    held: bool = False
 
 
 class TestbedServer:
@@ -142,18 +116,10 @@ class TestbedServer:
         for name, count in (("handshake_burst", handshake_burst), ("max_pending", max_pending)):
             if not (isinstance(count, int) and count >= 1):
                 raise TestbedError(f"{name}={count!r}; accepted: an int >= 1")
-        if key is None and not insecure and not is_loopback(host):
-            raise TestbedError(
-                f"refusing to serve on {host} without a key: anyone who reaches the port could drive the env; "
-                f"give a key (`sim2real testbed keygen FILE`, then --key-file FILE), listen on 127.0.0.1, "
-                f"or pass --insecure to accept the risk"
-            )
-        if key is not None and not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
-            raise TestbedError(f"a key of {len(key)} bytes; accepted: {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes")
+        check_exposure(host, key, insecure)
         self.host = host
         self.realtime = bool(realtime)
         self.applied_log_path = None if applied_log is None else Path(applied_log)
-        self._applied: AppliedLog | None = None
         self._key = key
         self.tls = tls
         self.handshake_timeout = float(handshake_timeout)
@@ -167,14 +133,12 @@ class TestbedServer:
         self.frame_timeout = float(frame_timeout)
         self.max_frame_bytes = max_frame_bytes
         self._env_factory = env_factory
-        self._env: gym.Env | None = None
+        self._executor: EpisodeExecutor | None = None
         self._welcome: dict[str, Any] = {}
         self._port: int | None = None
         self._connections: set[Connection] = set()
         self._active: Connection | None = None
-        self._episode: _Episode | None = None
-        self._episodes = 0
-        self._counts = {"executed": 0, "replayed": 0, "holds": 0, "connections": 0, "rejected": 0, "refused": 0}
+        self._counts = {"connections": 0, "rejected": 0, "refused": 0}
         self._errors = dict.fromkeys(Code.ALL, 0)
         self._tick_every = min(0.05, self.hold_after / 5)
         self._handlers = {
@@ -194,9 +158,15 @@ class TestbedServer:
     @property
     def env(self) -> gym.Env:
         """The served env (created by the factory when the server starts)."""
-        if self._env is None:
+        if self._executor is None:
             raise TestbedError("the server has not started; its env does not exist yet")
-        return self._env
+        return self._executor.env
+
+    @property
+    def _live(self) -> EpisodeExecutor:
+        """The env's side of a running server (handlers and the watchdog run only while it exists)."""
+        assert self._executor is not None, "the server has not started"
+        return self._executor
 
     @property
     def port(self) -> int:
@@ -213,7 +183,11 @@ class TestbedServer:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters: executed/replayed steps, holds, connections, rejected (refused: before the handshake ended)."""
-        return {**self._counts, "episodes": self._episodes, "errors": dict(self._errors)}
+        executor = self._executor
+        counts = dict.fromkeys(("executed", "replayed", "holds"), 0) if executor is None else executor.counts
+        errors = dict(self._errors)
+        errors[Code.ENV_ERROR] += 0 if executor is None else executor.env_errors
+        return {**counts, **self._counts, "episodes": 0 if executor is None else executor.episodes, "errors": errors}
 
     def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
         """Run in the calling thread until SIGINT/SIGTERM (main thread) or stop()."""
@@ -257,14 +231,12 @@ class TestbedServer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._stopping.set)
-        self._env = env = self._env_factory()
+        env = self._env_factory()
         listener = None
         try:
             if self.realtime:
-                self._env = env = Realtime(env)
-            if self.applied_log_path is not None:
-                self._applied = AppliedLog(self.applied_log_path)
-                self._recover(self._applied.last)
+                env = Realtime(env)
+            self._executor = EpisodeExecutor(env, self.max_frame_bytes, self.applied_log_path)
             self._welcome = {
                 "type": WELCOME,
                 "version": PROTOCOL_VERSION,
@@ -295,23 +267,9 @@ class TestbedServer:
             if listener is not None:
                 await listener.wait_closed()
             env.close()
-            if self._applied is not None:
-                self._applied.close()
+            if self._executor is not None:
+                self._executor.close()
             logger.info("testbed server stopped; stats %s", self.stats)
-
-    def _recover(self, last: LastStep | None) -> None:
-        """Number episodes on from the applied-step log and keep its last step's reply for a resend.
-
-        The env is fresh, so that episode cannot go on: it is over, but a client that resends the
-        last step it sent learns whether it was applied (the logged reply) or not ("episode over").
-        """
-        if last is None:
-            return
-        self._episodes = last.episode
-        self._episode = _Episode(id=last.episode, session=last.session, last_seen=time.monotonic(),
-                                 last_seq=last.seq, last_reply=last.reply, done=True)
-        logger.warning("resuming after episode %d step %d of the applied-step log %s; that episode is over",
-                       last.episode, last.seq, self.applied_log_path)
 
     def _tick(self) -> None:
         """Periodic watchdog: frame and idle timeouts, lingering closes, the safe hold."""
@@ -328,28 +286,11 @@ class TestbedServer:
                     conn.fail(Code.TIMEOUT, f"incomplete frame for more than {self.frame_timeout} s")
                 elif now - conn.last_seen > self.idle_timeout:
                     conn.fail(Code.TIMEOUT, f"silent for more than {self.idle_timeout} s")
-            episode = self._episode
-            if episode is not None and not (episode.done or episode.held):
-                silent = now - episode.last_seen
-                if silent > self.hold_after:
-                    self._hold(episode, f"client silent for {silent:.2f} s (hold_after={self.hold_after})")
+            self._live.watch(now, self.hold_after)
         except Exception:
             logger.exception("testbed watchdog failed; it will run again")
         finally:
             self._tick_handle = self._loop.call_later(self._tick_every, self._tick)
-
-    def _hold(self, episode: _Episode, reason: str) -> None:
-        episode.held = True
-        self._counts["holds"] += 1
-        hold = getattr(self.env.unwrapped, "hold", None)
-        if not callable(hold):
-            logger.warning("episode %d: %s; the env has no hold(), nothing done", episode.id, reason)
-            return
-        logger.warning("episode %d: %s; holding the env", episode.id, reason)
-        try:
-            hold()
-        except Exception:
-            logger.exception("episode %d: env hold() raised", episode.id)
 
     def _on_connect(self, conn: Connection) -> None:
         self._connections.add(conn)
@@ -385,12 +326,10 @@ class TestbedServer:
             raise ProtocolError(
                 Code.UNKNOWN_TYPE, f"{kind} is not a request; accepted: {', '.join(self._handlers)}"
             )
-        episode = self._episode
-        if episode is not None and episode.session == conn.session:
-            episode.last_seen = now
+        self._live.heard_from(conn.session, now)
         try:
             handler(conn, message)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             self._record_error(refusal.code, fatal=False)
             conn.send(pack_body(error_message(refusal.code, str(refusal))))
 
@@ -421,7 +360,7 @@ class TestbedServer:
         """The handshake is over: take the controlling seat (resuming a session) or refuse, busy."""
         wanted = conn.wanted_session
         active = self._active
-        known = {s.session for s in (active, self._episode) if s is not None}
+        known = {s.session for s in (active, self._live.episode) if s is not None}
         if active is not None and active is not conn:
             if wanted != active.session:
                 raise ProtocolError(Code.BUSY, f"serving another client ({active.peer}); one at a time")
@@ -432,133 +371,22 @@ class TestbedServer:
         self._handshakes.refund(conn.peer_host)
         self._active = conn
         logger.info("client %s controls the env (session %s)", conn.peer, conn.session)
-        episode = self._episode
-        if episode is not None and episode.session == conn.session:
-            episode.last_seen = time.monotonic()
+        self._live.heard_from(conn.session, time.monotonic())
         conn.send(pack_body({**self._welcome, "session": conn.session}))
 
     def _on_reset(self, conn: Connection, message: dict[str, Any]) -> None:
-        seed = message.get("seed")
-        if seed is not None and seed < 0:
-            raise _Refusal(Code.BAD_MESSAGE, f"seed {seed} is negative; accepted: an int >= 0 or nil")
-        self._episode = None
-        self._episodes += 1
-        episode = _Episode(id=self._episodes, session=conn.session or "", last_seen=time.monotonic())
-        start = time.perf_counter()
-        try:
-            obs, info = self.env.reset(seed=seed, options=message.get("options"))
-        except Exception as exc:
-            logger.exception("env.reset raised")
-            raise _Refusal(Code.ENV_ERROR, f"env.reset raised {type(exc).__name__}: {exc}") from None
-        env_ms = (time.perf_counter() - start) * 1e3
-        reply = self._encode_result(
-            {"type": RESET_OK, "episode": episode.id, "env_ms": env_ms}, obs, info, "reset"
-        )
-        if self._applied is not None:
-            self._applied.reset(episode.id, episode.session)
-        self._episode = episode
-        conn.send(reply)
+        conn.send(self._live.reset(conn.session or "", message.get("seed"), message.get("options")))
 
     def _on_step(self, conn: Connection, message: dict[str, Any]) -> None:
-        episode, eid, seq = self._episode, message["episode"], message["seq"]
         value = decode_value(message["action"])
-        if episode is None or eid != episode.id or episode.session != conn.session:
-            current = "none" if episode is None else f"{episode.id}"
-            raise _Refusal(
-                Code.EPISODE, f"episode {eid} is not this session's current episode ({current}); reset first"
-            )
-        if seq == episode.last_seq and episode.last_reply is not None:
-            self._counts["replayed"] += 1
-            conn.send(episode.last_reply)
-            return
-        expected = episode.last_seq + 1
-        if seq < expected:
-            raise _Refusal(Code.STALE_SEQ, f"seq {seq} of episode {eid} is stale; expected {expected}")
-        if seq > expected:
-            raise _Refusal(Code.SEQ_GAP, f"seq {seq} of episode {eid} skips ahead; expected {expected}")
-        if episode.done:
-            raise _Refusal(Code.EPISODE_OVER, f"episode {eid} ended at seq {episode.last_seq}; reset first")
-        action = self._check_action(value)
-        start = time.perf_counter()
-        self._counts["executed"] += 1
-        episode.held = False
-        try:
-            obs, reward, terminated, truncated, info = self.env.step(action)
-        except Exception as exc:
-            logger.exception("env.step raised at episode %d seq %d", eid, seq)
-            self._record_error(Code.ENV_ERROR, fatal=False)
-            episode.done = True
-            reply = pack_body(error_message(Code.ENV_ERROR, f"env.step raised {type(exc).__name__}: {exc}"))
-        else:
-            env_ms = (time.perf_counter() - start) * 1e3
-            episode.done = bool(terminated or truncated)
-            try:
-                header = {"type": STEP_OK, "episode": eid, "seq": seq, "reward": float(reward),
-                          "terminated": bool(terminated), "truncated": bool(truncated), "env_ms": env_ms}
-                reply = self._encode_result(header, obs, info, "step")
-            except (_Refusal, TypeError, ValueError) as exc:
-                episode.done = True
-                reply = pack_body(error_message(Code.ENV_ERROR, f"env.step returned an unsendable result: {exc}"))
-        episode.last_seq, episode.last_reply = seq, reply
-        if self._applied is not None:
-            self._applied.step(eid, seq, np.asarray(action).tolist(), reply)
-        conn.send(reply)
-
-    def _encode_result(self, header: dict[str, Any], obs: Any, info: Mapping[str, Any], what: str) -> bytes:
-        try:
-            message = {**header, "obs": encode_value(obs), "info": safe_info(info)}
-            return pack_body(message, self.max_frame_bytes)
-        except TestbedError as exc:
-            raise _Refusal(Code.ENV_ERROR, f"the result of env.{what} cannot be sent: {exc}") from None
-
-    def _check_action(self, value: Any) -> Any:
-        """Refuse an action outside the action space (the server's own guard, behind the client's shield)."""
-        space = self.env.action_space
-        if isinstance(space, gym.spaces.Box):
-            if not isinstance(value, np.ndarray) or value.shape != space.shape:
-                shape = value.shape if isinstance(value, np.ndarray) else "a scalar"
-                raise _Refusal(Code.BAD_ACTION, f"action has shape {shape}; accepted: shape {space.shape}")
-            if not np.can_cast(value.dtype, space.dtype, "same_kind"):
-                raise _Refusal(Code.BAD_ACTION, f"action dtype {value.dtype} cannot become {space.dtype}")
-            if not (np.isfinite(value) & (value >= space.low) & (value <= space.high)).all():
-                raise _Refusal(Code.BAD_ACTION, f"action {np.array2string(value)[:200]} is outside {space}")
-            return value.astype(space.dtype, copy=False)
-        if isinstance(space, gym.spaces.Discrete):
-            if not isinstance(value, int) or not space.contains(value):
-                raise _Refusal(Code.BAD_ACTION, f"action {value!r} is not in {space}")
-            return value
-        raise _Refusal(Code.BAD_ACTION, f"action space {space} is not supported")
+        conn.send(self._live.step(conn.session, message["episode"], message["seq"], value))
 
     def _on_heartbeat(self, conn: Connection, message: dict[str, Any]) -> None:
         conn.send(_HEARTBEAT_OK_BODY)
 
     def _on_close(self, conn: Connection, message: dict[str, Any]) -> None:
-        episode = self._episode
-        if episode is not None and episode.session == conn.session and not (episode.done or episode.held):
-            self._hold(episode, "client closed mid-episode")
+        self._live.left(conn.session)
         conn.close()
-
-
-def serve(
-    env_factory: EnvFactory,
-    host: str = "127.0.0.1",
-    port: int = 5555,
-    *,
-    hold_after: float = 0.5,
-    on_ready: Callable[[int], None] | None = None,
-    key: bytes | None = None,
-    tls: ssl.SSLContext | None = None,
-    insecure: bool = False,
-    realtime: bool = False,
-    applied_log: str | Path | None = None,
-) -> None:
-    """Serve env_factory() on host:port until SIGINT/SIGTERM; the blocking entry point of `sim2real serve`.
-
-    ``realtime`` paces a simulated env at its control period (a real robot paces itself: leave it
-    off); ``applied_log`` keeps every applied step on disk, so a restarted server resumes.
-    """
-    TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure, realtime=realtime,
-                  applied_log=applied_log).serve_forever(on_ready)
 
 
 def _major(hello: Mapping[str, Any]) -> int:
