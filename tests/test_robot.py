@@ -43,7 +43,7 @@ def _crash_with_pending(path: Path, server: ServerProcess, send: bool) -> None:
     journal.write("intent", phase="train", episode=episode, seq=seq, action=action.tolist())
     if send:
         link.remote.step(action)
-    link.remote._drop()  # the process "dies": no CLOSE, no result journaled
+    link.remote._link.drop()  # the process "dies": no CLOSE, no result journaled
     journal.close()
 
 

@@ -29,7 +29,7 @@ from sim2real.testbed import (
     TestbedTimeout,
     encoding,
 )
-from sim2real.testbed import client as client_module
+from sim2real.testbed import link as link_module
 from sim2real.testbed import protocol as p
 from sim2real.testbed.auth import load_key_file
 from sim2real.testbed.credentials import Credentials
@@ -184,7 +184,7 @@ def test_a_remote_episode_runs_to_the_end(server: TestbedServer, remote: RemoteE
 def test_a_major_version_mismatch_is_refused_by_the_server_naming_both(
     server: TestbedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "PROTOCOL_VERSION", "1.0")  # a client from before authentication
+    monkeypatch.setattr(link_module, "PROTOCOL_VERSION", "1.0")  # a client from before authentication
     with pytest.raises(RemoteError, match=r"server speaks 2\.0, client speaks 1\.0.*upgrade sim2real") as caught:
         RemoteEnv(server.address)
     assert caught.value.code == p.Code.VERSION

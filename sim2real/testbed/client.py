@@ -1,60 +1,42 @@
 """RemoteEnv: a gymnasium.Env whose reset/step run on a testbed server over TCP.
 
-Plain blocking sockets with per-call deadlines (no event loop on the client side: lower latency,
-simpler failure modes). One lock guards the socket, so the idle heartbeat thread can never
-interleave its frames with a step's. A step that loses its connection reconnects with the same
-session token and resends the same (episode, seq); the server's exactly-once cache makes the
-resend safe. A refused connection (nobody listening) is final at once; a silent server is a
-TestbedTimeout at the deadline. With a key the client answers the server's challenge and tags every
-frame (see ``auth``); it refuses a server that cannot prove it holds the same key. ``tls://``
-addresses wrap the socket in TLS, the server checked against a CA file or a pinned fingerprint.
+One lock guards the link, so the idle heartbeat thread can never interleave its frames with a
+step's. A step that loses its connection reconnects with the same session token and resends the
+same (episode, seq); the server's exactly-once cache makes the resend safe. A refused connection
+(nobody listening) is final at once; a silent server is a TestbedTimeout at the deadline. The
+socket, framing, TLS and the authenticated handshake are the ``link``'s: ``tls://`` addresses
+wrap the socket in TLS, the server checked against a CA file or a pinned fingerprint.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
 
-from sim2real.testbed.auth import KEY_FILE_ENV, FrameTags, client_proof, new_nonce, session_tags
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.encoding import decode_space, decode_value, encode_value, spaces_match
+from sim2real.testbed.link import Link, Lost
 from sim2real.testbed.protocol import (
-    AUTH,
-    CHALLENGE,
     CLOSE,
-    ERROR,
-    HEADER,
     HEARTBEAT,
     HEARTBEAT_OK,
-    HELLO,
-    MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
     RESET,
     RESET_OK,
     STEP,
     STEP_OK,
-    WELCOME,
     Code,
     HandshakeError,
     ProtocolError,
-    RemoteError,
     TestbedError,
     TestbedTimeout,
-    check_length,
-    check_version,
-    frame,
     pack_body,
-    unpack_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,26 +45,6 @@ LATENCY_HISTORY = 100_000
 
 _HEARTBEAT_BODY = pack_body({"type": HEARTBEAT})
 _CLOSE_BODY = pack_body({"type": CLOSE})
-SCHEMES = ("tcp", "tls")
-_KEEPS_CONNECTION = (
-    Code.EPISODE, Code.SEQ_GAP, Code.STALE_SEQ, Code.EPISODE_OVER, Code.BAD_ACTION, Code.ENV_ERROR,
-)
-
-
-class _Lost(Exception):
-    """The connection broke (reset, EOF, broken pipe): the request may be resent."""
-
-
-def parse_address(address: str) -> tuple[str, str, int]:
-    """Split "tcp://host:port" or "tls://host:port" into (scheme, host, port)."""
-    try:
-        parts = urlsplit(address)
-        scheme, host, port = parts.scheme, parts.hostname, parts.port
-    except ValueError:
-        scheme = host = port = None
-    if scheme not in SCHEMES or not host or port is None:
-        raise TestbedError(f"testbed address {address!r} is not accepted; expected tcp://HOST:PORT or tls://HOST:PORT")
-    return scheme, host, port
 
 
 def _spaces_of(expected: Any) -> tuple[gym.Space, gym.Space]:
@@ -124,16 +86,8 @@ class RemoteEnv(gym.Env):
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise TestbedError(f"{name}={value!r}; accepted: a finite number of seconds > 0")
         self.address = address
-        self._scheme, self._host, self._port = parse_address(address)
         self.credentials = credentials or Credentials()
-        if (self._scheme == "tls") != (self.credentials.tls is not None):
-            raise TestbedError(
-                f"testbed {address}: a tls:// address needs a CA file (--tls-ca) or a pinned fingerprint "
-                f"(--tls-fingerprint), and those apply to tls:// addresses only"
-            )
-        self._tls_context = self.credentials.tls.context() if self.credentials.tls else None
-        self._tags: FrameTags | None = None
-        self._handshaking = False
+        self._link = Link(address, self.credentials)
         self.connect_timeout = float(connect_timeout)
         self.step_timeout = float(step_timeout)
         self.reset_timeout = float(reset_timeout)
@@ -142,15 +96,12 @@ class RemoteEnv(gym.Env):
         self.reconnects = 0
         self._expected = None if expected_spaces is None else _spaces_of(expected_spaces)
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._buffer = bytearray()
         self._session: str | None = session
         self._spaces_known = False
         self.control_hz: float | None = None
         self._episode: int | None = None
         self._seq = 0
         self._broken: str | None = "no episode yet; call reset()"
-        self._last_io = time.monotonic()
         self._closed = False
         deadline = time.monotonic() + self.connect_timeout
         with self._lock:
@@ -237,13 +188,8 @@ class RemoteEnv(gym.Env):
             self._heartbeat.join(self.step_timeout + 1.0)
         if self._lock.acquire(timeout=self.step_timeout):
             try:
-                if self._sock is not None:
-                    self._sock.settimeout(min(0.5, self.step_timeout))
-                    self._sock.sendall(self._frame(_CLOSE_BODY))
-            except OSError:
-                pass
+                self._link.say_goodbye(_CLOSE_BODY, min(0.5, self.step_timeout))
             finally:
-                self._drop()
                 self._lock.release()
 
     def _encode_action(self, action: Any) -> Any:
@@ -267,15 +213,15 @@ class RemoteEnv(gym.Env):
         if not self._lock.acquire(timeout=timeout):
             raise TestbedTimeout(f"testbed {self.address}: the connection stayed busy for {timeout} s")
         try:
-            return self._expect(self._retrying(lambda: self._exchange(body, deadline), deadline), expect)
+            return self._link.expect(self._retrying(lambda: self._exchange(body, deadline), deadline), expect)
         finally:
             self._lock.release()
 
     def _exchange(self, body: bytes, deadline: float) -> dict[str, Any]:
-        if self._sock is None:
+        if not self._link.connected:
             self._connect(deadline)
-        self._send(body, deadline)
-        return self._receive(deadline)
+        self._link.send(body, deadline)
+        return self._link.receive(deadline)
 
     def _retrying(self, attempt: Callable[[], _T], deadline: float) -> _T:
         """Run attempt(); on a lost connection drop the socket and retry (at once, then backing off)."""
@@ -283,12 +229,12 @@ class RemoteEnv(gym.Env):
         while True:
             try:
                 return attempt()
-            except _Lost as lost:
-                self._drop()
+            except Lost as lost:
+                self._link.drop()
                 failures += 1
                 if failures > self.reconnect_attempts:
                     hint = ""
-                    if self._handshaking and self._scheme == "tcp":
+                    if self._link.handshaking and self._link.scheme == "tcp":
                         hint = "; it closed during the handshake: if it serves TLS, connect with tls://"
                     raise TestbedError(
                         f"testbed {self.address}: connection lost {failures} times in a row ({lost}){hint}"
@@ -296,59 +242,14 @@ class RemoteEnv(gym.Env):
                 if failures > 1:
                     time.sleep(min(0.005 * 2 ** (failures - 1), max(0.0, deadline - time.monotonic())))
             except BaseException:
-                self._drop()
+                self._link.drop()
                 raise
 
-    def _expect(self, reply: dict[str, Any], expect: str) -> dict[str, Any]:
-        if reply["type"] == ERROR:
-            if reply["code"] not in _KEEPS_CONNECTION:
-                self._drop()
-            raise RemoteError(reply["code"], reply["message"])
-        if reply["type"] != expect:
-            self._drop()
-            raise ProtocolError(Code.BAD_MESSAGE, f"got a {reply['type']} reply; expected {expect}")
-        return reply
-
     def _connect(self, deadline: float) -> None:
-        """Open the socket (TLS-wrapped for tls://) and run the handshake, resuming our session if any."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TestbedTimeout(f"testbed {self.address}: no time left to connect")
-        try:
-            sock = socket.create_connection((self._host, self._port), timeout=remaining)
-        except ConnectionRefusedError as exc:
-            raise TestbedError(f"testbed {self.address} refused the connection: {exc}") from None
-        except TimeoutError:
-            raise TestbedTimeout(f"testbed {self.address}: no connection within the deadline") from None
-        except OSError as exc:
-            raise TestbedError(f"testbed {self.address} is unreachable: {exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._handshaking = True
-        self._sock = self._wrap_tls(sock, deadline) if self._tls_context is not None else sock
-        self._buffer.clear()
+        """Open the link (handshake included), resuming our session if any, and check the server's spaces."""
         if self._spaces_known:
             self.reconnects += 1
-        nonce = new_nonce()
-        self._send(pack_body({"type": HELLO, "version": PROTOCOL_VERSION, "session": self._session, "nonce": nonce}),
-                   deadline)
-        reply = self._receive(deadline)
-        key = self.credentials.key
-        if reply["type"] == CHALLENGE:
-            if key is None:
-                raise TestbedError(
-                    f"testbed {self.address} requires a key: pass --key-file FILE (or set {KEY_FILE_ENV})"
-                )
-            proof = client_proof(key, nonce, reply["nonce"], self._session)
-            self._send(pack_body({"type": AUTH, "proof": proof}), deadline)
-            self._tags = session_tags(key, nonce, reply["nonce"], server=False)
-            reply = self._receive(deadline)
-        elif key is not None and reply["type"] == WELCOME:
-            raise TestbedError(
-                f"testbed {self.address} runs without a key, so it cannot prove it is the testbed the key is for; "
-                f"refusing to connect (drop --key-file to use a key-less server on this machine)"
-            )
-        welcome = self._expect(reply, WELCOME)
-        check_version(PROTOCOL_VERSION, welcome["version"], us="client", them=f"testbed {self.address}")
+        welcome = self._link.connect(deadline, self._session)
         observation_space = decode_space(welcome["observation_space"])
         action_space = decode_space(welcome["action_space"])
         if not self._spaces_known:
@@ -360,41 +261,7 @@ class RemoteEnv(gym.Env):
                   and spaces_match(action_space, self.action_space)):
             raise HandshakeError(f"testbed {self.address} changed its spaces across a reconnect")
         self._session = welcome["session"]
-        self._handshaking = False
-
-    def _wrap_tls(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
-        """Run the TLS handshake and check the server's certificate; failures are final, one line each."""
-        assert self._tls_context is not None and self.credentials.tls is not None
-        try:
-            sock.settimeout(max(1e-3, deadline - time.monotonic()))
-            wrapped = self._tls_context.wrap_socket(sock, server_hostname=self._host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise TestbedError(
-                f"testbed {self.address}: its certificate failed verification ({exc.verify_message}); "
-                f"refusing to connect"
-            ) from None
-        except ssl.SSLEOFError as exc:
-            sock.close()
-            raise _Lost(f"the connection ended in the TLS handshake ({exc.reason})") from None
-        except ssl.SSLError as exc:
-            sock.close()
-            raise TestbedError(
-                f"testbed {self.address}: TLS handshake failed ({exc.reason or exc}); "
-                f"if the server does not serve TLS, connect with tcp://"
-            ) from None
-        except TimeoutError:
-            sock.close()
-            raise TestbedTimeout(f"testbed {self.address}: no TLS handshake within the deadline") from None
-        except OSError as exc:
-            sock.close()
-            raise _Lost(f"the connection broke in the TLS handshake ({exc})") from None
-        try:
-            self.credentials.tls.check_pin(wrapped.getpeercert(binary_form=True), self.address)
-        except TestbedError:
-            wrapped.close()
-            raise
-        return wrapped
+        self._link.handshake_done()
 
     def _check_expected(self) -> None:
         if self._expected is None:
@@ -407,97 +274,19 @@ class RemoteEnv(gym.Env):
                     f"testbed {self.address} offers {theirs!r}"
                 )
 
-    def _frame(self, body: bytes) -> bytes:
-        return frame(body if self._tags is None else self._tags.seal(body))
-
-    def _send(self, body: bytes, deadline: float) -> None:
-        sock = self._live_socket(deadline)
-        try:
-            sock.sendall(self._frame(body))
-        except TimeoutError:
-            raise TestbedTimeout(f"testbed {self.address}: could not send within the deadline") from None
-        except OSError as exc:
-            raise _Lost(f"send failed: {exc}") from None
-        self._last_io = time.monotonic()
-
-    def _receive(self, deadline: float) -> dict[str, Any]:
-        """Read one frame before the deadline and return the validated message (tag checked and removed)."""
-        buffer = self._buffer
-        while True:
-            if len(buffer) >= 4:
-                length = self._frame_length(HEADER.unpack_from(buffer)[0])
-                if len(buffer) >= 4 + length:
-                    body = bytes(buffer[4:4 + length])
-                    del buffer[:4 + length]
-                    self._last_io = time.monotonic()
-                    return self._open(body)
-            sock = self._live_socket(deadline)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                raise TestbedTimeout(
-                    f"testbed {self.address}: no reply within the deadline (server hung or network stalled)"
-                ) from None
-            except OSError as exc:
-                raise _Lost(f"receive failed: {exc}") from None
-            if not chunk:
-                raise _Lost("the server closed the connection")
-            buffer += chunk
-
-    def _open(self, body: bytes) -> dict[str, Any]:
-        """Check the tag and decode; in the handshake an untagged ERROR is taken (it can only end the attempt)."""
-        if self._tags is None:
-            return unpack_message(body)
-        try:
-            return unpack_message(self._tags.open(body))
-        except ProtocolError:
-            if self._handshaking:
-                message = unpack_message(body)
-                if message["type"] == ERROR:
-                    return message
-            raise
-
-    def _frame_length(self, length: int) -> int:
-        """Check a received frame length; in the handshake, a non-frame means the server speaks something else."""
-        try:
-            return check_length(length, MAX_FRAME_BYTES)
-        except ProtocolError:
-            if not self._handshaking:
-                raise
-            hint = "tcp://" if self._scheme == "tls" else "tls:// if it serves TLS"
-            raise TestbedError(
-                f"testbed {self.address} does not answer in the sim2real testbed protocol; connect with {hint}"
-            ) from None
-
-    def _live_socket(self, deadline: float) -> socket.socket:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TestbedTimeout(f"testbed {self.address}: deadline passed")
-        if self._sock is None:
-            raise _Lost("not connected")
-        self._sock.settimeout(remaining)
-        return self._sock
-
-    def _drop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._buffer.clear()
-        self._tags = None
-
     def _heartbeat_loop(self, every: float) -> None:
         """Keep the link alive while idle; never blocks a step (skips when the lock is taken)."""
         while not self._stop.wait(every / 2):
-            if time.monotonic() - self._last_io < every or not self._lock.acquire(blocking=False):
+            if time.monotonic() - self._link.last_io < every or not self._lock.acquire(blocking=False):
                 continue
             try:
-                if self._sock is not None:
+                if self._link.connected:
                     deadline = time.monotonic() + self.step_timeout
-                    self._send(_HEARTBEAT_BODY, deadline)
-                    self._expect(self._receive(deadline), HEARTBEAT_OK)
-            except (TestbedError, _Lost) as exc:
+                    self._link.send(_HEARTBEAT_BODY, deadline)
+                    self._link.expect(self._link.receive(deadline), HEARTBEAT_OK)
+            except (TestbedError, Lost) as exc:
                 logger.warning("testbed %s: heartbeat failed (%s); reconnecting at the next request",
                                self.address, exc)
-                self._drop()
+                self._link.drop()
             finally:
                 self._lock.release()
