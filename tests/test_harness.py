@@ -91,7 +91,7 @@ def test_units_cross_targets_strategies_and_seeds(plan):
     assert keys == ["heavy/zero_shot/0", "heavy/finetune/0", "heavy/scratch/0",
                     "heavy/zero_shot/1", "heavy/finetune/1", "heavy/scratch/1"]
     assert plan.steps == (0, 256, 512)
-    assert plan.to_dict()["strategies"][1] == FineTune().to_dict()
+    assert plan.to_record("hash").strategies[1] == FineTune().to_dict()
 
 
 def test_the_grid_ends_at_the_budget_and_keeps_the_tasks_number_of_evaluations(task, policy):
@@ -176,14 +176,14 @@ def test_evaluations_use_the_newest_weights_trained_on_at_most_that_many_steps(t
     monkeypatch.setattr(unit_module, "evaluate", spy)
     unit = next(u for u in plan.units() if u.strategy.name == "finetune")
     records = unit_module.run_unit(unit, plan).records
-    assert [r["steps"] for r in records] == [0, 100, 200, 256]
+    assert [r.steps for r in records] == [0, 100, 200, 256]
     assert seen == [0, 64, 192, 256]
 
 
 def test_same_seeds_give_the_same_records(plan):
     unit = plan.units()[1]
-    assert without_wall_time(unit_module.run_unit(unit, plan).records) == without_wall_time(
-        unit_module.run_unit(unit, plan).records)
+    assert without_wall_time([r.to_json() for r in unit_module.run_unit(unit, plan).records]) == without_wall_time(
+        [r.to_json() for r in unit_module.run_unit(unit, plan).records])
 
 
 def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(complete_run, plan, tmp_path,
@@ -393,3 +393,42 @@ def test_workers_started_ahead_run_the_units_and_are_stopped_when_unused():
     for process in processes:
         process.join(timeout=30)
     assert backend._pool is None and not any(process.is_alive() for process in processes)
+
+
+def test_plan_and_results_read_back_as_the_typed_records_that_wrote_them(complete_run, plan):
+    from sim2real.evaluation.run_directory import read_results
+    from sim2real.evaluation.run_files import read_plan
+
+    written = json.loads((complete_run / PLAN_FILE).read_text())
+    assert read_plan(complete_run / PLAN_FILE).to_json() == written
+    assert list(read_plan(complete_run / PLAN_FILE).units) == [unit.key for unit in plan.units()]
+    lines = read_jsonl(complete_run / RESULTS_FILE)
+    assert [record.to_json() for record in read_results(complete_run / RESULTS_FILE)] == lines
+    assert [list(line) for line in lines] == [list(record.to_json()) for record in read_results(
+        complete_run / RESULTS_FILE)]  # key order too: a rewritten results.jsonl is byte for byte the same
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda plan, records: plan.pop("threshold"),
+     r"plan.json: 'threshold' is None; a transfer plan needs it as a dict"),
+    (lambda plan, records: plan.update(units="heavy/scratch/0"),
+     r"plan.json: 'units' is 'heavy/scratch/0'; a transfer plan needs it as a list"),
+    (lambda plan, records: records[3].update(seed="0"),
+     r"results.jsonl: record 3: 'seed' must be an integer, got '0'"),
+    (lambda plan, records: records[5].pop("return"),
+     r"results.jsonl: record 5 lacks return \(each record needs"),
+])
+def test_a_damaged_plan_or_record_is_one_line_naming_the_file_and_key(complete_run, tmp_path, damage, message):
+    from sim2real.cli import app
+    from typer.testing import CliRunner
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(complete_run, run_dir)
+    plan = json.loads((run_dir / PLAN_FILE).read_text())
+    records = read_jsonl(run_dir / RESULTS_FILE)
+    damage(plan, records)
+    (run_dir / PLAN_FILE).write_text(json.dumps(plan))
+    (run_dir / RESULTS_FILE).write_text("".join(json.dumps(record) + "\n" for record in records))
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.stderr) and len(result.stderr.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -23,6 +23,9 @@ from sim2real.cli.common import (
     user_errors,
 )
 from sim2real.errors import Sim2RealError
+
+if TYPE_CHECKING:
+    from sim2real.evaluation.run_files import EvaluationRecord
 
 
 @app.command()
@@ -106,10 +109,10 @@ def _transfer_on_testbed(spec: Any, policy: str, testbed: str, chosen: list[Any]
     console.print(f"Adapt [bold]{policy}[/] on the robot at {testbed}: {len(plan.units())} units, "
                   f"{plan.budget:,} robot steps each, evaluated every {plan.eval_every:,} ({plan.episodes} episodes)")
 
-    def show(record: dict[str, Any]) -> None:
-        minutes = record.get("robot_minutes") or {}
+    def show(record: EvaluationRecord) -> None:
+        minutes = record.extra.get("robot_minutes") or {}
         spent = f", {minutes.get('train', 0):.1f} + {minutes.get('eval', 0):.1f} robot min" if minutes else ""
-        console.print(f"  {record['unit']} at {record['steps']:,} steps: success {100 * record['success']:.0f} %"
+        console.print(f"  {record.unit} at {record.steps:,} steps: success {100 * record.success:.0f} %"
                       f"{spent}", highlight=False)
 
     run_dir = run_on_testbed(plan, out, credentials=credentials, reconnect_timeout=reconnect_timeout, on_record=show)

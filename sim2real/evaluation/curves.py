@@ -15,9 +15,9 @@ import numpy as np
 
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation import metrics
+from sim2real.evaluation.run_files import EvaluationRecord, evaluation_records, finite
 from sim2real.evaluation.stats import aggregate
 
-RECORD_KEYS = ("strategy", "seed", "target", "steps", "success", "return")
 CURVE_METRICS = ("success", "return")
 AXIS_LABELS = {"success": "success rate", "return": "mean return"}
 
@@ -40,54 +40,25 @@ class Curve:
         return float(self.steps[1] - self.steps[0]) if self.steps.size > 1 else None
 
 
-def _number(record: Mapping[str, Any], key: str, index: int) -> float:
-    value = record[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise Sim2RealError(f"record {index}: '{key}' must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_record(record: Any, index: int) -> tuple[str, str, int]:
-    """The (strategy, target, seed) of a valid evaluation record, or an error naming what is wrong."""
-    if not isinstance(record, Mapping):
-        raise Sim2RealError(f"record {index} must be a mapping with keys {allowed(RECORD_KEYS)}, "
-                            f"got {record!r}")
-    missing = [key for key in RECORD_KEYS if key not in record]
-    if missing:
-        raise Sim2RealError(f"record {index} lacks {allowed(missing)} "
-                            f"(each record needs {allowed(RECORD_KEYS)})")
-    strategy, target, seed = record["strategy"], record["target"], record["seed"]
-    if not isinstance(strategy, str) or not isinstance(target, str):
-        raise Sim2RealError(f"record {index}: 'strategy' and 'target' must be strings, "
-                            f"got {strategy!r}, {target!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise Sim2RealError(f"record {index}: 'seed' must be an integer, got {seed!r}")
-    for key in ("steps", "success", "return"):
-        _number(record, key, index)
-    return strategy, target, seed
-
-
-def final_updates(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, int], int | None]:
+def final_updates(records: Sequence[EvaluationRecord]) -> dict[tuple[str, str, int], int | None]:
     """Gradient updates each unit had made by its last evaluation (None where the records do not say)."""
     last: dict[tuple[str, str, int], tuple[float, int | None]] = {}
     for record in records:
-        unit = (record["strategy"], record["target"], record["seed"])
-        if unit not in last or record["steps"] >= last[unit][0]:
-            last[unit] = (record["steps"], record.get("updates"))
+        if record.key not in last or record.steps >= last[record.key][0]:
+            last[record.key] = (record.steps, record.updates)
     return {unit: made for unit, (_, made) in last.items()}
 
 
-def group_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], Curve]:
+def group_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]]) -> dict[tuple[str, str, int], Curve]:
     """One curve per (strategy, target, seed), in order of first appearance; a repeated step keeps the last.
 
     A unit rerun after a crash appends its evaluations again, so the later record of a step wins.
+    Records may be EvaluationRecords or their JSON (checked: an error names the record and the key).
     """
     points: dict[tuple[str, str, int], dict[float, tuple[float, float]]] = {}
-    for index, record in enumerate(records):
-        unit = _check_record(record, index)
-        steps = _number(record, "steps", index)
-        point = (_number(record, "success", index), _number(record, "return", index))
-        points.setdefault(unit, {})[steps] = point
+    for index, record in enumerate(evaluation_records(records)):
+        point = tuple(float(finite(record.value(metric), metric, f"record {index}")) for metric in CURVE_METRICS)
+        points.setdefault(record.key, {})[float(record.steps)] = point
     curves = {}
     for unit, by_step in points.items():
         steps = np.array(sorted(by_step))
@@ -97,7 +68,7 @@ def group_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, i
     return curves
 
 
-def learning_curves(records: Iterable[Mapping[str, Any]], metric: str, rng_seed: int = 0, *,
+def learning_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]], metric: str, rng_seed: int = 0, *,
                     confidence: float = 0.95, n_resamples: int = 2000) -> dict[str, dict[str, list[float]]]:
     """Per strategy and evaluation step: IQM over seeds with its CI (targets as strata), for plotting."""
     if metric not in CURVE_METRICS:

@@ -176,11 +176,11 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
          save_models: bool, pretrained: BaseAlgorithm) -> Path:
     """`run` on a started backend, the policy checked (and loaded: `pretrained`)."""
     blob = PolicyBlob.read(plan.policy)
-    description = {**plan.to_dict(), "policy_sha256": blob.sha256, "execution": executor.describe()}
+    record = plan.to_record(blob.sha256, executor.describe())
     out.mkdir(parents=True, exist_ok=True)
     units = plan.units()
     with exclusive(out):
-        claim_run_directory(out, description)
+        claim_run_directory(out, record)
         results = out / RESULTS_FILE
         complete = resume(results, plan)
         tracker = _Tracker(len(units), len(complete), progress)
@@ -195,8 +195,8 @@ def _run(plan: Plan, out: Path, executor: Backend, progress: Callable[[Progress]
                 _check_versions(key, node, result, mine)
                 if result.model is not None:
                     write_bytes_atomic(model_path(out / MODELS_DIR, key), result.model)
-                for record in result.records:
-                    writer.write(record)
+                for evaluation in result.records:
+                    writer.write(evaluation.to_json())
                 writer.fsync()
                 placements.write({"unit": key, "node": node, "versions": result.versions})
                 placements.fsync()

@@ -18,6 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from sim2real import catalog, zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError, allowed
+from sim2real.evaluation.run_files import PlanRecord
 from sim2real.factory import make_env
 from sim2real.models import n_envs_for
 from sim2real.spec import SOURCE, TaskSpec
@@ -90,26 +91,18 @@ class Plan:
         return [Unit(target, strategy, seed) for target in self.targets for seed in range(self.seeds)
                 for strategy in self.strategies]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data for plan.json and the report's settings."""
-        return {**schedule_dict(self), "targets": list(self.targets), "units": [unit.key for unit in self.units()]}
+    def to_record(self, policy_sha256: str, execution: Mapping[str, Any] | None = None) -> PlanRecord:
+        """What plan.json holds for this plan, the policy's hash and how this session runs the units added."""
+        return schedule_record(self, targets=self.targets, units=[unit.key for unit in self.units()],
+                               policy_sha256=policy_sha256, execution=execution)
 
 
-def schedule_dict(plan: Any) -> dict[str, Any]:
-    """What every plan records in plan.json: task, policy, strategies, seeds, budget, the grid, the threshold."""
-    return {
-        "task": plan.spec.name,
-        "spec_hash": plan.spec.spec_hash,
-        "policy": plan.policy,
-        "strategies": [strategy.to_dict() for strategy in plan.strategies],
-        "seeds": plan.seeds,
-        "budget": plan.budget,
-        "eval_every": plan.eval_every,
-        "episodes": plan.episodes,
-        "eval_seed": EVAL_SEED,
-        "steps": list(plan.steps),
-        "threshold": {"metric": plan.spec.threshold.metric, "value": plan.spec.threshold.value},
-    }
+def schedule_record(plan: Any, **kinds: Any) -> PlanRecord:
+    """What every plan records in plan.json (task, policy, strategies, seeds, budget, grid, threshold) and `kinds`."""
+    return PlanRecord(task=plan.spec.name, spec_hash=plan.spec.spec_hash, policy=plan.policy,
+                      strategies=tuple(strategy.to_dict() for strategy in plan.strategies), seeds=plan.seeds,
+                      budget=plan.budget, eval_every=plan.eval_every, episodes=plan.episodes, eval_seed=EVAL_SEED,
+                      steps=plan.steps, threshold=plan.spec.threshold, **kinds)
 
 
 def check_schedule(plan: Any, steps: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from sim2real.evaluation.curves import AXIS_LABELS, learning_curves
 from sim2real.evaluation.figures import plot_curves, plot_gain
 from sim2real.evaluation.plan import BASELINE
+from sim2real.evaluation.run_files import EvaluationRecord
 from sim2real.evaluation.stats import Aggregate
 from sim2real.evaluation.summary import negative_transfer_word
 from sim2real.formatting import count, number
@@ -141,7 +142,8 @@ def render_markdown(summary: Mapping[str, Any], settings: Mapping[str, Any]) -> 
     return "\n".join(lines)
 
 
-def write_report(run_dir: PathLike, summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]],
+def write_report(run_dir: PathLike, summary: Mapping[str, Any],
+                 records: Iterable[EvaluationRecord | Mapping[str, Any]],
                  settings: Mapping[str, Any]) -> dict[str, Path]:
     """Write report.json (summary + settings), report.md, curves.png, gain.png into `run_dir`, atomically."""
     run_dir = Path(run_dir)

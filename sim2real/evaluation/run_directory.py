@@ -20,10 +20,17 @@ from typing import Any
 from sim2real.errors import allowed
 from sim2real.evaluation import report
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob
+from sim2real.evaluation.run_files import (
+    EvaluationRecord,
+    PlanRecord,
+    RunFileError,
+    evaluation_records,
+    read_json,
+    read_plan,
+)
 from sim2real.evaluation.summary import measured_verdict, summarize
 from sim2real.provenance import versions
 from sim2real.records import read_jsonl, write_bytes_atomic, write_json_atomic
-from sim2real.spec import Threshold
 
 try:
     import fcntl
@@ -55,27 +62,27 @@ NOT_THE_PLAN = ("policy", "execution")
 """plan.json keys a resumed run may change: where the policy file is, and how units run (local pool or Ray)."""
 
 
-def claim_run_directory(out: Path, description: Mapping[str, Any]) -> None:
+def claim_run_directory(out: Path, plan: PlanRecord) -> None:
     """Write plan.json, or check that the one there describes this plan (policy path and execution may differ).
 
     plan.json then says how this session runs the units (`execution`); units.jsonl keeps where
     each unit ran.
     """
-    path = out / PLAN_FILE
+    path, description = out / PLAN_FILE, plan.to_json()
     if not path.exists():
         if (out / RESULTS_FILE).exists():
             raise HarnessError(f"{out} holds {RESULTS_FILE} but no {PLAN_FILE}: it is not a transfer run directory "
                                f"this version can resume; choose another --out")
-        write_json_atomic(path, dict(description))
+        write_json_atomic(path, description)
         return
-    previous = _read_json(path, REUSE_ADVICE)
+    previous = read_json(path, REUSE_ADVICE)
     differences = _differences(previous, description)
     results = out / RESULTS_FILE
     if differences and results.exists() and results.stat().st_size:  # computed results of another plan: kept
         raise HarnessError(f"{out} holds a run of another plan ({'; '.join(differences)}); rerun with the same "
                            f"settings to resume it, or choose another --out")
-    if previous != dict(description):  # nothing computed yet, or only the policy's path or the execution changed
-        write_json_atomic(path, dict(description))
+    if previous != description:  # nothing computed yet, or only the policy's path or the execution changed
+        write_json_atomic(path, description)
 
 
 def _differences(previous: Mapping[str, Any], description: Mapping[str, Any]) -> list[str]:
@@ -90,21 +97,21 @@ def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
     path = Path(out_dir) / PLAN_FILE
     if not path.exists():
         return False
-    description = {**plan.to_dict(), "policy_sha256": PolicyBlob.read(plan.policy).sha256}
-    return bool(_differences(_read_json(path, REUSE_ADVICE), description))
+    description = plan.to_record(PolicyBlob.read(plan.policy).sha256).to_json()
+    return bool(_differences(read_json(path, REUSE_ADVICE), description))
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _complete(records: Sequence[Mapping[str, Any]], units: Sequence[str],
-              steps: Sequence[int]) -> dict[str, list[Mapping[str, Any]]]:
+def _complete(records: Sequence[EvaluationRecord], units: Sequence[str],
+              steps: Sequence[int]) -> dict[str, list[EvaluationRecord]]:
     """The records of each unit whose every grid step is present, in plan order (a step's last record wins, as in
     the curves: see :mod:`sim2real.evaluation.curves`)."""
-    by_unit: dict[Any, dict[Any, Mapping[str, Any]]] = {}
+    by_unit: dict[str | None, dict[float, EvaluationRecord]] = {}
     for record in records:
-        by_unit.setdefault(record.get("unit"), {})[record.get("steps")] = record
+        by_unit.setdefault(record.unit, {})[record.steps] = record
     return {unit: [by_unit[unit][step] for step in steps] for unit in units
             if all(step in by_unit.get(unit, {}) for step in steps)}
 
@@ -117,20 +124,20 @@ def resume(path: Path, plan: Plan) -> set[str]:
     """
     if not path.exists():
         return set()
-    records = read_jsonl(path)
+    records = read_results(path)
     complete = _complete(records, [unit.key for unit in plan.units()], plan.steps)
     kept = [record for unit in complete.values() for record in unit]
     if len(kept) != len(records):
-        write_bytes_atomic(path, b"".join(_line(record) for record in kept))
+        write_bytes_atomic(path, b"".join(_line(record.to_json()) for record in kept))
     return set(complete)
 
 
-def _read_json(path: Path, advice: str = "it is not a run this version can read") -> Any:
-    """A run directory's JSON file, or a one-line error naming it and `advice`."""
+def read_results(path: Path) -> list[EvaluationRecord]:
+    """The evaluation records of a results.jsonl, each checked (an error naming the file and the record)."""
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{path} is not valid JSON ({exc}); {advice}") from None
+        return evaluation_records(read_jsonl(path))
+    except RunFileError as exc:
+        raise RunFileError(f"{path}: {exc}") from None
 
 
 def write_run_report(run_dir: str | Path) -> dict[str, Path]:
@@ -143,20 +150,20 @@ def write_run_report(run_dir: str | Path) -> dict[str, Path]:
     missing = [name for name in (PLAN_FILE, RESULTS_FILE) if not (out / name).is_file()]
     if missing:
         raise HarnessError(f"{out} is not a transfer run directory: it lacks {allowed(missing)}")
-    plan = _read_json(out / PLAN_FILE)
-    complete = _complete(read_jsonl(out / RESULTS_FILE), plan["units"], plan["steps"])
+    plan = read_plan(out / PLAN_FILE)
+    complete = _complete(read_results(out / RESULTS_FILE), plan.units, plan.steps)
     if not complete:
-        raise HarnessError(f"{out}: no unit is complete yet ({len(plan['units'])} planned), nothing to report")
+        raise HarnessError(f"{out}: no unit is complete yet ({len(plan.units)} planned), nothing to report")
     records = [record for unit in complete.values() for record in unit]
-    summary = summarize(records, Threshold(**plan["threshold"]), plan["budget"])
-    gaps = _read_json(out / GAP_FILE) if (out / GAP_FILE).is_file() else {}
+    summary = summarize(records, plan.threshold, plan.budget)
+    gaps = read_json(out / GAP_FILE) if (out / GAP_FILE).is_file() else {}
     verdict = measured_verdict(summary)
     settings = {
-        "plan": plan,
+        "plan": plan.to_json(),
         "versions": versions(),
         "recommendation": "\n\n".join([*(gap["advice"] for gap in gaps.values()), verdict]).strip(),
         "verdict": verdict,
         "zero_shot_gap": gaps,
-        "complete_units": f"{len(complete)} of {len(plan['units'])}",
+        "complete_units": f"{len(complete)} of {len(plan.units)}",
     }
     return report.write_report(out, summary, records, settings)

@@ -19,6 +19,7 @@ from sim2real.errors import Sim2RealError, allowed
 from sim2real.evaluation import metrics
 from sim2real.evaluation.curves import CURVE_METRICS, Curve, final_updates, group_curves
 from sim2real.evaluation.plan import BASELINE
+from sim2real.evaluation.run_files import EvaluationRecord, evaluation_records
 from sim2real.evaluation.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
 from sim2real.spec import Threshold
 
@@ -133,8 +134,9 @@ def _strategy_summary(name: str, rows: list[dict[str, Any]], rng_seed: int, conf
     }
 
 
-def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget: float, rng_seed: int = 0, *,
-              last_k: int = 1, confidence: float = 0.95, n_resamples: int = 2000) -> dict[str, Any]:
+def summarize(records: Iterable[EvaluationRecord | Mapping[str, Any]], threshold: Threshold, budget: float,
+              rng_seed: int = 0, *, last_k: int = 1, confidence: float = 0.95,
+              n_resamples: int = 2000) -> dict[str, Any]:
     """The report.json structure: every metric per seed against scratch, then IQM + 95% CI per strategy.
 
     A strategy unit is paired with the scratch unit of the same target and seed; units without
@@ -146,7 +148,7 @@ def summarize(records: Iterable[Mapping[str, Any]], threshold: Threshold, budget
         raise Sim2RealError(f"budget must be > 0 target steps, got {budget}")
     if last_k < 1:
         raise Sim2RealError(f"last_k must be >= 1, got {last_k}")
-    records = list(records)
+    records = evaluation_records(list(records))
     curves = group_curves(records)
     updates = final_updates(records)
     if not any(unit[0] == BASELINE for unit in curves):

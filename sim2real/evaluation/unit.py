@@ -24,6 +24,7 @@ from sim2real import zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import allowed
 from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
+from sim2real.evaluation.run_files import EvaluationRecord
 from sim2real.factory import make_env
 from sim2real.models import build_vec_env, n_envs_for
 from sim2real.provenance import versions
@@ -65,20 +66,11 @@ class GridEvaluation(BaseCallback):
 
 
 def _record(unit: Unit, steps: int, summary: Mapping[str, Any], episodes: int, wall: float,
-            **extra: Any) -> dict[str, Any]:
-    return {
-        "unit": unit.key,
-        "target": unit.target,
-        "strategy": unit.strategy.name,
-        "seed": unit.seed,
-        "steps": steps,
-        "success": summary["success_rate"],
-        "return": summary["mean_return"],
-        "episodes": episodes,
-        "wall_seconds": round(wall, 3),
-        "options": unit.strategy.to_dict(),
-        **extra,
-    }
+            **extra: Any) -> EvaluationRecord:
+    return EvaluationRecord(target=unit.target, strategy=unit.strategy.name, seed=unit.seed, steps=steps,
+                            success=summary["success_rate"], mean_return=summary["mean_return"], unit=unit.key,
+                            episodes=episodes, wall_seconds=round(wall, 3), options=unit.strategy.to_dict(),
+                            extra=extra)
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ class UnitResult:
     file system; the versions let the driver refuse a unit run with other packages than its own.
     """
 
-    records: list[dict[str, Any]]
+    records: list[EvaluationRecord]
     model: bytes | None = None
     versions: dict[str, str] = field(default_factory=versions)
 
@@ -111,7 +103,7 @@ def run_unit(unit: Unit, plan: Plan, keep_model: bool = False) -> UnitResult:
     """
     started = time.perf_counter()
     eval_env = make_env(plan.spec, unit.target)
-    records: list[dict[str, Any]] = []
+    records: list[EvaluationRecord] = []
 
     def on_evaluation(model: BaseAlgorithm, steps: int) -> None:
         summary = evaluate(model, eval_env, plan.episodes, seed=EVAL_SEED)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sim2real import catalog
 from sim2real.checks import check_positive
-from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_dict, unique
+from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_record, unique
+from sim2real.evaluation.run_files import PlanRecord
 from sim2real.spec import TaskSpec
 from sim2real.transfer import Residual, Strategy, get_strategy
 
@@ -57,11 +57,11 @@ class RobotPlan:
         """Every (strategy, seed), a seed's strategies together."""
         return [(strategy, seed) for seed in range(self.seeds) for strategy in self.strategies]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data for plan.json (the harness's keys, plus the testbed's)."""
-        return {**schedule_dict(self), "testbed": self.address, "targets": [TESTBED_TARGET],
-                "max_delta": self.max_delta,
-                "units": [unit_key(strategy, seed) for strategy, seed in self.units()]}
+    def to_record(self, policy_sha256: str) -> PlanRecord:
+        """What plan.json holds for this plan (the harness's fields, plus the testbed's) and the policy's hash."""
+        return schedule_record(self, testbed=self.address, targets=(TESTBED_TARGET,), max_delta=self.max_delta,
+                               units=tuple(unit_key(strategy, seed) for strategy, seed in self.units()),
+                               policy_sha256=policy_sha256)
 
 
 def unit_key(strategy: Strategy, seed: int) -> str:

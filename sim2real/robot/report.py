@@ -14,30 +14,30 @@ from typing import Any
 from sim2real.evaluation import metrics
 from sim2real.evaluation.curves import learning_curves
 from sim2real.evaluation.figures import plot_curves
+from sim2real.evaluation.run_files import EvaluationRecord, PlanRecord
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
 
-def summarize_robot_run(plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+def summarize_robot_run(plan: PlanRecord, records: Sequence[EvaluationRecord],
                         units: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """report.json's content: per unit its curve, time to threshold (steps, robot minutes) and time budget."""
-    threshold = plan["threshold"]
-    summary: dict[str, Any] = {"testbed": plan["testbed"], "threshold": threshold, "budget": plan["budget"],
-                               "units": {}}
-    for key in plan["units"]:
-        rows = sorted((r for r in records if r["unit"] == key and r[threshold["metric"]] is not None),
-                      key=lambda r: r["steps"])
+    metric = plan.threshold.metric
+    summary: dict[str, Any] = {"testbed": plan.testbed, "threshold": {"metric": metric, "value": plan.threshold.value},
+                               "budget": plan.budget, "units": {}}
+    for key in plan.units:
+        rows = sorted((r for r in records if r.unit == key and r.value(metric) is not None), key=lambda r: r.steps)
         if not rows:
             continue
-        steps = [r["steps"] for r in rows]
-        values = [r[threshold["metric"]] for r in rows]
-        reached = metrics.time_to_threshold(steps, values, threshold["value"], plan["budget"])
+        steps = [r.steps for r in rows]
+        values = [r.value(metric) for r in rows]
+        reached = metrics.time_to_threshold(steps, values, plan.threshold.value, plan.budget)
         unit = dict(units.get(key, {}))
         hz = unit.get("control_hz")
         summary["units"][key] = {
-            "strategy": rows[0]["strategy"],
-            "seed": rows[0]["seed"],
-            "curve": {"steps": steps, threshold["metric"]: values},
-            "complete": steps == list(plan["steps"]),
+            "strategy": rows[0].strategy,
+            "seed": rows[0].seed,
+            "curve": {"steps": steps, metric: values},
+            "complete": steps == list(plan.steps),
             "time_to_threshold": None if reached.censored else int(reached.steps),
             "robot_minutes_to_threshold": None if reached.censored or not hz else round(reached.steps / hz / 60, 2),
             **{k: v for k, v in unit.items() if k != "unit"},
@@ -45,12 +45,12 @@ def summarize_robot_run(plan: Mapping[str, Any], records: Sequence[Mapping[str, 
     return summary
 
 
-def render_robot_markdown(summary: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+def render_robot_markdown(summary: Mapping[str, Any], plan: PlanRecord) -> str:
     """report.md: one table of curves, one of robot time."""
     metric, value = summary["threshold"]["metric"], summary["threshold"]["value"]
-    steps = plan["steps"]
-    lines = [f"# Adapting {plan['policy']} on the robot at {plan['testbed']}", "",
-             f"Task {plan['task']}, threshold {metric} ≥ {value:g}; {plan['episodes']} evaluation episodes at each "
+    steps = plan.steps
+    lines = [f"# Adapting {plan.policy} on the robot at {plan.testbed}", "",
+             f"Task {plan.task}, threshold {metric} ≥ {value:g}; {plan.episodes} evaluation episodes at each "
              f"point; no scratch baseline on the robot.", "",
              "| unit | " + " | ".join(f"{s:,}" for s in steps) + " | steps to threshold | robot min to threshold |",
              "|---|" + "---|" * (len(steps) + 2)]
@@ -77,7 +77,7 @@ def render_robot_markdown(summary: Mapping[str, Any], plan: Mapping[str, Any]) -
     return "\n".join(lines)
 
 
-def write_robot_report(out: Path, plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+def write_robot_report(out: Path, plan: PlanRecord, records: Sequence[EvaluationRecord],
                        units: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
     """report.json, report.md and curves.png of a robot run directory."""
     summary = summarize_robot_run(plan, records, units)
@@ -85,7 +85,7 @@ def write_robot_report(out: Path, plan: Mapping[str, Any], records: Sequence[Map
     write_json_atomic(paths["json"], summary)
     write_bytes_atomic(paths["markdown"], render_robot_markdown(summary, plan).encode("utf-8"))
     metric = summary["threshold"]["metric"]
-    curves = learning_curves([r for r in records if r[metric] is not None], metric)
-    figure = {"threshold": summary["threshold"], "target": f"the robot ({plan['testbed']})", "confidence": 0.95}
+    curves = learning_curves([r for r in records if r.value(metric) is not None], metric)
+    figure = {"threshold": summary["threshold"], "target": f"the robot ({plan.testbed})", "confidence": 0.95}
     write_bytes_atomic(paths["curves"], plot_curves(curves, figure))
     return paths

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.defaults import EVAL_SEED
+from sim2real.evaluation.run_files import EvaluationRecord
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
 from sim2real.robot.journal import EVAL, TRAIN, Journal, read_journal
@@ -98,7 +100,7 @@ class UnitRun:
 
 
 def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int],
-                   on_record: Any) -> dict[str, Any]:
+                   on_record: Callable[[EvaluationRecord], None]) -> dict[str, Any]:
     """Train and evaluate one unit on the robot (resuming what its directory holds); returns its summary.
 
     `done_steps` are the grid steps whose evaluation is in results.jsonl already; `on_record` is
@@ -140,7 +142,7 @@ def run_robot_unit(run: UnitRun, pretrained: BaseAlgorithm, done_steps: set[int]
                     points = [step] if run.strategy.trains else plan.steps  # unchanged weights: one evaluation
                     for point in points:
                         if point not in done_steps:
-                            on_record({**record, "steps": point})
+                            on_record(replace(record, steps=point))
                             done_steps.add(point)
                     continue
                 if step >= plan.budget or not run.strategy.trains:
@@ -191,23 +193,21 @@ def _learner(run: UnitRun, model: BaseAlgorithm, transitions: list[Any], checkpo
 
 
 def _evaluate_point(run: UnitRun, link: RobotLink, actor: ActorPolicy, learner: Learner | None, step: int,
-                    started: float, counts: dict[str, int]) -> dict[str, Any]:
+                    started: float, counts: dict[str, int]) -> EvaluationRecord:
     """Evaluate the held weights on the robot at `step` (resuming finished episodes); the results record."""
     out = run.directory / EVALUATIONS_DIR / str(step)
     summary = evaluate(actor, link.eval_env, run.plan.episodes, seed=EVAL_SEED, out=out)
     actor.follow()
     hz = link.control_hz
-    record = {
-        "unit": run.key, "target": TESTBED_TARGET, "strategy": run.strategy.name, "seed": run.seed,
-        "steps": step, "success": summary["success_rate"], "return": summary["mean_return"],
-        "episodes": run.plan.episodes, "wall_seconds": round(time.perf_counter() - started, 3),
-        "options": run.strategy.to_dict(),
-        "robot_steps": {"train": counts[TRAIN], "eval": counts[EVAL]},
-        "robot_minutes": None if not hz else {phase: round(counts[phase] / hz / 60, 3) for phase in (TRAIN, EVAL)},
-        "updates": None if learner is None else learner.total_updates,
-        "update_debt": None if learner is None else learner.owed,
-    }
-    return record
+    return EvaluationRecord(
+        target=TESTBED_TARGET, strategy=run.strategy.name, seed=run.seed, steps=step, success=summary["success_rate"],
+        mean_return=summary["mean_return"], unit=run.key, episodes=run.plan.episodes,
+        wall_seconds=round(time.perf_counter() - started, 3), options=run.strategy.to_dict(), extra={
+            "robot_steps": {"train": counts[TRAIN], "eval": counts[EVAL]},
+            "robot_minutes": None if not hz else {phase: round(counts[phase] / hz / 60, 3) for phase in (TRAIN, EVAL)},
+            "updates": None if learner is None else learner.total_updates,
+            "update_debt": None if learner is None else learner.owed,
+        })
 
 
 def _summary(run: UnitRun, link: RobotLink, learner: Learner | None, started: float) -> dict[str, Any]:
