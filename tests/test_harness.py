@@ -419,8 +419,9 @@ def test_plan_and_results_read_back_as_the_typed_records_that_wrote_them(complet
      r"results.jsonl: record 5 lacks return \(each record needs"),
 ])
 def test_a_damaged_plan_or_record_is_one_line_naming_the_file_and_key(complete_run, tmp_path, damage, message):
-    from sim2real.cli import app
     from typer.testing import CliRunner
+
+    from sim2real.cli import app
 
     run_dir = tmp_path / "damaged"
     shutil.copytree(complete_run, run_dir)
