@@ -15,7 +15,6 @@ since many envs reload their bodies at reset.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2real.callables import import_callable
 from sim2real.domain import DomainParam, Value
 from sim2real.errors import ConfigError, allowed
 
@@ -145,20 +145,6 @@ class BulletBinding(Binding):
                 f"body '{self.body}' has no link(s) {allowed(missing)} (links: {allowed(names)})", key=key
             )
         return uid, [names[link] for link in self.links]
-
-
-def import_callable(target: str, *, key: str) -> Callable[..., Any]:
-    """Import "pkg.module:name", or raise a ConfigError naming what could not be found."""
-    module_name, _, name = target.partition(":")
-    if not module_name or not name:
-        raise ConfigError(f"'{target}' is not of the form 'pkg.module:function'", key=key)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module '{module_name}' for '{target}': {exc}", key=key) from exc
-    if not callable(getattr(module, name, None)):
-        raise ConfigError(f"module '{module_name}' has no callable '{name}'", key=key)
-    return getattr(module, name)
 
 
 def find_bullet_client(env: gym.Env, *, key: str) -> Any:

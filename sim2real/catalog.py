@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sim2real.callables import env_entry_point
 from sim2real.domain import (
     DomainParam,
     parse_distribution,
@@ -36,7 +37,7 @@ from sim2real.spec import (
 
 _TOP_KEYS = {"name", "id", "description", "kwargs", "params", "randomization", "targets", "train", "threshold",
              "transfer"}
-_REQUIRED_TOP = ("id", "params", "train", "threshold")
+_REQUIRED_TOP = ("id", "train", "threshold")
 _PARAM_KEYS = {"nominal", "low", "high", "choices", "unit", "description", "bind"}
 _TARGET_KEYS = {"kind", "description", "params", "reality_gap", "task"}
 _TRAIN_KEYS = {"algo", "steps", "n_envs", "hyperparameters", "eval_every", "eval_episodes", "stop_at", "eval_gate",
@@ -107,14 +108,19 @@ def load(task: str | Path | TaskSpec) -> TaskSpec:
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
     if raw is None:
-        raise ConfigError("the file is empty; a task YAML needs at least id, params, train and threshold "
-                          "(see envs/examples/pendulum.yaml)", source=source)
+        raise ConfigError("the file is empty; a task YAML needs at least id, train and threshold, and params unless "
+                          "the env declares them (see envs/examples/pendulum.yaml)", source=source)
     return parse(raw, source=source, path=path)
 
 
 def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> TaskSpec:
     """Validate a task's YAML content (already parsed) into a TaskSpec."""
     _check_mapping(raw, source, None, _TOP_KEYS, _REQUIRED_TOP)
+    env_id = raw["id"]
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
+    if raw.get("params") is None:
+        raw = {**raw, "params": _declared_params(env_id, source)}
     params = _parse_params(raw["params"], source)
     randomization = {
         name: parse_distribution(spec, _param(params, name, source, f"randomization.{name}"), source=source)
@@ -126,9 +132,6 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
     }
     if SOURCE in targets:
         raise ConfigError(f"'{SOURCE}' is reserved for the nominal domain", source=source, key=f"targets.{SOURCE}")
-    env_id = raw["id"]
-    if not isinstance(env_id, str) or not env_id:
-        raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
     return TaskSpec(
         name=str(raw.get("name") or (path.stem if path else "task")),
         path=path or Path(source),
@@ -143,6 +146,22 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
         transfer=_parse_transfer(raw.get("transfer") or {}, source),
         raw=copy.deepcopy(raw),  # its own copy: the parsed parts are handed to SB3, which mutates some
     )
+
+
+def _declared_params(env_id: str, source: str) -> dict[str, Any]:
+    """The `params` a task leaves out, as the env declares them (its class's ``domain_params()``), in YAML form.
+
+    The env class is then their one declaration; the task's hash covers them as if written out.
+    """
+    try:
+        declare = getattr(env_entry_point(env_id), "domain_params", None)
+    except ConfigError as exc:
+        raise ConfigError(f"no 'params' given, and the env's own cannot be read: {exc}", source=source,
+                          key="params") from None
+    if not callable(declare):
+        raise ConfigError(f"no 'params' given, and env '{env_id}' declares none (no domain_params()); declare its "
+                          f"domain parameters here (see envs/examples/pendulum.yaml)", source=source, key="params")
+    return {name: param.declaration() for name, param in declare().items()}
 
 
 def _parse_params(raw: Any, source: str) -> dict[str, DomainParam]:

@@ -52,6 +52,21 @@ class DomainParam:
                 key=f"params.{self.name}.nominal",
             )
 
+    def declaration(self) -> dict[str, Any]:
+        """The parameter as a task YAML's `params` entry declares it (name aside)."""
+        data: dict[str, Any] = {"nominal": self.nominal}
+        if self.categorical:
+            data["choices"] = list(self.choices)
+        else:
+            data.update(low=self.low, high=self.high)
+        if self.unit:
+            data["unit"] = self.unit
+        if self.description:
+            data["description"] = self.description
+        if self.bind is not None:
+            data["bind"] = dict(self.bind)
+        return data
+
     @property
     def categorical(self) -> bool:
         """True when the parameter takes one of a fixed set of named values."""

@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium as gym
 
 from sim2real import catalog
-from sim2real.adapters import Binder, import_callable
+from sim2real.adapters import Binder
+from sim2real.callables import import_callable, is_registered
 from sim2real.checks import check_seed
 from sim2real.errors import ConfigError, Sim2RealError
-from sim2real.registration import register_envs
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.wrappers import ActionDelay, ActionNoise, DomainWrapper, ObservationNoise
 
@@ -75,11 +75,10 @@ def _check_options(seed: Any, randomize: Any, scale: Any, reality_gap: Any) -> N
 
 
 def _construct(spec: TaskSpec, kwargs: dict[str, Any], render_mode: str | None) -> gym.Env:
-    register_envs()
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     try:
-        if ":" in spec.env_id and spec.env_id not in gym.registry:
+        if not is_registered(spec.env_id) and ":" in spec.env_id:
             env_class = import_callable(spec.env_id, key="id")
             return env_class(**kwargs)
         return gym.make(spec.env_id, **kwargs)

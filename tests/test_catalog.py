@@ -27,12 +27,25 @@ def test_shipped_tasks_load_with_near_far_and_real_targets(name):
     assert spec.train.config().steps > 0
 
 
+SHIPPED_HASHES = {"driving": "b4fecaae2914", "grasping": "3375f585e968"}
+"""The tasks' hashes from when their YAMLs still spelled out every parameter: leaving them to the env changed none."""
+
+
 @pytest.mark.parametrize("name", ["driving", "grasping"])
-def test_yaml_params_agree_with_the_env(name):
-    env_params = ENV_CLASSES[name].domain_params()
-    for param_name, param in sim2real.load(name).params.items():
-        own = env_params[param_name]
-        assert (param.nominal, param.low, param.high, param.choices) == (own.nominal, own.low, own.high, own.choices)
+def test_shipped_tasks_take_their_params_from_the_env_class_alone(name):
+    assert "params" not in yaml.safe_load((catalog.envs_dir() / f"{name}.yaml").read_text())
+    spec = sim2real.load(name)
+    assert spec.params == ENV_CLASSES[name].domain_params()
+    assert spec.spec_hash == SHIPPED_HASHES[name]  # runs, cards and fits made before still match
+
+
+def test_a_task_without_params_for_an_env_that_declares_none_is_one_error_naming_params():
+    raw = {"id": "Pendulum-v1", "train": {"algo": "ppo", "steps": 1000}, "threshold": {"return": -300}}
+    with pytest.raises(ConfigError, match=r"key 'params': no 'params' given, and env 'Pendulum-v1' declares none"):
+        catalog.parse(raw)
+    with pytest.raises(ConfigError, match=r"key 'params': no 'params' given, and the env's own cannot be read: "
+                                          r".*cannot import module 'no_such_module'"):
+        catalog.parse({**raw, "id": "no_such_module:Env"})
 
 
 def test_a_path_works_wherever_a_name_does():

@@ -82,3 +82,15 @@ def test_a_policy_that_does_not_fit_the_server_is_refused_naming_both(tmp_path: 
     grasp_shape = sim2real.make_env("grasping").observation_space.shape
     assert f"policy expects Box(-5.0, 5.0, {grasp_shape}" in stderr
     assert "offers Box(-5.0, 5.0, (24,)" in stderr
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ("no_such_module:Env", "error: key '--env': cannot import module 'no_such_module' for 'no_such_module:Env'"),
+    ("math:no_such_env", "error: key '--env': module 'math' has no callable 'no_such_env'"),
+])
+def test_a_server_process_given_an_env_it_cannot_find_says_so_in_one_line(env, message, capsys):
+    from sim2real.testbed.process import main
+
+    assert main(["--env", env, "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err  # no silent fall-back to gymnasium.make

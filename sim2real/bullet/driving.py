@@ -36,7 +36,7 @@ DOMAIN_PARAMS = {
     p.name: p
     for p in (
         DomainParam("mass_scale", 1.0, 0.3, 5.0, unit="×", description="every link's mass and inertia"),
-        DomainParam("tyre_friction", 1.0, 0.05, 2.0, description="lateral friction of the tyres (road is 1.0)"),
+        DomainParam("tyre_friction", 1.0, 0.05, 2.0, description="lateral friction of the tyres (road 1.0)"),
         DomainParam("motor_force_scale", 1.0, 0.1, 3.0, unit="×", description="maximum wheel torque"),
         DomainParam("max_speed_scale", 1.0, 0.2, 2.0, unit="×", description="top wheel speed"),
         DomainParam("steer_limit_scale", 1.0, 0.2, 1.5, unit="×", description="maximum steering angle"),

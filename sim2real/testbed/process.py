@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import json
 import logging
 import selectors
@@ -21,6 +20,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from sim2real.callables import import_callable, is_registered
+from sim2real.errors import ConfigError
 from sim2real.testbed.admission import server_security
 from sim2real.testbed.protocol import TestbedError, TestbedTimeout
 from sim2real.testbed.server import EnvFactory, TestbedServer
@@ -29,16 +30,8 @@ from sim2real.testbed.server import EnvFactory, TestbedServer
 def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) -> EnvFactory:
     """Turn "package.module:callable" or a gymnasium id into a factory taking no arguments."""
     kwargs = dict(kwargs or {})
-    module_name, sep, attr = spec.partition(":")
-    if sep:
-        try:
-            target = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError as exc:
-            raise TestbedError(
-                f"env {spec!r} cannot be imported ({exc}); accepted: a gymnasium id or 'module:callable'"
-            ) from exc
-        if callable(target):
-            return functools.partial(target, **kwargs)
+    if ":" in spec and not is_registered(spec):
+        return functools.partial(import_callable(spec, key="--env"), **kwargs)
     return functools.partial(gym.make, spec, **kwargs)
 
 
@@ -92,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                insecure=args.insecure, handshake_burst=args.handshake_burst,
                                handshake_rate=args.handshake_rate, realtime=args.realtime,
                                applied_log=args.applied_log)
-    except TestbedError as exc:
+    except (TestbedError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     server.serve_forever(on_ready=lambda port: print(f"LISTENING {port}", flush=True))
