@@ -25,8 +25,8 @@ os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from sim2real import catalog  # noqa: E402
-from sim2real.evaluation import harness  # noqa: E402
-from sim2real.evaluation.ray_backend import RayBackend  # noqa: E402
+from sim2real.experiment import harness  # noqa: E402
+from sim2real.experiment.ray_backend import RayBackend  # noqa: E402
 from sim2real.records import JsonlWriter, read_jsonl  # noqa: E402
 
 ORDER = ("local", "ray", "ray", "local")

@@ -4,7 +4,7 @@ Reads every module of `sim2real/` with `ast` (nothing is imported): an edge A â†
 `import`/`from` of a sim2real module B at A's top level (imports under ``if TYPE_CHECKING:`` are
 left out: they never run). A package's ``__init__`` counts as importing what it imports. Cycles
 are looked for between modules and between the package's top-level parts (modules merged into
-their subpackage: `evaluation`, `sysid`, `testbed`...), by `graphlib.TopologicalSorter`, which
+their subpackage: `experiment`, `sysid`, `testbed`...), by `graphlib.TopologicalSorter`, which
 refuses a graph with one; imports written inside functions are listed apart, with their module,
 since they can hide a cycle.
 Exit code 1 when there is a cycle.
@@ -81,7 +81,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 
 def by_package(edges: dict[str, set[str]]) -> dict[str, set[str]]:
-    """The same graph with each module merged into its top-level part (`sim2real.evaluation.unit`: `evaluation`).
+    """The same graph with each module merged into its top-level part (`sim2real.experiment.unit`: `experiment`).
 
     The package's own ``__init__`` is left out: it only re-exports names, lazily.
     """

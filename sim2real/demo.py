@@ -16,16 +16,16 @@ from typing import Any
 
 from sim2real import catalog
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluate import record_gif
-from sim2real.evaluation import harness
-from sim2real.evaluation.summary import GAIN_COLUMNS, gain_cells, negative_transfer_word
+from sim2real.experiment import harness
+from sim2real.experiment.summary import GAIN_COLUMNS, gain_cells, negative_transfer_word
 from sim2real.factory import make_env
 from sim2real.formatting import percent
+from sim2real.gif import record_gif
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.rollout import evaluate
 from sim2real.spec import SOURCE
-from sim2real.testbed.evaluation import evaluate_on_testbed, format_latency
 from sim2real.testbed.process import ServerProcess
+from sim2real.testbed.remote_policy import evaluate_on_testbed, format_latency
 from sim2real.zoo import check_spaces, list_zoo, load_card, load_policy, space_changes
 
 STRATEGIES = ("zero_shot", "finetune", "freeze_base", "reinit_head", "scratch")

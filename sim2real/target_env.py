@@ -15,7 +15,7 @@ from sim2real.errors import Sim2RealError
 from sim2real.factory import make_env
 from sim2real.rundir import RunRecord
 from sim2real.spec import SOURCE, TaskSpec
-from sim2real.testbed.evaluation import connect
+from sim2real.testbed.remote_policy import connect
 from sim2real.zoo import policy_sha256
 
 if TYPE_CHECKING:

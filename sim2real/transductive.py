@@ -23,9 +23,9 @@ from sim2real import catalog, sysid
 from sim2real.checkpoint import BestCheckpoint
 from sim2real.checks import check_seed
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluate import evaluate_policy
 from sim2real.formatting import count
 from sim2real.models import build_vec_env, n_envs_for
+from sim2real.policy_evaluation import evaluate_policy
 from sim2real.records import write_json_atomic
 from sim2real.rundir import RunRecord, claim_folder
 from sim2real.spec import SOURCE, TaskSpec

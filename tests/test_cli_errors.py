@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from sim2real.cli.common import user_errors
 from sim2real.errors import RunFailure, Sim2RealError
-from sim2real.evaluation.backend_base import WorkerError, failure
+from sim2real.experiment.backend_base import WorkerError, failure
 from sim2real.robot.link import RobotLost
 from sim2real.vec_env import EnvWorkerError
 

@@ -20,10 +20,10 @@ from stable_baselines3 import PPO
 
 from sim2real import catalog
 from sim2real.errors import ConfigError, Sim2RealError
-from sim2real.evaluation import harness
-from sim2real.evaluation import unit as unit_module
-from sim2real.evaluation.backends import LocalBackend, WorkerError
-from sim2real.evaluation.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
+from sim2real.experiment import harness
+from sim2real.experiment import unit as unit_module
+from sim2real.experiment.backends import LocalBackend, WorkerError
+from sim2real.experiment.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
 from sim2real.factory import make_env
 from sim2real.records import read_jsonl
 from sim2real.transfer import FineTune, TransferError
@@ -47,8 +47,8 @@ METRICS = ("jumpstart", "asymptotic_gain", "transfer_ratio", "time_to_threshold"
            "p_improvement")
 KILLED_RUN = """
 import sys
-from sim2real.evaluation import harness
-from sim2real.evaluation import unit as unit_module
+from sim2real.experiment import harness
+from sim2real.experiment import unit as unit_module
 task, policy, out = sys.argv[1:4]
 harness.run(harness.make_plan(task, policy, "heavy"), out, workers=2)
 """
@@ -396,8 +396,8 @@ def test_workers_started_ahead_run_the_units_and_are_stopped_when_unused():
 
 
 def test_plan_and_results_read_back_as_the_typed_records_that_wrote_them(complete_run, plan):
-    from sim2real.evaluation.run_directory import read_results
-    from sim2real.evaluation.run_files import read_plan
+    from sim2real.experiment.run_directory import read_results
+    from sim2real.experiment.run_files import read_plan
 
     written = json.loads((complete_run / PLAN_FILE).read_text())
     assert read_plan(complete_run / PLAN_FILE).to_json() == written

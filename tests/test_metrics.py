@@ -7,7 +7,7 @@ import math
 import pytest
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.metrics import (
+from sim2real.experiment.metrics import (
     Gain,
     ThresholdTime,
     area_under_curve,

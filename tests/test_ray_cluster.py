@@ -23,9 +23,9 @@ from conftest import write_task
 from test_harness import CARD, LINE_TASK, TASK, report_numbers, tiny_pendulum_bundle, without_wall_time
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation import harness
-from sim2real.evaluation.backends import WorkerError
-from sim2real.evaluation.harness import PLAN_FILE, RESULTS_FILE, UNITS_FILE
+from sim2real.experiment import harness
+from sim2real.experiment.backends import WorkerError
+from sim2real.experiment.harness import PLAN_FILE, RESULTS_FILE, UNITS_FILE
 from sim2real.records import read_jsonl
 
 pytestmark = pytest.mark.ray
@@ -34,7 +34,7 @@ ray = pytest.importorskip("ray")
 from ray._private.authentication_test_utils import reset_auth_token_state  # noqa: E402  (Ray's own test helper)
 from ray.cluster_utils import Cluster  # noqa: E402  (after the skip: Ray is an optional extra)
 
-from sim2real.evaluation.ray_backend import (  # noqa: E402
+from sim2real.experiment.ray_backend import (  # noqa: E402
     MAX_RETRIES,
     UNIT_MEMORY,
     RayBackend,
@@ -45,7 +45,7 @@ from sim2real.evaluation.ray_backend import (  # noqa: E402
 LOOPBACK = "127.0.0.1"
 DRIVER = """
 import sys
-from sim2real.evaluation import harness
+from sim2real.experiment import harness
 task, policy, out, address = sys.argv[1:5]
 harness.run(harness.make_plan(task, policy, "heavy"), out, backend="ray", ray_address=address)
 """

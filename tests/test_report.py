@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.report import write_report
-from sim2real.evaluation.summary import format_aggregate, measured_verdict, summarize
+from sim2real.experiment.report import write_report
+from sim2real.experiment.summary import format_aggregate, measured_verdict, summarize
 from sim2real.provenance import versions
 from sim2real.spec import Threshold
 

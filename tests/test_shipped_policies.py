@@ -6,8 +6,8 @@ import pytest
 
 from sim2real import catalog
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluate import evaluate_policy
 from sim2real.factory import make_env
+from sim2real.policy_evaluation import evaluate_policy
 from sim2real.rollout import evaluate
 from sim2real.training import train
 from sim2real.transfer import adapt

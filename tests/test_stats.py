@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.stats import (
+from sim2real.experiment.stats import (
     aggregate,
     bootstrap_ci,
     iqm,

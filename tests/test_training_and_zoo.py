@@ -15,7 +15,7 @@ from stable_baselines3 import PPO
 
 from sim2real import make_env
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluate import evaluate_policy
+from sim2real.policy_evaluation import evaluate_policy
 from sim2real.training import train
 from sim2real.zoo import BundleError, load_card, load_policy
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from sim2real import make_env
 from sim2real.cli import app
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation import harness
-from sim2real.evaluation.harness import RESULTS_FILE
+from sim2real.experiment import harness
+from sim2real.experiment.harness import RESULTS_FILE
 from sim2real.records import read_jsonl
 from sim2real.sysid import SysIdError
 from sim2real.transductive import RECORD_SEED, transduce

@@ -17,7 +17,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from sim2real import catalog
-from sim2real.evaluation import harness
+from sim2real.experiment import harness
 
 TASK, TARGET, POLICY = "driving", "wet", "driving-ppo-nominal"
 

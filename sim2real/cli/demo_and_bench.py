@@ -25,7 +25,7 @@ def demo(
 ) -> None:
     """The whole story on the shipped policies: zero-shot table, transfer experiments, testbed, figures, GIFs."""
     from sim2real.demo import run_demo
-    from sim2real.testbed.evaluation import format_latency
+    from sim2real.testbed.remote_policy import format_latency
 
     summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
                        progress=progress_printer())

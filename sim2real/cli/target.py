@@ -66,8 +66,8 @@ def evaluate(
 ) -> None:
     """Evaluate a policy on a target, locally or on a robot testbed over the network."""
     from sim2real import catalog
-    from sim2real.evaluate import evaluate_policy
-    from sim2real.testbed.evaluation import format_latency
+    from sim2real.policy_evaluation import evaluate_policy
+    from sim2real.testbed.remote_policy import format_latency
 
     credentials = testbed_credentials(key_file, tls_ca, tls_fingerprint)
     summary = evaluate_policy(policy, task, target=target, episodes=episodes, seed=seed, testbed=testbed, gif=gif,

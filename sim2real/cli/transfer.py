@@ -25,7 +25,7 @@ from sim2real.cli.common import (
 from sim2real.errors import Sim2RealError
 
 if TYPE_CHECKING:
-    from sim2real.evaluation.run_files import EvaluationRecord
+    from sim2real.experiment.run_files import EvaluationRecord
 
 
 @app.command()
@@ -64,7 +64,7 @@ def transfer(
     control rate; a rerun of the same command resumes after any crash, no step lost or repeated.
     """
     from sim2real import catalog
-    from sim2real.evaluation import harness
+    from sim2real.experiment import harness
     from sim2real.transfer.strategies import parse_strategy
 
     spec = catalog.load(task)
@@ -165,7 +165,7 @@ def progress_printer() -> Callable[[Any], None]:
 
 
 def print_report(run_dir: Path) -> None:
-    from sim2real.evaluation.summary import GAIN_COLUMNS, format_aggregate, gain_cells, negative_transfer_word
+    from sim2real.experiment.summary import GAIN_COLUMNS, format_aggregate, gain_cells, negative_transfer_word
 
     data = json.loads((run_dir / "report.json").read_text())
     table = Table(*GAIN_COLUMNS, f"final {data['metric']}", "negative transfer",
@@ -188,7 +188,7 @@ def print_report(run_dir: Path) -> None:
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a transfer run directory")]) -> None:
     """Regenerate report.json, report.md and the figures of a transfer run from its results.jsonl."""
-    from sim2real.evaluation import harness
+    from sim2real.experiment import harness
     from sim2real.robot.run import is_robot_run, write_robot_run_report
 
     if is_robot_run(run_dir):

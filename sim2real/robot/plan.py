@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sim2real import catalog
 from sim2real.checks import check_positive
-from sim2real.evaluation.plan import HarnessError, check_schedule, evaluation_grid, schedule_record, unique
-from sim2real.evaluation.run_files import PlanRecord
+from sim2real.experiment.plan import HarnessError, check_schedule, evaluation_grid, schedule_record, unique
+from sim2real.experiment.run_files import PlanRecord
 from sim2real.spec import TaskSpec
 from sim2real.transfer import Residual, Strategy, get_strategy
 

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim2real.evaluation import metrics
-from sim2real.evaluation.curves import learning_curves
-from sim2real.evaluation.figures import plot_curves
-from sim2real.evaluation.run_files import EvaluationRecord, PlanRecord
+from sim2real.experiment import metrics
+from sim2real.experiment.curves import learning_curves
+from sim2real.experiment.figures import plot_curves
+from sim2real.experiment.run_files import EvaluationRecord, PlanRecord
 from sim2real.records import write_bytes_atomic, write_json_atomic
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from sim2real import zoo
 from sim2real.checks import check_positive
-from sim2real.evaluation.plan import PolicyBlob
-from sim2real.evaluation.run_directory import PLAN_FILE, RESULTS_FILE, claim_run_directory, exclusive, read_results
-from sim2real.evaluation.run_files import EvaluationRecord, RunFileError, read_plan
+from sim2real.experiment.plan import PolicyBlob
+from sim2real.experiment.run_directory import PLAN_FILE, RESULTS_FILE, claim_run_directory, exclusive, read_results
+from sim2real.experiment.run_files import EvaluationRecord, RunFileError, read_plan
 from sim2real.records import JsonlWriter
 from sim2real.robot.plan import RobotPlan, unit_key
 from sim2real.robot.report import write_robot_report

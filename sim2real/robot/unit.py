@@ -22,7 +22,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.defaults import EVAL_SEED
-from sim2real.evaluation.run_files import EvaluationRecord
+from sim2real.experiment.run_files import EvaluationRecord
 from sim2real.factory import make_env
 from sim2real.records import write_json_atomic
 from sim2real.robot.journal import EVAL, TRAIN, Journal, read_journal

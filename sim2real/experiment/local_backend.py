@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.backend_base import UNIT_MODULES, failure, one_thread, single_thread
+from sim2real.experiment.backend_base import UNIT_MODULES, failure, one_thread, single_thread
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sim2real.errors import allowed
-from sim2real.evaluation import report
-from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob
-from sim2real.evaluation.run_files import (
+from sim2real.experiment import report
+from sim2real.experiment.plan import HarnessError, Plan, PolicyBlob
+from sim2real.experiment.run_files import (
     EvaluationRecord,
     PlanRecord,
     RunFileError,
@@ -28,7 +28,7 @@ from sim2real.evaluation.run_files import (
     read_json,
     read_plan,
 )
-from sim2real.evaluation.summary import measured_verdict, summarize
+from sim2real.experiment.summary import measured_verdict, summarize
 from sim2real.provenance import versions
 from sim2real.records import read_jsonl, write_bytes_atomic, write_json_atomic
 
@@ -108,7 +108,7 @@ def _line(record: Mapping[str, Any]) -> bytes:
 def _complete(records: Sequence[EvaluationRecord], units: Sequence[str],
               steps: Sequence[int]) -> dict[str, list[EvaluationRecord]]:
     """The records of each unit whose every grid step is present, in plan order (a step's last record wins, as in
-    the curves: see :mod:`sim2real.evaluation.curves`)."""
+    the curves: see :mod:`sim2real.experiment.curves`)."""
     by_unit: dict[str | None, dict[float, EvaluationRecord]] = {}
     for record in records:
         by_unit.setdefault(record.unit, {})[record.steps] = record

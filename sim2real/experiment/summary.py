@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from sim2real.errors import Sim2RealError, allowed
-from sim2real.evaluation import metrics
-from sim2real.evaluation.curves import CURVE_METRICS, Curve, final_updates, group_curves
-from sim2real.evaluation.plan import BASELINE
-from sim2real.evaluation.run_files import EvaluationRecord, evaluation_records
-from sim2real.evaluation.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
+from sim2real.experiment import metrics
+from sim2real.experiment.curves import CURVE_METRICS, Curve, final_updates, group_curves
+from sim2real.experiment.plan import BASELINE
+from sim2real.experiment.run_files import EvaluationRecord, evaluation_records
+from sim2real.experiment.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
 from sim2real.spec import Threshold
 
 log = logging.getLogger(__name__)

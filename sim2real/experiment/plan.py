@@ -18,7 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from sim2real import catalog, zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError, allowed
-from sim2real.evaluation.run_files import PlanRecord
+from sim2real.experiment.run_files import PlanRecord
 from sim2real.factory import make_env
 from sim2real.models import n_envs_for
 from sim2real.spec import SOURCE, TaskSpec

@@ -1,6 +1,6 @@
 """The transfer report, written for people: report.json, report.md and the figures, each written atomically.
 
-The numbers come from :func:`sim2real.evaluation.summary.summarize`; :func:`write_report` writes
+The numbers come from :func:`sim2real.experiment.summary.summarize`; :func:`write_report` writes
 ``report.json``, ``report.md``, ``curves.png`` and ``gain.png`` into the run directory.
 """
 
@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sim2real.evaluation.curves import AXIS_LABELS, learning_curves
-from sim2real.evaluation.figures import plot_curves, plot_gain
-from sim2real.evaluation.plan import BASELINE
-from sim2real.evaluation.run_files import EvaluationRecord
-from sim2real.evaluation.stats import Aggregate
-from sim2real.evaluation.summary import negative_transfer_word
+from sim2real.experiment.curves import AXIS_LABELS, learning_curves
+from sim2real.experiment.figures import plot_curves, plot_gain
+from sim2real.experiment.plan import BASELINE
+from sim2real.experiment.run_files import EvaluationRecord
+from sim2real.experiment.stats import Aggregate
+from sim2real.experiment.summary import negative_transfer_word
 from sim2real.formatting import count, number
 from sim2real.records import PathLike, write_bytes_atomic, write_json_atomic
 

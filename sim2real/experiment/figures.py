@@ -9,8 +9,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from sim2real.evaluation.curves import AXIS_LABELS
-from sim2real.evaluation.plan import BASELINE
+from sim2real.experiment.curves import AXIS_LABELS
+from sim2real.experiment.plan import BASELINE
 from sim2real.formatting import number
 
 

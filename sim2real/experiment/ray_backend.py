@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import IO, Any, TypeVar
 
 from sim2real.errors import Sim2RealError
-from sim2real.evaluation.backend_base import UNIT_MODULES, failure, one_thread
+from sim2real.experiment.backend_base import UNIT_MODULES, failure, one_thread
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -8,10 +8,10 @@ and the episode seeds ``EVAL_SEED + i`` for every unit, so the curves of all str
 paired episode by episode; they never touch the training env or any RNG, so a unit's training is
 the same whatever the grid.
 
-Only this process writes the run directory: :mod:`sim2real.evaluation.run_directory` names its
+Only this process writes the run directory: :mod:`sim2real.experiment.run_directory` names its
 files, claims it for one plan, resumes it and writes its report; the harness writes gap.json,
 each unit's records (results.jsonl), its node and versions (units.jsonl) and its model (models/).
-The zero-shot gap and its advice are :mod:`sim2real.evaluation.gap`'s.
+The zero-shot gap and its advice are :mod:`sim2real.experiment.gap`'s.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from sim2real.evaluation.backends import Backend, make_backend
-from sim2real.evaluation.gap import recommend, zero_shot_gap
-from sim2real.evaluation.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
-from sim2real.evaluation.ray_backend import shipped_modules
-from sim2real.evaluation.run_directory import (
+from sim2real.experiment.backends import Backend, make_backend
+from sim2real.experiment.gap import recommend, zero_shot_gap
+from sim2real.experiment.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
+from sim2real.experiment.ray_backend import shipped_modules
+from sim2real.experiment.run_directory import (
     GAP_FILE,
     MODELS_DIR,
     PLAN_FILE,
@@ -41,7 +41,7 @@ from sim2real.evaluation.run_directory import (
     resume,
     write_run_report,
 )
-from sim2real.evaluation.unit import RunContext, UnitResult, execute, model_path
+from sim2real.experiment.unit import RunContext, UnitResult, execute, model_path
 from sim2real.provenance import versions
 from sim2real.records import JsonlWriter, write_bytes_atomic, write_json_atomic
 from sim2real.spec import TaskSpec

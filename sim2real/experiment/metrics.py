@@ -3,7 +3,7 @@
 A learning curve is a pair of arrays: ``steps``, the target-environment steps at which the policy
 was evaluated (strictly increasing, normally starting at 0), and ``values``, the success rate or
 mean return measured there. Each strategy's curve is compared with the ``scratch`` curve of the
-same seed; aggregation over seeds lives in :mod:`sim2real.evaluation.stats`.
+same seed; aggregation over seeds lives in :mod:`sim2real.experiment.stats`.
 
 Every function returns finite numbers for finite input, so that the aggregates stay well defined:
 

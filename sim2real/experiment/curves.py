@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from sim2real.errors import Sim2RealError, allowed
-from sim2real.evaluation import metrics
-from sim2real.evaluation.run_files import EvaluationRecord, evaluation_records, finite
-from sim2real.evaluation.stats import aggregate
+from sim2real.experiment import metrics
+from sim2real.experiment.run_files import EvaluationRecord, evaluation_records, finite
+from sim2real.experiment.stats import aggregate
 
 CURVE_METRICS = ("success", "return")
 AXIS_LABELS = {"success": "success rate", "return": "mean return"}

@@ -23,7 +23,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-UNIT_MODULES = ("sim2real.evaluation.unit", "torch._dynamo")
+UNIT_MODULES = ("sim2real.experiment.unit", "torch._dynamo")
 """What a unit needs imported (~5 s here: torch 2.4 s, torch._dynamo, first used by the optimiser, 2.1 s)."""
 
 

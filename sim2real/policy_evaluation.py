@@ -1,4 +1,4 @@
-"""Evaluate a policy on a task's target: in local simulation, or on a robot testbed over the network."""
+"""`sim2real evaluate`'s work: a policy scored on a task's target, in simulation or on a robot testbed."""
 
 from __future__ import annotations
 
@@ -6,19 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
-import imageio.v3 as iio
-import numpy as np
-
 from sim2real import catalog
 from sim2real.checks import check_count, check_seed
-from sim2real.episode import Policy, play
 from sim2real.factory import make_env
+from sim2real.gif import record_gif
 from sim2real.rollout import EVALUATION_OUTPUTS, Episode, evaluate
 from sim2real.rundir import claim_folder
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.target_env import check_target_or_testbed, target_run
-from sim2real.testbed.evaluation import evaluate_on_testbed
+from sim2real.testbed.remote_policy import evaluate_on_testbed
 from sim2real.zoo import load_policy
 
 if TYPE_CHECKING:
@@ -69,25 +65,3 @@ def evaluate_policy(
     if gif is not None:
         record_gif(model, spec, target, gif, seed=seed, deterministic=deterministic)
     return summary
-
-
-def record_gif(policy: Policy, task: str | Path | TaskSpec, target: str, path: Path, *, episodes: int = 3,
-               seed: int = 0, deterministic: bool = True, every: int = 2) -> Path:
-    """Render a few episodes (every `every`-th frame) into an animated GIF."""
-    env = make_env(task, target, render_mode="rgb_array")
-    frames = []
-    try:
-        for index in range(episodes):
-            frames += _episode_frames(policy, env, seed + index, deterministic, every)
-    finally:
-        env.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fps = env.metadata.get("render_fps", 25) / every
-    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
-    return path
-
-
-def _episode_frames(policy: Policy, env: gym.Env, seed: int, deterministic: bool, every: int) -> list[np.ndarray]:
-    """Frames of one episode: the reset, every `every`-th step and the last."""
-    return [env.render() for index, step in enumerate(play(policy, env, seed, deterministic))
-            if index == 0 or index % every == 0 or step.last]

@@ -23,8 +23,8 @@ from stable_baselines3.common.logger import Logger
 from sim2real import zoo
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import allowed
-from sim2real.evaluation.plan import HarnessError, Plan, PolicyBlob, Unit
-from sim2real.evaluation.run_files import EvaluationRecord
+from sim2real.experiment.plan import HarnessError, Plan, PolicyBlob, Unit
+from sim2real.experiment.run_files import EvaluationRecord
 from sim2real.factory import make_env
 from sim2real.models import build_vec_env, n_envs_for
 from sim2real.provenance import versions

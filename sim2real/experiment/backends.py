@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from sim2real.errors import Sim2RealError, allowed
-from sim2real.evaluation.backend_base import Backend, WorkerError
-from sim2real.evaluation.local_backend import LocalBackend
-from sim2real.evaluation.ray_backend import RayBackend
+from sim2real.experiment.backend_base import Backend, WorkerError
+from sim2real.experiment.local_backend import LocalBackend
+from sim2real.experiment.ray_backend import RayBackend
 
 BACKENDS = ("local", "ray")
 
