@@ -24,8 +24,7 @@ os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from sim2real import catalog  # noqa: E402
-from sim2real.experiment import harness  # noqa: E402
+from sim2real import catalog, experiment  # noqa: E402
 from sim2real.experiment.ray_backend import RayBackend  # noqa: E402
 from sim2real.records import JsonlWriter, read_jsonl  # noqa: E402
 
@@ -37,7 +36,7 @@ GRID_UNITS = 3 * 6 * 10
 def _unit_seconds(run_dir: Path) -> dict[str, float]:
     """Each unit's own wall time (its last record's), by unit."""
     last: dict[str, float] = {}
-    for record in read_jsonl(run_dir / harness.RESULTS_FILE):
+    for record in read_jsonl(run_dir / experiment.RESULTS_FILE):
         last[record["unit"]] = max(last.get(record["unit"], 0.0), record["wall_seconds"])
     return last
 
@@ -74,7 +73,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8192)
     parser.add_argument("--episodes", type=int, default=10)
     args = parser.parse_args()
-    plan = harness.make_plan(catalog.load("driving"), "driving-ppo-nominal", "wet", ["finetune", "scratch"],
+    plan = experiment.make_plan(catalog.load("driving"), "driving-ppo-nominal", "wet", ["finetune", "scratch"],
                              seeds=args.seeds, budget=args.budget, eval_every=args.budget // 4,
                              episodes=args.episodes)
     with TemporaryDirectory(prefix="sim2real-bench-ray-") as directory:
@@ -83,8 +82,8 @@ def main() -> None:
                                                               "include_dashboard": False})
         nodes.add_node(num_cpus=1, node_ip_address=LOOPBACK)
         runs = {
-            "local": lambda name: harness.run(plan, root / name, workers=2),
-            "ray": lambda name: harness.run(plan, root / name, backend="ray", ray_address=nodes.address),
+            "local": lambda name: experiment.run(plan, root / name, workers=2),
+            "ray": lambda name: experiment.run(plan, root / name, backend="ray", ray_address=nodes.address),
         }
         seconds: dict[str, list[float]] = {"local": [], "ray": []}
         try:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim2real import catalog
+from sim2real import catalog, experiment
 from sim2real.defaults import EVAL_SEED
-from sim2real.experiment import harness
 from sim2real.experiment.summary import GAIN_COLUMNS, gain_cells, negative_transfer_word
 from sim2real.factory import make_env
 from sim2real.formatting import percent
@@ -72,19 +71,19 @@ def zero_shot_table(episodes: int, say: Callable[[str], None]) -> list[dict[str,
 
 
 def transfer_case(case: TransferCase, out: Path, workers: int | None,
-                  progress: Callable[[harness.Progress], None] | None,
+                  progress: Callable[[experiment.Progress], None] | None,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one transfer experiment with the harness; returns its report.json content and paths.
 
     A rerun resumes the case; a folder left by other settings or other shipped policies (an
     older checkout) is the demo's own output and is started over.
     """
-    plan = harness.make_plan(case.task, case.policy, case.target, STRATEGIES, seeds=case.seeds, budget=case.budget,
+    plan = experiment.make_plan(case.task, case.policy, case.target, STRATEGIES, seeds=case.seeds, budget=case.budget,
                              eval_every=case.eval_every, episodes=case.episodes)
-    if harness.holds_another_plan(out, plan):
+    if experiment.holds_another_plan(out, plan):
         say(f"{out} holds a run of other settings or policies: starting it over")
         shutil.rmtree(out)
-    run_dir = harness.run(plan, out, workers=workers, progress=progress, save_models=True)
+    run_dir = experiment.run(plan, out, workers=workers, progress=progress, save_models=True)
     return {**json.loads((run_dir / "report.json").read_text()), "run_dir": str(run_dir)}
 
 
@@ -98,7 +97,7 @@ def before_after_gifs(case: TransferCase, strategy: str, run_dir: Path, out: Pat
     """GIFs of the pretrained policy on the target, and of the seed-0 model the harness trained with `strategy`."""
     spec = catalog.load(case.task)
     before = load_policy(case.policy, make_env(spec, case.target))
-    after = load_policy(harness.model_path(run_dir / harness.MODELS_DIR, f"{case.target}/{strategy}/0"))
+    after = load_policy(experiment.model_path(run_dir / experiment.MODELS_DIR, f"{case.target}/{strategy}/0"))
     return [
         record_gif(before, spec, case.target, out / f"{case.task}-{case.target}-before.gif", episodes=2),
         record_gif(after, spec, case.target, out / f"{case.task}-{case.target}-after-{strategy}.gif", episodes=2),
@@ -114,7 +113,7 @@ def testbed_run(out: Path, episodes: int = 20) -> dict[str, Any]:
 
 def run_demo(out: Path, *, episodes: int = 50, workers: int | None = None, gifs: bool = True,
              say: Callable[[str], None] = print,
-             progress: Callable[[harness.Progress], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[experiment.Progress], None] | None = None) -> dict[str, Any]:
     """The whole story into `out`: report.md, zero_shot.json, one transfer run per far target, testbed, GIFs."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,12 @@ import pytest
 from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 from stable_baselines3 import PPO
 
-from sim2real import catalog
+from sim2real import catalog, experiment
 from sim2real.errors import ConfigError, Sim2RealError
-from sim2real.experiment import harness
+from sim2real.experiment import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
+from sim2real.experiment import harness as harness_module
 from sim2real.experiment import unit as unit_module
 from sim2real.experiment.backends import LocalBackend, WorkerError
-from sim2real.experiment.harness import GAP_FILE, PLAN_FILE, RESULTS_FILE, HarnessError, Progress
 from sim2real.factory import make_env
 from sim2real.records import read_jsonl
 from sim2real.transfer import FineTune, TransferError
@@ -47,10 +47,10 @@ METRICS = ("jumpstart", "asymptotic_gain", "transfer_ratio", "time_to_threshold"
            "p_improvement")
 KILLED_RUN = """
 import sys
-from sim2real.experiment import harness
+from sim2real import experiment
 from sim2real.experiment import unit as unit_module
 task, policy, out = sys.argv[1:4]
-harness.run(harness.make_plan(task, policy, "heavy"), out, workers=2)
+experiment.run(experiment.make_plan(task, policy, "heavy"), out, workers=2)
 """
 
 
@@ -65,14 +65,14 @@ def policy(task, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plan(task, policy) -> harness.Plan:
-    return harness.make_plan(task, policy, "heavy")
+def plan(task, policy) -> experiment.Plan:
+    return experiment.make_plan(task, policy, "heavy")
 
 
 @pytest.fixture(scope="module")
 def complete_run(plan, tmp_path_factory) -> Path:
     """An uninterrupted run in this process (one worker): the reference for resumed runs."""
-    return harness.run(plan, tmp_path_factory.mktemp("runs") / "complete", workers=1)
+    return experiment.run(plan, tmp_path_factory.mktemp("runs") / "complete", workers=1)
 
 
 def without_wall_time(records: list[dict]) -> list[dict]:
@@ -95,8 +95,8 @@ def test_units_cross_targets_strategies_and_seeds(plan):
 
 
 def test_the_grid_ends_at_the_budget_and_keeps_the_tasks_number_of_evaluations(task, policy):
-    assert harness.make_plan(task, policy, "heavy", budget=600, eval_every=250).steps == (0, 250, 500, 600)
-    assert harness.make_plan(task, policy, "heavy", budget=1024).steps == (0, 512, 1024)
+    assert experiment.make_plan(task, policy, "heavy", budget=600, eval_every=250).steps == (0, 250, 500, 600)
+    assert experiment.make_plan(task, policy, "heavy", budget=1024).steps == (0, 512, 1024)
 
 
 @pytest.mark.parametrize(("changes", "error", "message"), [
@@ -112,31 +112,31 @@ def test_the_grid_ends_at_the_budget_and_keeps_the_tasks_number_of_evaluations(t
 def test_a_bad_plan_is_refused_with_the_value_and_what_is_accepted(task, policy, changes, error, message):
     arguments = {"targets": "heavy", **changes}
     with pytest.raises(error, match=message):
-        harness.make_plan(task, policy, **arguments)
+        experiment.make_plan(task, policy, **arguments)
 
 
 def test_a_policy_for_other_spaces_is_refused_before_training(task, tmp_path):
     other = PPO("MlpPolicy", gym.make("MountainCarContinuous-v0"), n_steps=64, batch_size=64, seed=0)
     bundle = save_bundle(other, tmp_path / "car", {**CARD, "task": "car"})
-    plan = harness.make_plan(task, bundle, "heavy")
+    plan = experiment.make_plan(task, bundle, "heavy")
     with pytest.raises(BundleError, match=r"observation space Box.*\(2,\).*but the env has Box.*\(3,\)"):
-        harness.run(plan, tmp_path / "run", workers=1)
+        experiment.run(plan, tmp_path / "run", workers=1)
     assert not (tmp_path / "run").exists()
 
 
 def test_a_strategy_the_policy_cannot_take_is_refused_before_training(task, policy, tmp_path):
-    plan = harness.make_plan(task, policy, "heavy", ["freeze_base", "scratch"])
+    plan = experiment.make_plan(task, policy, "heavy", ["freeze_base", "scratch"])
     with pytest.raises(TransferError, match=r"freeze_base: no base to freeze, every network has a single hidden"):
-        harness.run(plan, tmp_path / "run", workers=1)
+        experiment.run(plan, tmp_path / "run", workers=1)
     assert not (tmp_path / "run").exists()
 
 
 def test_a_missing_ray_says_how_to_install_it(plan, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(Sim2RealError, match=r'pip install "sim2real\[ray\]"'):
-        harness.run(plan, tmp_path / "run", backend="ray")
+        experiment.run(plan, tmp_path / "run", backend="ray")
     with pytest.raises(Sim2RealError, match=r"unknown backend 'slurm' \(allowed: local, ray\)"):
-        harness.run(plan, tmp_path / "run", backend="slurm")
+        experiment.run(plan, tmp_path / "run", backend="slurm")
     assert not (tmp_path / "run").exists()
 
 
@@ -165,7 +165,7 @@ def test_a_run_writes_every_evaluation_of_every_unit_and_the_report(complete_run
 
 def test_evaluations_use_the_newest_weights_trained_on_at_most_that_many_steps(task, policy, monkeypatch):
     # PPO updates every 64 steps; the grid (0, 100, 200, 256) falls between updates.
-    plan = harness.make_plan(task, policy, "heavy", budget=256, eval_every=100, seeds=1)
+    plan = experiment.make_plan(task, policy, "heavy", budget=256, eval_every=100, seeds=1)
     seen = []
     evaluate = unit_module.evaluate
 
@@ -196,7 +196,7 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
     first_cut = next(i for i, line in enumerate(kept) if json.loads(line)["unit"] == cut)
     kept = [line for i, line in enumerate(kept) if json.loads(line)["unit"] != cut or i == first_cut]
     results.write_text("".join(kept) + kept[0][:25])  # a unit cut short and a torn last line
-    harness.write_run_report(run_dir)  # a report of what is complete, as `sim2real report` gives mid-run
+    experiment.write_run_report(run_dir)  # a report of what is complete, as `sim2real report` gives mid-run
     partial = json.loads((run_dir / "report.json").read_text())
     assert partial["settings"]["complete_units"] == "4 of 6"
     assert [(u["strategy"], u["seed"]) for u in partial["skipped"]] == [("zero_shot", 0), ("finetune", 0)]
@@ -208,7 +208,7 @@ def test_a_rerun_runs_only_the_missing_units_and_keeps_each_evaluation_once(comp
         return run_unit(unit, plan, models_dir)
 
     monkeypatch.setattr(unit_module, "run_unit", counting)
-    harness.run(plan, run_dir, workers=1, progress=progress.append)
+    experiment.run(plan, run_dir, workers=1, progress=progress.append)
     assert sorted(executed) == sorted([dropped, cut])
     records = read_jsonl(results)
     assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
@@ -227,17 +227,17 @@ def test_a_step_recorded_twice_counts_by_its_last_record_in_the_report_and_on_re
         handle.write(json.dumps(again) + "\n")
     replaced = shutil.copytree(complete_run, tmp_path / "replaced")
     (replaced / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in [again, *records[1:]]))
-    harness.write_run_report(twice)
-    harness.write_run_report(replaced)
+    experiment.write_run_report(twice)
+    experiment.write_run_report(replaced)
     assert report_numbers(twice) == report_numbers(replaced)  # the curves' rule: a step's last record wins
-    harness.run(plan, twice, workers=1)
+    experiment.run(plan, twice, workers=1)
     assert without_wall_time(read_jsonl(twice / RESULTS_FILE)) == without_wall_time([again, *records[1:]])
 
 
 def test_a_run_of_another_plan_is_refused_naming_what_differs(complete_run, task, policy):
-    other = harness.make_plan(task, policy, "heavy", budget=1024, eval_every=256)
+    other = experiment.make_plan(task, policy, "heavy", budget=1024, eval_every=256)
     with pytest.raises(HarnessError, match=r"budget: 512 there, 1024 here; .*steps: \[0, 256, 512\] there"):
-        harness.run(other, complete_run, workers=1)
+        experiment.run(other, complete_run, workers=1)
 
 
 def _live_processes(group: int) -> list[int]:
@@ -278,7 +278,7 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_results(complete_ru
             os.killpg(child.pid, signal.SIGKILL)
         log.close()
     assert (run_dir / PLAN_FILE).exists(), (tmp_path / "child.log").read_text()
-    harness.run(plan, run_dir, workers=1)
+    experiment.run(plan, run_dir, workers=1)
     records = read_jsonl(results)
     assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
     assert without_wall_time(records) == without_wall_time(read_jsonl(complete_run / RESULTS_FILE))
@@ -310,7 +310,7 @@ def gap(metric="success", threshold=0.8, source=0.9, zero_shot=0.5, random=0.0):
      "changes the task and its spaces (observation (3,) → (5,))"),
 ])
 def test_the_recommendation_follows_the_zero_shot_gap(case, verdict, words):
-    got, text = harness.recommend(case)
+    got, text = experiment.recommend(case)
     assert got == verdict
     assert words in text
 
@@ -334,13 +334,14 @@ def test_a_target_that_appends_observation_entries_starts_finetune_from_the_pret
     model = PPO("MlpPolicy", make_env(catalog.load(task), "source"), n_steps=64, batch_size=64, seed=0,
                 policy_kwargs={"net_arch": [16]}).learn(640)
     bundle = save_bundle(model, tmp_path / "line-ppo", {**CARD, "task": "line"})
-    measured = harness.zero_shot_gap(task, bundle, "sensors", episodes=8)
+    measured = experiment.zero_shot_gap(task, bundle, "sensors", episodes=8)
     assert measured["kind"] == "task" and measured["spaces"] == "observation (2,) → (4,)"
-    assert measured["zero_shot"] is None and harness.recommend(measured)[0] == "transfer"
+    assert measured["zero_shot"] is None and experiment.recommend(measured)[0] == "transfer"
     with pytest.raises(TransferError, match=r"zero_shot runs the pretrained policy as it is, but the target's spaces"):
-        harness.run(harness.make_plan(task, bundle, "sensors", ["zero_shot", "scratch"]), tmp_path / "no", workers=1)
+        experiment.run(experiment.make_plan(task, bundle, "sensors", ["zero_shot", "scratch"]), tmp_path / "no",
+                       workers=1)
     assert not (tmp_path / "no").exists()
-    run = harness.run(harness.make_plan(task, bundle, "sensors", ["finetune", "scratch"]), tmp_path / "run",
+    run = experiment.run(experiment.make_plan(task, bundle, "sensors", ["finetune", "scratch"]), tmp_path / "run",
                       workers=1)
     first = next(r for r in read_jsonl(run / RESULTS_FILE) if r["strategy"] == "finetune" and r["steps"] == 0)
     assert (first["success"], first["return"]) == pytest.approx(
@@ -352,7 +353,7 @@ def test_the_zero_shot_gap_is_recorded_with_its_verdict(complete_run):
     heavy = gaps["heavy"]
     assert heavy["metric"] == "return" and heavy["episodes"] == 2
     assert heavy["gap"] == pytest.approx(heavy["source"]["return"] - heavy["zero_shot"]["return"])
-    assert (heavy["verdict"], heavy["advice"]) == harness.recommend(heavy)
+    assert (heavy["verdict"], heavy["advice"]) == experiment.recommend(heavy)
 
 
 def test_a_failing_unit_is_named(monkeypatch):
@@ -364,20 +365,20 @@ def test_a_failing_unit_is_named(monkeypatch):
 
 
 def test_a_unit_run_with_other_package_versions_is_refused_and_not_saved(task, policy, tmp_path, monkeypatch):
-    plan = harness.make_plan(task, policy, "heavy", ["zero_shot", "scratch"], seeds=1)
-    here = harness.versions()
-    monkeypatch.setattr(harness, "versions", lambda: {**here, "torch": "0.0"})
+    plan = experiment.make_plan(task, policy, "heavy", ["zero_shot", "scratch"], seeds=1)
+    here = harness_module.versions()
+    monkeypatch.setattr(harness_module, "versions", lambda: {**here, "torch": "0.0"})
     with pytest.raises(HarnessError, match=rf"unit heavy/scratch/0 ran on node local with other versions \(torch "
                                            rf"{re.escape(here['torch'])} there, 0.0 here\).*not saved"):
-        harness.run(plan, tmp_path / "run", workers=1)
+        experiment.run(plan, tmp_path / "run", workers=1)
     assert not (tmp_path / "run" / RESULTS_FILE).read_bytes()
 
 
 def test_save_models_keeps_each_trained_units_model(task, policy, tmp_path: Path):
-    plan = harness.make_plan(task, policy, "heavy", ["finetune", "scratch"], seeds=1)
-    run_dir = harness.run(plan, tmp_path / "run", workers=1, save_models=True)
+    plan = experiment.make_plan(task, policy, "heavy", ["finetune", "scratch"], seeds=1)
+    run_dir = experiment.run(plan, tmp_path / "run", workers=1, save_models=True)
     for unit in plan.units():
-        model = load_policy(harness.model_path(run_dir / harness.MODELS_DIR, unit.key))
+        model = load_policy(experiment.model_path(run_dir / experiment.MODELS_DIR, unit.key))
         assert model.num_timesteps == plan.budget
 
 

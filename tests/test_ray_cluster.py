@@ -22,10 +22,10 @@ import pytest
 from conftest import write_task
 from test_harness import CARD, LINE_TASK, TASK, report_numbers, tiny_pendulum_bundle, without_wall_time
 
+from sim2real import experiment
 from sim2real.errors import Sim2RealError
-from sim2real.experiment import harness
+from sim2real.experiment import PLAN_FILE, RESULTS_FILE, UNITS_FILE
 from sim2real.experiment.backends import WorkerError
-from sim2real.experiment.harness import PLAN_FILE, RESULTS_FILE, UNITS_FILE
 from sim2real.records import read_jsonl
 
 pytestmark = pytest.mark.ray
@@ -45,9 +45,9 @@ from sim2real.experiment.ray_backend import (  # noqa: E402
 LOOPBACK = "127.0.0.1"
 DRIVER = """
 import sys
-from sim2real.experiment import harness
+from sim2real import experiment
 task, policy, out, address = sys.argv[1:5]
-harness.run(harness.make_plan(task, policy, "heavy"), out, backend="ray", ray_address=address)
+experiment.run(experiment.make_plan(task, policy, "heavy"), out, backend="ray", ray_address=address)
 """
 
 
@@ -82,17 +82,17 @@ def cluster(cluster_env):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path, harness.Plan]:
+def tiny(tmp_path_factory) -> tuple[Path, Path, experiment.Plan]:
     """The harness tests' tiny Pendulum task, its policy and their plan."""
     task = write_task(tmp_path_factory, "tiny", TASK)
     policy = tiny_pendulum_bundle(task, tmp_path_factory.mktemp("zoo") / "tiny-ppo", CARD)
-    return task, policy, harness.make_plan(task, policy, "heavy")
+    return task, policy, experiment.make_plan(task, policy, "heavy")
 
 
 @pytest.fixture(scope="module")
 def local_run(tiny, tmp_path_factory) -> Path:
     """The same plan on the local pool: the reference every cluster run must match."""
-    return harness.run(tiny[2], tmp_path_factory.mktemp("runs") / "local", workers=2)
+    return experiment.run(tiny[2], tmp_path_factory.mktemp("runs") / "local", workers=2)
 
 
 def _unit_processes() -> list[int]:
@@ -127,7 +127,7 @@ def test_two_nodes_give_the_local_records_through_a_worker_killed_mid_unit(clust
     killer = threading.Thread(target=_kill_one_unit, args=(killed, stop), daemon=True)
     killer.start()
     try:
-        run_dir = harness.run(plan, tmp_path / "ray", backend="ray", ray_address=cluster.address)
+        run_dir = experiment.run(plan, tmp_path / "ray", backend="ray", ray_address=cluster.address)
     finally:
         stop.set()
         killer.join()
@@ -164,7 +164,7 @@ def test_a_driver_killed_mid_run_resumes_without_repeating_an_evaluation(cluster
     before = {r["unit"] for r in read_jsonl(results)}
     assert 0 < len(before) < len(plan.units())
     progress = []
-    harness.run(plan, run_dir, backend="ray", ray_address=cluster.address, progress=progress.append)
+    experiment.run(plan, run_dir, backend="ray", ray_address=cluster.address, progress=progress.append)
     records = read_jsonl(results)
     assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
     assert without_wall_time(records) == without_wall_time(read_jsonl(local_run / RESULTS_FILE))
@@ -182,8 +182,8 @@ def test_a_users_env_module_ships_with_the_job(cluster, tmp_path_factory, tmp_pa
     model = PPO("MlpPolicy", make_env(catalog.load(task), "source"), n_steps=64, batch_size=64, seed=0,
                 policy_kwargs={"net_arch": [16]}).learn(128)
     bundle = save_bundle(model, tmp_path / "line-ppo", {**CARD, "task": "line"})
-    plan = harness.make_plan(task, bundle, "sensors", ["finetune", "scratch"])
-    run_dir = harness.run(plan, tmp_path / "run", backend="ray", ray_address=cluster.address)
+    plan = experiment.make_plan(task, bundle, "sensors", ["finetune", "scratch"])
+    run_dir = experiment.run(plan, tmp_path / "run", backend="ray", ray_address=cluster.address)
     shipped = json.loads((run_dir / PLAN_FILE).read_text())["execution"]["runtime_env"]["py_modules"]
     assert shipped == [str(Path(__file__).with_name("conftest.py"))]
     assert len(read_jsonl(run_dir / RESULTS_FILE)) == 4

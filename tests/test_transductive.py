@@ -12,11 +12,11 @@ import torch
 from conftest import TINY_PPO_TRAIN, tiny_pendulum_bundle, write_task
 from typer.testing import CliRunner
 
-from sim2real import make_env
+from sim2real import experiment, make_env
 from sim2real.cli import app
 from sim2real.defaults import EVAL_SEED
-from sim2real.experiment import harness
-from sim2real.experiment.harness import RESULTS_FILE
+from sim2real.experiment import RESULTS_FILE
+from sim2real.experiment.plan import check_policy
 from sim2real.records import read_jsonl
 from sim2real.sysid import SysIdError
 from sim2real.transductive import RECORD_SEED, transduce
@@ -74,8 +74,8 @@ def test_the_loop_recovers_the_hidden_physics_and_trains_a_copy(task, policy):
 
 def test_a_transductive_unit_costs_only_its_recorded_steps(task, policy, tmp_path):
     strategy = get_strategy("sysid_finetune", **SMALL)
-    plan = harness.make_plan(task, policy, "heavy", ["scratch", strategy])
-    run_dir = harness.run(plan, tmp_path / "run", workers=1)
+    plan = experiment.make_plan(task, policy, "heavy", ["scratch", strategy])
+    run_dir = experiment.run(plan, tmp_path / "run", workers=1)
     records = [r for r in read_jsonl(run_dir / RESULTS_FILE) if r["strategy"] == "sysid_finetune"]
     assert [r["steps"] for r in records] == [0, 50, 100, 150, 200]
     assert {r["target_steps_used"] for r in records} == {100}
@@ -104,9 +104,9 @@ def test_bad_options_are_refused_naming_the_value(options, message):
 
 
 def test_a_parameter_the_task_cannot_fit_is_refused_before_any_recording(task, policy):
-    plan = harness.make_plan(task, policy, "heavy", ["scratch", get_strategy("sysid_finetune", params=["grip"])])
+    plan = experiment.make_plan(task, policy, "heavy", ["scratch", get_strategy("sysid_finetune", params=["grip"])])
     with pytest.raises(SysIdError, match=r"cannot fit grip: not a numeric .* of swing \(fittable: mass, length\)"):
-        harness.check_policy(plan)
+        check_policy(plan)
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess:

@@ -16,17 +16,16 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from sim2real import catalog
-from sim2real.experiment import harness
+from sim2real import catalog, experiment
 
 TASK, TARGET, POLICY = "driving", "wet", "driving-ppo-nominal"
 
 
-def _timed_run(plan: harness.Plan, out: Path, workers: int) -> tuple[float, float]:
+def _timed_run(plan: experiment.Plan, out: Path, workers: int) -> tuple[float, float]:
     """Seconds for the whole run and for its units (from when the first one starts to when the last one ends)."""
-    marks: list[tuple[float, harness.Progress]] = []
+    marks: list[tuple[float, experiment.Progress]] = []
     started = time.perf_counter()
-    harness.run(plan, out, workers=workers, progress=lambda event: marks.append((time.perf_counter(), event)))
+    experiment.run(plan, out, workers=workers, progress=lambda event: marks.append((time.perf_counter(), event)))
     total = time.perf_counter() - started
     units_start = max(when for when, event in marks if event.unit is None)
     return total, marks[-1][0] - units_start
@@ -39,7 +38,7 @@ def measure_speedup(units: int = 4, budget: int = 8192, episodes: int = 5) -> di
     load = os.getloadavg()[0]
     with TemporaryDirectory(prefix="sim2real-bench-") as directory:
         root = Path(directory)
-        plan = harness.make_plan(spec, POLICY, TARGET, ["finetune", "scratch"], seeds=seeds, budget=budget,
+        plan = experiment.make_plan(spec, POLICY, TARGET, ["finetune", "scratch"], seeds=seeds, budget=budget,
                                  eval_every=budget // 2, episodes=episodes)
         one_total, one_units = _timed_run(plan, root / "workers-1", workers=1)
         two_total, two_units = _timed_run(plan, root / "workers-2", workers=2)

@@ -63,8 +63,7 @@ def transfer(
     With --testbed the target is a robot: each strategy trains on it, off-policy, while it steps at its
     control rate; a rerun of the same command resumes after any crash, no step lost or repeated.
     """
-    from sim2real import catalog
-    from sim2real.experiment import harness
+    from sim2real import catalog, experiment
     from sim2real.transfer.strategies import parse_strategy
 
     spec = catalog.load(task)
@@ -80,12 +79,12 @@ def transfer(
     if target is None:
         raise Sim2RealError(f"give --target (targets of {spec.name}: {', '.join(spec.targets)}) or --testbed ADDRESS")
     targets = [t.strip() for t in target.split(",") if t.strip()]
-    plan = harness.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
+    plan = experiment.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
                              episodes=episodes)
     out = out or Path("runs") / f"transfer-{spec.name}-{'-'.join(targets)}"
     console.print(f"Transfer [bold]{policy}[/] → {spec.name}:{','.join(targets)}: {len(plan.units())} units, "
                   f"{plan.budget:,} steps each, evaluated every {plan.eval_every:,}")
-    run_dir = harness.run(plan, out, workers=workers, backend=backend, ray_address=address,
+    run_dir = experiment.run(plan, out, workers=workers, backend=backend, ray_address=address,
                           progress=progress_printer(), runtime_env=_runtime_env(runtime_env, backend))
     print_report(run_dir)
 
@@ -188,12 +187,12 @@ def print_report(run_dir: Path) -> None:
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a transfer run directory")]) -> None:
     """Regenerate report.json, report.md and the figures of a transfer run from its results.jsonl."""
-    from sim2real.experiment import harness
+    from sim2real import experiment
     from sim2real.robot.run import is_robot_run, write_robot_run_report
 
     if is_robot_run(run_dir):
         write_robot_run_report(run_dir)
         _print_robot_report(run_dir)
         return
-    harness.write_run_report(run_dir)
+    experiment.write_run_report(run_dir)
     print_report(run_dir)

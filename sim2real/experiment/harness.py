@@ -27,17 +27,15 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sim2real.experiment.backends import Backend, make_backend
 from sim2real.experiment.gap import recommend, zero_shot_gap
-from sim2real.experiment.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy, make_plan
+from sim2real.experiment.plan import BASELINE, HarnessError, Plan, PolicyBlob, Unit, check_policy
 from sim2real.experiment.ray_backend import shipped_modules
 from sim2real.experiment.run_directory import (
     GAP_FILE,
     MODELS_DIR,
-    PLAN_FILE,
     RESULTS_FILE,
     UNITS_FILE,
     claim_run_directory,
     exclusive,
-    holds_another_plan,
     resume,
     write_run_report,
 )
@@ -45,24 +43,6 @@ from sim2real.experiment.unit import RunContext, UnitResult, execute, model_path
 from sim2real.provenance import versions
 from sim2real.records import JsonlWriter, write_bytes_atomic, write_json_atomic
 from sim2real.spec import TaskSpec
-
-__all__ = [
-    "GAP_FILE",
-    "MODELS_DIR",
-    "PLAN_FILE",
-    "RESULTS_FILE",
-    "UNITS_FILE",
-    "HarnessError",
-    "Plan",
-    "Progress",
-    "holds_another_plan",
-    "make_plan",
-    "model_path",
-    "recommend",
-    "run",
-    "write_run_report",
-    "zero_shot_gap",
-]
 
 
 @dataclass(frozen=True)
