@@ -6,7 +6,6 @@ links the rest. Budgets are chosen to finish in about ten minutes on two cores.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 from sim2real import catalog, experiment
 from sim2real.defaults import EVAL_SEED
+from sim2real.experiment.run_files import read_report
 from sim2real.experiment.summary import GAIN_COLUMNS, gain_cells, negative_transfer_word
 from sim2real.factory import make_env
 from sim2real.formatting import percent
@@ -84,7 +84,7 @@ def transfer_case(case: TransferCase, out: Path, workers: int | None,
         say(f"{out} holds a run of other settings or policies: starting it over")
         shutil.rmtree(out)
     run_dir = experiment.run(plan, out, workers=workers, progress=progress, save_models=True)
-    return {**json.loads((run_dir / "report.json").read_text()), "run_dir": str(run_dir)}
+    return {**read_report(run_dir / "report.json").to_json(), "run_dir": str(run_dir)}
 
 
 def best_strategy(report: dict[str, Any]) -> str:

@@ -409,6 +409,18 @@ def test_plan_and_results_read_back_as_the_typed_records_that_wrote_them(complet
         complete_run / RESULTS_FILE)]  # key order too: a rewritten results.jsonl is byte for byte the same
 
 
+def test_the_report_reads_back_as_its_typed_record_and_a_foreign_one_is_named(complete_run, tmp_path):
+    from sim2real.experiment.run_files import RunFileError, read_report
+
+    report = read_report(complete_run / "report.json")
+    assert report.to_json() == json.loads((complete_run / "report.json").read_text())
+    assert report.metric == "return" and list(report.strategies) == ["zero_shot", "finetune", "scratch"]
+    foreign = tmp_path / "report.json"
+    foreign.write_text(json.dumps({**report.to_json(), "metric": "reward"}))
+    with pytest.raises(RunFileError, match=r"report.json: 'metric' is 'reward'; accepted: success, return"):
+        read_report(foreign)
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda plan, records: plan.pop("threshold"),
      r"plan.json: 'threshold' is None; a transfer plan needs it as a dict"),

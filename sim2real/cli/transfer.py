@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -119,10 +118,12 @@ def _transfer_on_testbed(spec: Any, policy: str, testbed: str, chosen: list[Any]
 
 
 def _print_robot_report(run_dir: Path) -> None:
-    data = json.loads((run_dir / "report.json").read_text())
+    from sim2real.robot.report import read_robot_report
+
+    report = read_robot_report(run_dir / "report.json")
     table = Table("unit", "steps to threshold", "robot min to threshold", "robot min train + eval", "rate kept",
-                  "stood still", title=f"{run_dir}: on the robot at {data['testbed']}")
-    for key, unit in data["units"].items():
+                  "stood still", title=f"{run_dir}: on the robot at {report.testbed}")
+    for key, unit in report.units.items():
         minutes = unit.get("robot_minutes") or {}
         kept = unit.get("rate_kept")
         table.add_row(key, "not reached" if unit["time_to_threshold"] is None else f"{unit['time_to_threshold']:,}",
@@ -164,22 +165,23 @@ def progress_printer() -> Callable[[Any], None]:
 
 
 def print_report(run_dir: Path) -> None:
+    from sim2real.experiment.run_files import read_report
     from sim2real.experiment.summary import GAIN_COLUMNS, format_aggregate, gain_cells, negative_transfer_word
 
-    data = json.loads((run_dir / "report.json").read_text())
-    table = Table(*GAIN_COLUMNS, f"final {data['metric']}", "negative transfer",
+    report = read_report(run_dir / "report.json")
+    table = Table(*GAIN_COLUMNS, f"final {report.metric}", "negative transfer",
                   title=f"{run_dir} (IQM [95% CI] over seeds)")
-    for name, metrics in data["strategies"].items():
-        table.add_row(*gain_cells(name, metrics), format_aggregate(metrics["final"], data["metric"]),
+    for name, metrics in report.strategies.items():
+        table.add_row(*gain_cells(name, metrics), format_aggregate(metrics["final"], report.metric),
                       "[bold red]YES[/]" if metrics.get("negative_transfer")
                       else negative_transfer_word(metrics.get("negative_transfer")))
     console.print(table)
-    flagged = [name for name, metrics in data["strategies"].items() if metrics.get("negative_transfer")]
+    flagged = [name for name, metrics in report.strategies.items() if metrics.get("negative_transfer")]
     if flagged:
         console.print(f"[bold red]NEGATIVE TRANSFER:[/] {', '.join(flagged)} did worse than training from scratch "
                       f"(transfer-ratio CI wholly below 0).")
-    if data.get("settings", {}).get("verdict"):
-        console.print(data["settings"]["verdict"], highlight=False)
+    if report.settings.get("verdict"):
+        console.print(report.settings["verdict"], highlight=False)
     console.print(f"Report: {run_dir / 'report.md'}, figures: {run_dir / 'curves.png'}, {run_dir / 'gain.png'}")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sim2real.experiment.curves import AXIS_LABELS, learning_curves
 from sim2real.experiment.figures import plot_curves, plot_gain
 from sim2real.experiment.plan import BASELINE
-from sim2real.experiment.run_files import EvaluationRecord
+from sim2real.experiment.run_files import EvaluationRecord, ReportRecord
 from sim2real.experiment.stats import Aggregate
 from sim2real.experiment.summary import negative_transfer_word
 from sim2real.formatting import count, number
@@ -150,7 +150,7 @@ def write_report(run_dir: PathLike, summary: Mapping[str, Any],
     curves = learning_curves(records, summary["metric"], summary["rng_seed"],
                              confidence=summary["confidence"], n_resamples=summary["n_resamples"])
     paths = {name: run_dir / name for name in ("report.json", "report.md", "curves.png", "gain.png")}
-    write_json_atomic(paths["report.json"], {**summary, "settings": dict(settings)})
+    write_json_atomic(paths["report.json"], ReportRecord(summary, settings).to_json())
     write_bytes_atomic(paths["report.md"], render_markdown(summary, settings).encode("utf-8"))
     write_bytes_atomic(paths["curves.png"], plot_curves(curves, summary))
     write_bytes_atomic(paths["gain.png"], plot_gain(summary))

@@ -1,4 +1,4 @@
-"""A run directory's files as typed records: plan.json (`PlanRecord`), each results.jsonl line (`EvaluationRecord`).
+"""A run directory's files as typed records: plan.json, each results.jsonl line, report.json.
 
 Both are written with ``to_json`` and read back with ``from_json``, which checks every field it
 relies on and names the file (or record) and the key when one is wrong, so a hand-edited or
@@ -179,6 +179,50 @@ class PlanRecord:
                    steps=tuple(data["steps"]), threshold=Threshold(threshold["metric"], threshold["value"]),
                    targets=tuple(data["targets"]), units=tuple(data["units"]), policy_sha256=data["policy_sha256"],
                    execution=data.get("execution"), testbed=data.get("testbed"), max_delta=data.get("max_delta"))
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """report.json: the numbers ``summarize`` made (per strategy and per seed, against scratch) and the run's settings.
+
+    The per-strategy entries stay the mappings ``summarize`` builds (aggregates with IQM and CI);
+    what readers rely on is checked when the file is read.
+    """
+
+    summary: Mapping[str, Any]
+    settings: Mapping[str, Any]
+
+    @property
+    def metric(self) -> str:
+        """The threshold's metric every gain is measured in: "success" or "return"."""
+        return self.summary["metric"]
+
+    @property
+    def strategies(self) -> Mapping[str, Mapping[str, Any]]:
+        """Each strategy's aggregates, in the run's order."""
+        return self.summary["strategies"]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report.json content."""
+        return {**self.summary, "settings": dict(self.settings)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ReportRecord:
+        """Read back report.json content; an error naming `where` and what is missing."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("settings"), Mapping):
+            raise RunFileError(f"{where} is not a transfer report (a JSON object with metric, strategies, settings)")
+        if data.get("metric") not in ("success", "return"):
+            raise RunFileError(f"{where}: 'metric' is {data.get('metric')!r}; accepted: success, return")
+        strategies = data.get("strategies")
+        if not isinstance(strategies, Mapping) or not all(isinstance(entry, Mapping) and isinstance(
+                entry.get("final"), Mapping) for entry in strategies.values()):
+            raise RunFileError(f"{where}: 'strategies' must map each strategy to its aggregates (with 'final')")
+        return cls({key: value for key, value in data.items() if key != "settings"}, dict(data["settings"]))
+
+
+def read_report(path: Path) -> ReportRecord:
+    """The report.json at `path`, checked."""
+    return ReportRecord.from_json(read_json(path), str(path))
 
 
 def read_json(path: Path, advice: str = "it is not a run this version can read") -> Any:
