@@ -120,7 +120,7 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
     if raw.get("params") is None:
-        raw = {**raw, "params": _declared_params(env_id, source)}
+        raw = _with_params(raw, _declared_params(env_id, source))
     params = _parse_params(raw["params"], source)
     randomization = {
         name: parse_distribution(spec, _param(params, name, source, f"randomization.{name}"), source=source)
@@ -162,6 +162,13 @@ def _declared_params(env_id: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"no 'params' given, and env '{env_id}' declares none (no domain_params()); declare its "
                           f"domain parameters here (see envs/examples/pendulum.yaml)", source=source, key="params")
     return {name: param.declaration() for name, param in declare().items()}
+
+
+def _with_params(raw: Mapping[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `params` where a task YAML puts them (after id and kwargs): a task written from it reads as usual."""
+    keys = [key for key in raw if key != "params"]
+    at = max(keys.index(key) for key in ("id", "kwargs") if key in keys) + 1
+    return {**{key: raw[key] for key in keys[:at]}, "params": params, **{key: raw[key] for key in keys[at:]}}
 
 
 def _parse_params(raw: Any, source: str) -> dict[str, DomainParam]:

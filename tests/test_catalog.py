@@ -37,6 +37,7 @@ def test_shipped_tasks_take_their_params_from_the_env_class_alone(name):
     spec = sim2real.load(name)
     assert spec.params == ENV_CLASSES[name].domain_params()
     assert spec.spec_hash == SHIPPED_HASHES[name]  # runs, cards and fits made before still match
+    assert list(spec.raw).index("params") == list(spec.raw).index("kwargs") + 1  # a fitted task YAML as before
 
 
 def test_a_task_without_params_for_an_env_that_declares_none_is_one_error_naming_params():
