@@ -6,11 +6,9 @@ light commands (`--help`, `zoo list`) do not pay for torch and stable-baselines3
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 from sim2real import bullet  # noqa: F401  - first, so pybullet is imported without its stdout banner
 from sim2real.errors import ConfigError, Sim2RealError
+from sim2real.lazy import lazy_names
 from sim2real.registration import ENV_IDS, register_envs
 from sim2real.version import __version__
 
@@ -41,14 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'sim2real' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -40,3 +40,11 @@ def test_a_cycle_between_subpackages_is_found(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1  # no cycle between modules, one between the subpackages low and high
     assert "cycle: sim2real." in result.stdout
+
+
+def test_a_unit_worker_imports_neither_the_harness_nor_the_report_through_the_experiment_package():
+    code = ("import sys; import sim2real.experiment.unit; from sim2real import experiment; "
+            "print(sorted(m for m in ('matplotlib', 'sim2real.experiment.harness', 'sim2real.experiment.report') "
+            "if m in sys.modules)); experiment.make_plan; print('sim2real.experiment.plan' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]  # the package's names load on first use, not before

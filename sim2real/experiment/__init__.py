@@ -9,8 +9,7 @@ it), ``harness`` (running them), ``run_directory`` and ``run_files`` (the run on
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from sim2real.lazy import lazy_names
 
 _LAZY = {
     "BASELINE": "sim2real.experiment.plan",
@@ -37,10 +36,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'sim2real.experiment' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
