@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     args = parser.parse_args()
     plan = experiment.make_plan(catalog.load("driving"), "driving-ppo-nominal", "wet", ["finetune", "scratch"],
-                             seeds=args.seeds, budget=args.budget, eval_every=args.budget // 4,
-                             episodes=args.episodes)
+                                seeds=args.seeds, budget=args.budget, eval_every=args.budget // 4,
+                                episodes=args.episodes)
     with TemporaryDirectory(prefix="sim2real-bench-ray-") as directory:
         root = Path(directory)
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,

@@ -39,4 +39,4 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

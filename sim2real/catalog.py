@@ -116,11 +116,8 @@ def load(task: str | Path | TaskSpec) -> TaskSpec:
 def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> TaskSpec:
     """Validate a task's YAML content (already parsed) into a TaskSpec."""
     _check_mapping(raw, source, None, _TOP_KEYS, _REQUIRED_TOP)
-    env_id = raw["id"]
-    if not isinstance(env_id, str) or not env_id:
-        raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
-    if raw.get("params") is None:
-        raw = _with_params(raw, _declared_params(env_id, source))
+    if "params" not in raw:
+        raw = _with_params(raw, _declared_params(_env_id(raw, source), source))
     params = _parse_params(raw["params"], source)
     randomization = {
         name: parse_distribution(spec, _param(params, name, source, f"randomization.{name}"), source=source)
@@ -132,6 +129,7 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
     }
     if SOURCE in targets:
         raise ConfigError(f"'{SOURCE}' is reserved for the nominal domain", source=source, key=f"targets.{SOURCE}")
+    env_id = _env_id(raw, source)
     return TaskSpec(
         name=str(raw.get("name") or (path.stem if path else "task")),
         path=path or Path(source),
@@ -146,6 +144,13 @@ def parse(raw: Any, *, source: str = "<task>", path: Path | None = None) -> Task
         transfer=_parse_transfer(raw.get("transfer") or {}, source),
         raw=copy.deepcopy(raw),  # its own copy: the parsed parts are handed to SB3, which mutates some
     )
+
+
+def _env_id(raw: Mapping[str, Any], source: str) -> str:
+    env_id = raw["id"]
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"'id' must be a gymnasium id or 'pkg.module:Class', got {env_id!r}", source=source, key="id")
+    return env_id
 
 
 def _declared_params(env_id: str, source: str) -> dict[str, Any]:

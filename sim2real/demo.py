@@ -79,7 +79,7 @@ def transfer_case(case: TransferCase, out: Path, workers: int | None,
     older checkout) is the demo's own output and is started over.
     """
     plan = experiment.make_plan(case.task, case.policy, case.target, STRATEGIES, seeds=case.seeds, budget=case.budget,
-                             eval_every=case.eval_every, episodes=case.episodes)
+                                eval_every=case.eval_every, episodes=case.episodes)
     if experiment.holds_another_plan(out, plan):
         say(f"{out} holds a run of other settings or policies: starting it over")
         shutil.rmtree(out)

@@ -40,6 +40,13 @@ def test_shipped_tasks_take_their_params_from_the_env_class_alone(name):
     assert list(spec.raw).index("params") == list(spec.raw).index("kwargs") + 1  # a fitted task YAML as before
 
 
+def test_params_written_but_empty_stay_an_error_not_the_envs():
+    raw = {"id": "sim2real/Driving-v0", "params": None, "train": {"algo": "ppo", "steps": 1000},
+           "threshold": {"success": 0.8}}
+    with pytest.raises(ConfigError, match=r"key 'params'"):
+        catalog.parse(raw)
+
+
 def test_a_task_without_params_for_an_env_that_declares_none_is_one_error_naming_params():
     raw = {"id": "Pendulum-v1", "train": {"algo": "ppo", "steps": 1000}, "threshold": {"return": -300}}
     with pytest.raises(ConfigError, match=r"key 'params': no 'params' given, and env 'Pendulum-v1' declares none"):

@@ -342,7 +342,7 @@ def test_a_target_that_appends_observation_entries_starts_finetune_from_the_pret
                        workers=1)
     assert not (tmp_path / "no").exists()
     run = experiment.run(experiment.make_plan(task, bundle, "sensors", ["finetune", "scratch"]), tmp_path / "run",
-                      workers=1)
+                         workers=1)
     first = next(r for r in read_jsonl(run / RESULTS_FILE) if r["strategy"] == "finetune" and r["steps"] == 0)
     assert (first["success"], first["return"]) == pytest.approx(
         (measured["source"]["success"], measured["source"]["return"]))
@@ -423,7 +423,7 @@ def test_the_report_reads_back_as_its_typed_record_and_a_foreign_one_is_named(co
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda plan, records: plan.pop("threshold"),
-     r"plan.json: 'threshold' is None; a transfer plan needs it as a dict"),
+     r"plan.json lacks 'threshold'; a transfer plan needs it as a mapping"),
     (lambda plan, records: plan.update(units="heavy/scratch/0"),
      r"plan.json: 'units' is 'heavy/scratch/0'; a transfer plan needs it as a list"),
     (lambda plan, records: records[3].update(seed="0"),

@@ -94,3 +94,13 @@ def test_a_server_process_given_an_env_it_cannot_find_says_so_in_one_line(env, m
     assert main(["--env", env, "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err  # no silent fall-back to gymnasium.make
+
+
+def test_gymnasiums_module_and_id_form_still_reaches_gym_make():
+    from sim2real.testbed.process import env_factory_from_spec
+
+    env = env_factory_from_spec("gymnasium.envs.classic_control:Pendulum-v1")()
+    try:
+        assert env.spec is not None and env.spec.id == "Pendulum-v1"
+    finally:
+        env.close()

@@ -39,7 +39,7 @@ def measure_speedup(units: int = 4, budget: int = 8192, episodes: int = 5) -> di
     with TemporaryDirectory(prefix="sim2real-bench-") as directory:
         root = Path(directory)
         plan = experiment.make_plan(spec, POLICY, TARGET, ["finetune", "scratch"], seeds=seeds, budget=budget,
-                                 eval_every=budget // 2, episodes=episodes)
+                                    eval_every=budget // 2, episodes=episodes)
         one_total, one_units = _timed_run(plan, root / "workers-1", workers=1)
         two_total, two_units = _timed_run(plan, root / "workers-2", workers=2)
     return {

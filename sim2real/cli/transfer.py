@@ -79,12 +79,12 @@ def transfer(
         raise Sim2RealError(f"give --target (targets of {spec.name}: {', '.join(spec.targets)}) or --testbed ADDRESS")
     targets = [t.strip() for t in target.split(",") if t.strip()]
     plan = experiment.make_plan(spec, policy, targets, chosen, seeds=seeds, budget=budget, eval_every=eval_every,
-                             episodes=episodes)
+                                episodes=episodes)
     out = out or Path("runs") / f"transfer-{spec.name}-{'-'.join(targets)}"
     console.print(f"Transfer [bold]{policy}[/] → {spec.name}:{','.join(targets)}: {len(plan.units())} units, "
                   f"{plan.budget:,} steps each, evaluated every {plan.eval_every:,}")
     run_dir = experiment.run(plan, out, workers=workers, backend=backend, ray_address=address,
-                          progress=progress_printer(), runtime_env=_runtime_env(runtime_env, backend))
+                             progress=progress_printer(), runtime_env=_runtime_env(runtime_env, backend))
     print_report(run_dir)
 
 

@@ -93,7 +93,7 @@ class Plan:
 
     def to_record(self, policy_sha256: str, execution: Mapping[str, Any] | None = None) -> PlanRecord:
         """What plan.json holds for this plan, the policy's hash and how this session runs the units added."""
-        return schedule_record(self, targets=self.targets, units=[unit.key for unit in self.units()],
+        return schedule_record(self, targets=self.targets, units=tuple(unit.key for unit in self.units()),
                                policy_sha256=policy_sha256, execution=execution)
 
 

@@ -8,7 +8,7 @@ foreign file is a one-line error, not a KeyError deep in a report.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,16 +103,19 @@ class EvaluationRecord:
                    options=data.get("options"), extra={k: v for k, v in data.items() if k not in known})
 
 
-def evaluation_records(records: Sequence[Any] | Any) -> list[EvaluationRecord]:
+def evaluation_records(records: Iterable[Any]) -> list[EvaluationRecord]:
     """Records as EvaluationRecords (mappings read with :meth:`EvaluationRecord.from_json`), in order."""
     return [EvaluationRecord.from_json(record, index) for index, record in enumerate(records)]
 
 
-_PLAN_FIELDS: dict[str, type | tuple[type, ...]] = {
+_PLAN_FIELDS: dict[str, type] = {
     "task": str, "spec_hash": str, "policy": str, "strategies": list, "seeds": int, "budget": int,
     "eval_every": int, "episodes": int, "eval_seed": int, "steps": list, "threshold": dict, "targets": list,
     "units": list, "policy_sha256": str,
 }
+
+
+_KINDS = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,11 @@ class PlanRecord:
         if not isinstance(data, Mapping):
             raise RunFileError(f"{where} is not a transfer plan (a JSON object with {allowed(_PLAN_FIELDS)})")
         for key, kind in _PLAN_FIELDS.items():
-            value = data.get(key)
-            if value is None or isinstance(value, bool) or not isinstance(value, kind):
-                raise RunFileError(f"{where}: '{key}' is {value!r}; a transfer plan needs it as a {kind.__name__}")
+            if key not in data:
+                raise RunFileError(f"{where} lacks '{key}'; a transfer plan needs it as {_KINDS[kind]}")
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise RunFileError(f"{where}: '{key}' is {value!r}; a transfer plan needs it as {_KINDS[kind]}")
         threshold = data["threshold"]
         if threshold.get("metric") not in ("success", "return") or not isinstance(threshold.get("value"), int | float):
             raise RunFileError(f"{where}: 'threshold' is {threshold!r}; accepted: {{metric: success|return, "

@@ -93,11 +93,11 @@ class RemoteEnv(gym.Env):
         self.reset_timeout = float(reset_timeout)
         self.reconnect_attempts = int(reconnect_attempts)
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_HISTORY)
-        self.reconnects = 0
         self._expected = None if expected_spaces is None else _spaces_of(expected_spaces)
         self._lock = threading.Lock()
         self._session: str | None = session
         self._spaces_known = False
+        self._first_link = 0  # sockets the link had opened when the first handshake completed
         self.control_hz: float | None = None
         self._episode: int | None = None
         self._seq = 0
@@ -114,6 +114,11 @@ class RemoteEnv(gym.Env):
                 daemon=True,
             )
             self._heartbeat.start()
+
+    @property
+    def reconnects(self) -> int:
+        """Connections opened again after the first handshake (each lost connection that was reopened)."""
+        return 0 if not self._spaces_known else self._link.opened - self._first_link
 
     @property
     def episode(self) -> int | None:
@@ -247,8 +252,6 @@ class RemoteEnv(gym.Env):
 
     def _connect(self, deadline: float) -> None:
         """Open the link (handshake included), resuming our session if any, and check the server's spaces."""
-        if self._spaces_known:
-            self.reconnects += 1
         welcome = self._link.connect(deadline, self._session)
         observation_space = decode_space(welcome["observation_space"])
         action_space = decode_space(welcome["action_space"])
@@ -257,6 +260,7 @@ class RemoteEnv(gym.Env):
             self._check_expected()
             self.control_hz = welcome.get("control_hz")
             self._spaces_known = True
+            self._first_link = self._link.opened
         elif not (spaces_match(observation_space, self.observation_space)
                   and spaces_match(action_space, self.action_space)):
             raise HandshakeError(f"testbed {self.address} changed its spaces across a reconnect")

@@ -78,6 +78,8 @@ class Link:
         self._bodies: deque[bytes] = deque()
         self._tags: FrameTags | None = None
         self.handshaking = False
+        self.opened = 0
+        """Sockets opened (TLS included) so far: every connection, first or not."""
         self.last_io = time.monotonic()
 
     @property
@@ -102,6 +104,7 @@ class Link:
         self.drop()
         self.handshaking = True
         self._sock = self._wrap_tls(sock, deadline) if self._tls_context is not None else sock
+        self.opened += 1
         nonce = new_nonce()
         self.send(pack_body({"type": HELLO, "version": PROTOCOL_VERSION, "session": session, "nonce": nonce}),
                   deadline)

@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import logging
+import re
 import selectors
 import ssl
 import subprocess
@@ -26,11 +27,14 @@ from sim2real.testbed.admission import server_security
 from sim2real.testbed.protocol import TestbedError, TestbedTimeout
 from sim2real.testbed.server import EnvFactory, TestbedServer
 
+GYM_MODULE_ID = re.compile(r"[\w.]+:[\w./-]+-v\d+")
+"""gymnasium's "module:EnvName-v0": gym.make imports the module, which registers the id."""
+
 
 def env_factory_from_spec(spec: str, kwargs: Mapping[str, Any] | None = None) -> EnvFactory:
     """Turn "package.module:callable" or a gymnasium id into a factory taking no arguments."""
     kwargs = dict(kwargs or {})
-    if ":" in spec and not is_registered(spec):
+    if ":" in spec and not is_registered(spec) and not GYM_MODULE_ID.fullmatch(spec):
         return functools.partial(import_callable(spec, key="--env"), **kwargs)
     return functools.partial(gym.make, spec, **kwargs)
 
@@ -48,14 +52,13 @@ def serve(
     realtime: bool = False,
     applied_log: str | Path | None = None,
 ) -> None:
-    """Serve env_factory() on host:port in this process until SIGINT/SIGTERM (`sim2real serve` does this for a target).
+    """Serve env_factory() on host:port in this process until SIGINT/SIGTERM (as `sim2real serve` serves a target).
 
     ``realtime`` paces a simulated env at its control period (a real robot paces itself: leave it
     off); ``applied_log`` keeps every applied step on disk, so a restarted server resumes.
     """
     TestbedServer(env_factory, host, port, hold_after, key=key, tls=tls, insecure=insecure, realtime=realtime,
                   applied_log=applied_log).serve_forever(on_ready)
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
