@@ -17,6 +17,7 @@ import pytest
 from testbed_security import Lab
 from typer.testing import CliRunner
 
+from sim2real.bench.latency import TrivialEnv
 from sim2real.cli import app
 from sim2real.testbed import RemoteEnv, RemoteError, ServerProcess, TestbedError, TestbedServer, encoding
 from sim2real.testbed import protocol as p
@@ -30,10 +31,9 @@ from sim2real.testbed.auth import (
     session_tags,
 )
 from sim2real.testbed.credentials import Credentials
-from sim2real.testbed.latency import TrivialEnv
 from sim2real.testbed.tls import certificate_fingerprint, parse_fingerprint, server_context
 
-COUNTING_ENV = "sim2real.testbed.latency:TrivialEnv"
+COUNTING_ENV = "sim2real.bench.latency:TrivialEnv"
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ TRAINING_TASKS = ("driving", "grasping")
 def run_all(harness: bool = True, offpolicy: bool = True, training: bool = True,
             pretraining_seeds: int = 5) -> dict[str, Any]:
     """Run every benchmark and return the numbers (the CLI prints them as a table)."""
-    from sim2real.testbed.latency import LINKS, measure_round_trip, tag_cost_per_step
+    from sim2real.bench.latency import LINKS, measure_round_trip, tag_cost_per_step
 
     results: dict[str, Any] = {
         "driving": env_step_cost(DrivingEnv),

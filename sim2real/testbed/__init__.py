@@ -4,7 +4,6 @@ from sim2real.testbed.auth import generate_key_file, load_key_file
 from sim2real.testbed.client import RemoteEnv
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.encoding import decode_space, encode_space, spaces_match
-from sim2real.testbed.latency import measure_round_trip
 from sim2real.testbed.process import ServerProcess, serve
 from sim2real.testbed.protocol import (
     PROTOCOL_VERSION,
@@ -34,7 +33,6 @@ __all__ = [
     "encode_space",
     "generate_key_file",
     "load_key_file",
-    "measure_round_trip",
     "serve",
     "server_context",
     "spaces_match",
