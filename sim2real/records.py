@@ -31,6 +31,15 @@ class RecordsError(Sim2RealError):
     """A results file cannot be read or a record cannot be written: names the file and the line."""
 
 
+def jsonl_line(record: Mapping[str, Any], path: PathLike) -> bytes:
+    """One record as a line of strict JSON (NaN and infinities refused), as every JSONL file here holds it."""
+    try:
+        text = json.dumps(record, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        raise RecordsError(f"{path}: cannot write record {record!r} as JSON: {error}") from error
+    return (text + "\n").encode("utf-8")
+
+
 class JsonlWriter:
     """Append-only JSON-lines writer: one record per line, flushed as written, fsynced on demand.
 
@@ -81,11 +90,7 @@ class JsonlWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record as a line of strict JSON (NaN and infinities are refused)."""
-        try:
-            text = json.dumps(record, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as error:
-            raise RecordsError(f"{self.path}: cannot write record {record!r} as JSON: {error}") from error
-        view = memoryview((text + "\n").encode("utf-8"))
+        view = memoryview(jsonl_line(record, self.path))
         while view:
             view = view[self._file.write(view):]
         if self.fsync_every is not None and time.monotonic() - self._synced >= self.fsync_every:

@@ -11,7 +11,6 @@ report from those files alone, counting complete units only (``sim2real report R
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from sim2real.experiment.run_files import (
 )
 from sim2real.experiment.summary import measured_verdict, summarize
 from sim2real.provenance import versions
-from sim2real.records import read_jsonl, write_bytes_atomic, write_json_atomic
+from sim2real.records import jsonl_line, read_jsonl, write_bytes_atomic, write_json_atomic
 
 try:
     import fcntl
@@ -101,10 +100,6 @@ def holds_another_plan(out_dir: str | Path, plan: Plan) -> bool:
     return bool(_differences(read_json(path, REUSE_ADVICE), description))
 
 
-def _line(record: Mapping[str, Any]) -> bytes:
-    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
 def _complete(records: Sequence[EvaluationRecord], units: Sequence[str],
               steps: Sequence[int]) -> dict[str, list[EvaluationRecord]]:
     """The records of each unit whose every grid step is present, in plan order (a step's last record wins, as in
@@ -128,7 +123,7 @@ def resume(path: Path, plan: Plan) -> set[str]:
     complete = _complete(records, [unit.key for unit in plan.units()], plan.steps)
     kept = [record for unit in complete.values() for record in unit]
     if len(kept) != len(records):
-        write_bytes_atomic(path, b"".join(_line(record.to_json()) for record in kept))
+        write_bytes_atomic(path, b"".join(jsonl_line(record.to_json(), path) for record in kept))
     return set(complete)
 
 
