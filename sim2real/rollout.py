@@ -16,9 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from scipy import stats
 
 from sim2real.episode import Policy, play
+from sim2real.intervals import mean_interval, wilson_interval
 from sim2real.records import JsonlWriter, read_jsonl, write_json_atomic
 
 EVALUATION_OUTPUTS = ("episodes.jsonl", "summary.json")
@@ -93,17 +93,13 @@ def summarize(episodes: list[Episode], confidence: float = 0.95) -> dict[str, An
     if n == 0:
         return {**summary, "success_rate": None, "mean_return": None, "mean_length": None}
     successes = sum(e.success for e in completed)
-    low, high = stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")
-    returns = np.array([e.ret for e in completed])
-    mean = float(returns.mean())
-    spread = n > 1 and returns.std() > 0
-    half = float(stats.sem(returns) * stats.t.ppf((1 + confidence) / 2, n - 1)) if spread else 0.0
+    returns = [e.ret for e in completed]
     return {
         **summary,
         "success_rate": successes / n,
-        "success_ci": [float(low), float(high)],
-        "mean_return": mean,
-        "return_ci": [mean - half, mean + half],
+        "success_ci": list(wilson_interval(successes, n, confidence)),
+        "mean_return": float(np.mean(returns)),
+        "return_ci": list(mean_interval(returns, confidence)),
         "mean_length": float(np.mean([e.length for e in completed])),
     }
 
