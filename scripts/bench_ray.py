@@ -1,7 +1,9 @@
 """`python scripts/bench_ray.py`: the same grid on a two-node Ray cluster (1 CPU each, loopback) and on the local pool.
 
-Prints the wall time of each whole run (start-up, zero-shot gap and report included, as a user
-sees it; local, Ray, Ray, local), the ratio of their means, each unit's own time, the driver's
+Each run is a fresh `sim2real transfer` process, as a user starts it, so each pays its own
+start-up (the local pool its fork server's imports, Ray its workers'). Prints the wall time of
+each whole run (start-up, zero-shot gap and report included; local, Ray, Ray, local), the ratio
+of their means, each unit's own time, the driver's
 cost per unit (results of units that do nothing, and writing a unit's records), and from those a
 projection of the README's far-target grid on bigger machines. Run it with nothing else on the machine.
 """
@@ -13,6 +15,8 @@ import json
 import math
 import os
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -81,16 +85,23 @@ def main() -> None:
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
                                                               "include_dashboard": False})
         nodes.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-        runs = {
-            "local": lambda name: experiment.run(plan, root / name, workers=2),
-            "ray": lambda name: experiment.run(plan, root / name, backend="ray", ray_address=nodes.address),
-        }
+        transfer = [sys.executable, "-m", "sim2real", "transfer", "driving", "--policy", "driving-ppo-nominal",
+                    "--target", "wet", "--strategies", "finetune,scratch", "--seeds", str(args.seeds),
+                    "--budget", str(args.budget), "--eval-every", str(args.budget // 4),
+                    "--episodes", str(args.episodes)]
+        backends = {"local": ["--backend", "local", "--workers", "2"],
+                    "ray": ["--backend", "ray", "--address", nodes.address]}
         seconds: dict[str, list[float]] = {"local": [], "ray": []}
         try:
             for index, kind in enumerate(ORDER):  # ABBA: a drift of the machine's speed weighs on both alike
-                started = time.perf_counter()
-                runs[kind](f"{kind}-{index}")
-                seconds[kind].append(time.perf_counter() - started)
+                name = f"{kind}-{index}"
+                with (root / f"{name}.log").open("w") as log:
+                    started = time.perf_counter()
+                    done = subprocess.run([*transfer, *backends[kind], "--out", str(root / name)], stdout=log,
+                                          stderr=subprocess.STDOUT)
+                    seconds[kind].append(time.perf_counter() - started)
+                if done.returncode:
+                    raise SystemExit(f"the {kind} run failed:\n{(root / f'{name}.log').read_text()}")
             round_trip = _driver_interval(nodes.address)
         finally:
             nodes.shutdown()
@@ -98,6 +109,8 @@ def main() -> None:
         same = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in read_jsonl(first["ray"] / "results.jsonl")]
         reference = [{k: v for k, v in r.items() if k != "wall_seconds"}
                      for r in read_jsonl(first["local"] / "results.jsonl")]
+        if len(reference) != len(plan.units()) * len(plan.steps):
+            raise SystemExit(f"the runs' plan is not this bench's: {len(reference)} records")
         by_unit = _unit_seconds(first["local"])
         on_ray = _unit_seconds(first["ray"])
         writing = _record_cost(root, records=len(plan.steps))
