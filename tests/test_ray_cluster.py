@@ -8,14 +8,17 @@ cost nothing but time.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -63,15 +66,27 @@ def cluster_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(cluster_env):
+def client_port() -> int:
+    """A loopback port nothing listens on now, for the head node's Ray Client server."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_env, client_port):
     """Two Ray nodes of one CPU each on 127.0.0.1, token authentication on."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in cluster_env.items():
             patch.setenv(name, value)
         patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
         reset_auth_token_state()  # this process read RAY_AUTH_MODE when Ray was imported
-        nodes = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False})
+        with warnings.catch_warnings():  # Ray drops its client server's log files unclosed
+            warnings.simplefilter("ignore", ResourceWarning)
+            nodes = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False,
+                "ray_client_server_port": client_port})
+            gc.collect()
         nodes.add_node(num_cpus=1, node_ip_address=LOOPBACK)
         try:
             yield nodes
@@ -169,6 +184,18 @@ def test_a_driver_killed_mid_run_resumes_without_repeating_an_evaluation(cluster
     assert len({(r["unit"], r["steps"]) for r in records}) == len(records) == 18
     assert without_wall_time(records) == without_wall_time(read_jsonl(local_run / RESULTS_FILE))
     assert progress[0].done == len(before)
+
+
+def test_a_ray_client_address_gives_the_local_records(cluster, cluster_env, client_port, tiny, local_run,
+                                                      tmp_path):
+    client = f"ray://{LOOPBACK}:{client_port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cluster_env.items():
+            patch.setenv(name, value)
+        run_dir = experiment.run(tiny[2], tmp_path / "client", backend="ray", ray_address=client)
+    assert without_wall_time(read_jsonl(run_dir / RESULTS_FILE)) == without_wall_time(
+        read_jsonl(local_run / RESULTS_FILE))
+    assert json.loads((run_dir / PLAN_FILE).read_text())["execution"]["address"] == client
 
 
 def test_a_users_env_module_ships_with_the_job(cluster, tmp_path_factory, tmp_path):

@@ -179,6 +179,11 @@ class RayBackend:
             return RayConnectionError(f"cannot start a local Ray: {first}")
         if "Unauthenticated" in said or "InvalidAuthToken" in said or "auth" in first.lower():
             return RayConnectionError(f"the Ray cluster at {self.address} refused this driver's token: {TOKEN_HELP}")
+        if self.address.startswith("ray://"):  # Ray Client reports a wrong token as a timeout, like a dead port
+            return RayConnectionError(f"cannot connect to the Ray Client server at {self.address} ({first}): check "
+                                      f"that the head node serves Ray Client there (`ray start --head` does, on port "
+                                      f"10001), runs this driver's Ray version ({self.ray.__version__}), and that "
+                                      f"this driver holds the cluster's token ({TOKEN_HELP})")
         return RayConnectionError(f"cannot connect to the Ray cluster at {self.address} ({first}): check that a Ray "
                                   f"head node listens there (`ray start --head` prints its address) and runs this "
                                   f"driver's Ray version ({self.ray.__version__})")
