@@ -34,7 +34,8 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     array = np.asarray(values, dtype=float)
     mean = float(array.mean())
     n = len(array)
-    if n < 2 or array.std() == 0:
+    spread = float(array.std(ddof=1)) if n > 1 else 0.0
+    if spread == 0:
         return mean, mean
-    half = float(array.std(ddof=1) / math.sqrt(n) * stdtrit(n - 1, (1 + confidence) / 2))
+    half = float(spread / math.sqrt(n) * stdtrit(n - 1, (1 + confidence) / 2))
     return mean - half, mean + half
