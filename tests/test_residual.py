@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,49 @@ def test_the_critic_warms_up_while_the_actor_holds_still(sac):
     assert not torch.equal(actor["mu.weight"], residual.actor.mu.weight)
 
 
+def trained_twice(residual: ResidualSAC, tmp_path, steps: int = 6) -> tuple[ResidualSAC, ResidualSAC]:
+    """Two copies of ``residual``, one trained by ``steps`` updates of our SAC update, one by SB3's, on equal draws."""
+    residual.save(tmp_path / "residual.zip")
+    copies = []
+    for update in (ResidualSAC.train, SAC.train):
+        model = ResidualSAC.load(tmp_path / "residual.zip", env=pendulum())
+        model.replay_buffer = copy.deepcopy(residual.replay_buffer)
+        model.set_logger(residual.logger)
+        torch.manual_seed(5)
+        np.random.seed(5)
+        update(model, steps, 32)
+        copies.append(model)
+    return copies[0], copies[1]
+
+
+def test_its_sac_update_is_sb3s_when_there_is_no_anchor(sac, tmp_path):
+    residual = adapt(sac, pendulum(), "residual", seed=1, critic_warmup=0, learning_starts=20).learn(80)
+    ours, sb3 = trained_twice(residual, tmp_path)
+    before = residual.policy.state_dict()
+    for key, value in ours.policy.state_dict().items():
+        assert torch.equal(value, sb3.policy.state_dict()[key]), key
+    assert not torch.equal(before["actor.mu.weight"], ours.policy.state_dict()["actor.mu.weight"])
+    assert torch.equal(ours.log_ent_coef, sb3.log_ent_coef)
+
+
+def test_the_anchor_holds_the_action_near_the_pretrained_one(ppo):
+    """Same seed, same target, same steps: the anchored correction stays several times smaller."""
+
+    def correction_after_training(anchor: float) -> float:
+        residual = adapt(ppo, pendulum(), "residual", seed=2, sac_hyperparameters=SAC_HYPERPARAMETERS,
+                         critic_warmup=0, learning_starts=20, anchor=anchor)
+        residual.learn(300)
+        obs = torch.as_tensor(observations(256))
+        with torch.no_grad():
+            _, _, deviation = residual.actor.action_log_prob_deviation(obs)
+        return float(deviation.pow(2).mean().sqrt())
+
+    free, anchored = correction_after_training(0.0), correction_after_training(2.0)
+    assert free > 0.03 and anchored < free / 3, (free, anchored)
+    assert "anchored to the pretrained action (behaviour cloning, 2·mean|Q|)" in get_strategy(
+        "residual", anchor=2.0).describe()
+
+
 def test_it_acts_around_the_pretrained_policy_from_the_first_step(ppo):
     """No uniform random warm-up: with a tiny exploration every early action is the base action."""
     residual = adapt(ppo, pendulum(), "residual", seed=1, sac_hyperparameters=SAC_HYPERPARAMETERS, log_std=-5.0,
@@ -148,6 +193,8 @@ def test_utd_sets_sac_gradient_steps_and_is_recorded(sac):
         ({"scale": 3.0}, r"scale must be a number in \(0, 2\]"),
         ({"log_std": float("nan")}, r"log_std must be a number in \[-5, 2\]"),
         ({"critic_warmup": -1}, "critic_warmup must be an integer >= 0"),
+        ({"anchor": -0.1}, r"anchor must be a finite number >= 0 \(the behaviour-cloning weight"),
+        ({"anchor": float("inf")}, "anchor must be a finite number >= 0"),
     ],
 )
 def test_bad_residual_options_are_clear_errors(options, message):

@@ -224,7 +224,7 @@ def _adapt_residual(
     policy_kwargs = dict(hyperparameters.pop("policy_kwargs", None) or {})
     policy_kwargs.update(base=spec, residual_scale=strategy.scale, residual_log_std=strategy.log_std)
     adapted = ResidualSAC(ResidualSACPolicy, env, seed=seed, policy_kwargs=policy_kwargs,
-                          critic_warmup=strategy.critic_warmup, **hyperparameters)
+                          critic_warmup=strategy.critic_warmup, anchor=strategy.anchor, **hyperparameters)
     support.check(adapted, strategy)
     overrides = support.overrides(adapted, strategy)
     for name, value in overrides.items():

@@ -10,13 +10,17 @@ reads the observation and the base action, so it can learn a map of the action (
 rescaled command) as well as a state-dependent offset (Silver et al. 2018; Johannink et al. 2019).
 
 :class:`ResidualSAC` also acts with its policy from the first step (never uniform random
-actions: on a robot those are crashes) and can hold the actor still for ``critic_warmup`` steps
-while the critic learns the target's values of the pretrained behaviour (WSRL, 2024).
+actions: on a robot those are crashes), can hold the actor still for ``critic_warmup`` steps
+while the critic learns the target's values of the pretrained behaviour (WSRL, 2024), and can
+anchor the actor to the pretrained behaviour with a behaviour-cloning term (TD3+BC's, Fujimoto &
+Gu 2021): a critic trained on a few thousand steps around the pretrained actions is wrong away
+from them, and its gradient alone drags a correction off before it has seen where it leads.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +31,11 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor, create_mlp
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
+from torch.nn import functional as F
 
 from sim2real.transfer.errors import TransferError
 
@@ -148,9 +155,16 @@ class ResidualActor(Actor):
 
     def action_log_prob(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A sampled action and the log-density of its correction (scaled by ``residual_scale``; clipping ignored)."""
+        action, log_prob, _ = self.action_log_prob_deviation(obs)
+        return action, log_prob
+
+    def action_log_prob_deviation(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`action_log_prob`, plus how far the deterministic action lies from the base action."""
         mean, log_std, base = self._parameters_and_base(obs)
         correction, log_prob = self.action_dist.log_prob_from_params(mean, log_std)
-        return self._combine(base, correction), log_prob - correction.shape[1] * math.log(self.residual_scale)
+        deviation = self._combine(base, torch.tanh(mean)) - base
+        log_prob = log_prob - correction.shape[1] * math.log(self.residual_scale)
+        return self._combine(base, correction), log_prob, deviation
 
 
 class ResidualSACPolicy(SACPolicy):
@@ -178,32 +192,94 @@ class ResidualSACPolicy(SACPolicy):
 
 
 class ResidualSAC(SAC):
-    """SAC that acts with its policy from the first step and can hold the actor during a critic warm-up.
+    """SAC that acts with its policy from the first step, can warm its critic up first and anchor its actor.
 
     SB3's SAC takes uniform random actions until ``learning_starts``; around a pretrained base
     that throws its behaviour away, so this class never does. For the first ``critic_warmup``
-    steps the actor's gradient steps are skipped (the critic and the entropy coefficient still
-    learn), so the critic learns the target's values of the pretrained behaviour before the
-    actor follows it.
+    steps the actor is held still (the critic and the entropy coefficient still learn), so the
+    critic learns the target's values of the pretrained behaviour before the actor follows it.
+    With ``anchor`` > 0 the actor's loss gains ``anchor · mean|Q| · mean((a(s) − base(s))²)``,
+    a pull of the deterministic action toward the pretrained one in SB3's [-1, 1] action space;
+    the batch's mean |Q| (not differentiated) makes the weight independent of the reward's scale,
+    so ``anchor`` 0.4 is TD3+BC's α = 2.5.
     """
 
-    def __init__(self, *args: Any, critic_warmup: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, critic_warmup: int = 0, anchor: float = 0.0, **kwargs: Any) -> None:
         self.critic_warmup = int(critic_warmup)
+        self.anchor = float(anchor)
         super().__init__(*args, **kwargs)
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> Any:
         return super()._sample_action(0, action_noise, n_envs)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """SAC's update, with the actor held still while ``num_timesteps`` is within the critic warm-up."""
-        if self.num_timesteps > self.critic_warmup:
-            super().train(gradient_steps, batch_size)
-            return
-        trainable = [p for group in self.actor.optimizer.param_groups for p in group["params"]]
-        for parameter in trainable:
-            parameter.requires_grad_(False)
-        try:
-            super().train(gradient_steps, batch_size)
-        finally:
-            for parameter in trainable:
-                parameter.requires_grad_(True)
+        """SAC's update (entropy coefficient, then critics, then actor, then the targets' Polyak average).
+
+        The same update as SB3's ``SAC.train`` (a test holds them equal), written out here for the
+        two things it cannot do: skip the actor during the critic warm-up, and add the anchor.
+        """
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        actor_moves = self.num_timesteps > self.critic_warmup
+        logs: dict[str, list[float]] = defaultdict(list)
+        for gradient_step in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            actions, log_prob, deviation = self.actor.action_log_prob_deviation(batch.observations)
+            log_prob = log_prob.reshape(-1, 1)
+            ent_coef = self._update_entropy(log_prob, logs)
+            self._update_critic(batch, ent_coef, logs)
+            if actor_moves:
+                self._update_actor(batch.observations, actions, log_prob, deviation, ent_coef, logs)
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", float(np.mean(values)))
+
+    def _update_entropy(self, log_prob: torch.Tensor, logs: dict[str, list[float]]) -> torch.Tensor:
+        """One step of the learned entropy coefficient (if it is learned); the coefficient to use now."""
+        if self.ent_coef_optimizer is None or self.log_ent_coef is None:
+            logs["ent_coef"].append(float(self.ent_coef_tensor))
+            return self.ent_coef_tensor
+        ent_coef = torch.exp(self.log_ent_coef.detach())
+        loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+        logs["ent_coef"].append(float(ent_coef))
+        logs["ent_coef_loss"].append(loss.item())
+        self.ent_coef_optimizer.zero_grad()
+        loss.backward()
+        self.ent_coef_optimizer.step()
+        return ent_coef
+
+    def _update_critic(self, batch: ReplayBufferSamples, ent_coef: torch.Tensor, logs: dict[str, list[float]]) -> None:
+        """One soft Bellman step of every Q-network toward the clipped double-Q target."""
+        discounts = batch.discounts if batch.discounts is not None else self.gamma
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor.action_log_prob(batch.next_observations)
+            next_q = torch.cat(self.critic_target(batch.next_observations, next_actions), dim=1)
+            next_q = torch.min(next_q, dim=1, keepdim=True).values - ent_coef * next_log_prob.reshape(-1, 1)
+            target = batch.rewards + (1 - batch.dones) * discounts * next_q
+        current = self.critic(batch.observations, batch.actions)
+        loss = 0.5 * sum(F.mse_loss(q, target) for q in current)
+        logs["critic_loss"].append(loss.item())
+        self.critic.optimizer.zero_grad()
+        loss.backward()
+        self.critic.optimizer.step()
+
+    def _update_actor(self, observations: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tensor,
+                      deviation: torch.Tensor, ent_coef: torch.Tensor, logs: dict[str, list[float]]) -> None:
+        """One step of the actor toward high soft Q, pulled toward the base action by the anchor."""
+        q_values = torch.min(torch.cat(self.critic(observations, actions), dim=1), dim=1, keepdim=True).values
+        loss = (ent_coef * log_prob - q_values).mean()
+        logs["actor_loss"].append(loss.item())
+        if self.anchor > 0:
+            anchor_loss = self.anchor * q_values.abs().mean().detach() * deviation.pow(2).mean()
+            logs["anchor_loss"].append(anchor_loss.item())
+            loss = loss + anchor_loss
+        self.actor.optimizer.zero_grad()
+        loss.backward()
+        self.actor.optimizer.step()

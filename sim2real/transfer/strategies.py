@@ -34,6 +34,7 @@ DEFAULT_RESIDUAL_SCALE = 1.0
 DEFAULT_RESIDUAL_LOG_STD = -1.0
 DEFAULT_CRITIC_WARMUP = 1_000
 DEFAULT_RESIDUAL_UTD = 2
+DEFAULT_RESIDUAL_ANCHOR = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,7 +291,9 @@ class Residual(Training):
     The action is clip(pretrained(s) + ``scale`` · c(s, pretrained(s)), bounds): ``scale`` is the
     largest correction as a fraction of the action's half-range, ``log_std`` the correction's
     initial log standard deviation (before the tanh; its exploration around the pretrained
-    action), ``critic_warmup`` the target steps during which only the critic learns. A SAC
+    action), ``critic_warmup`` the target steps during which only the critic learns, ``anchor`` the
+    weight of a behaviour-cloning pull of the action toward the pretrained one (relative to the
+    batch's mean |Q|, as in TD3+BC: 0.4 is their α = 2.5; 0 leaves it out). A SAC
     policy's critic and entropy coefficient carry over; a PPO policy (no Q-function) gets a
     fresh critic and the task's SAC hyperparameters for the correction. The learner acts with
     its policy from the first step: ``learning_starts`` only delays the first update.
@@ -302,6 +305,7 @@ class Residual(Training):
     scale: float = DEFAULT_RESIDUAL_SCALE
     log_std: float = DEFAULT_RESIDUAL_LOG_STD
     critic_warmup: int = DEFAULT_CRITIC_WARMUP
+    anchor: float = DEFAULT_RESIDUAL_ANCHOR
     utd: int | None = DEFAULT_RESIDUAL_UTD
 
     def __post_init__(self) -> None:
@@ -315,13 +319,19 @@ class Residual(Training):
         warmup = self.critic_warmup
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise TransferError(f"{self.name}: critic_warmup must be an integer >= 0 (target steps), got {warmup!r}")
+        if not _finite_number(self.anchor) or self.anchor < 0:
+            raise TransferError(f"{self.name}: anchor must be a finite number >= 0 (the behaviour-cloning weight "
+                                f"relative to mean |Q|; 0 for none), got {self.anchor!r}")
 
     def describe(self) -> str:
         """One line saying what the strategy does."""
         warmup = f", the critic alone for the first {self.critic_warmup} steps" if self.critic_warmup else ""
+        anchor = (f", anchored to the pretrained action (behaviour cloning, {self.anchor:g}·mean|Q|)"
+                  if self.anchor else "")
         return (
             f"freeze the pretrained policy and learn with SAC a zero-initialised correction of its action (up to "
-            f"±{self.scale:g} of the half-range, initial log-std {self.log_std:g}){warmup}, {self._training_note()}"
+            f"±{self.scale:g} of the half-range, initial log-std {self.log_std:g}){warmup}{anchor}, "
+            f"{self._training_note()}"
         )
 
 
