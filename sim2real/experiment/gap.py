@@ -115,8 +115,8 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     over random actions on the source, or keeps less than LITTLE_RETAINED of it on a target while
     missing the threshold on the source too, so adapting it is unlikely to beat scratch by much.
     transfer: otherwise. A policy that solves the source but lost its edge on the target is the
-    case for residual (the far targets: measured in the README), one that kept part of it for
-    any strategy that starts at the pretrained behaviour. Reads `metric`, `threshold`, `target` and the three levels.
+    case for residual (the far targets), one that kept part of it for finetune (the near targets:
+    both measured in the README). Reads `metric`, `threshold`, `target` and the three levels.
     """
     metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
     label = "success rate" if metric == "success" else "mean return"
@@ -156,5 +156,7 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
                           f"episodes; costs only the recorded steps); re-initialising or fine-tuning the weights "
                           f"seldom beats scratch this far from the source.")
     return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {percent(retained)} of its "
-                      f"edge over random actions ({numbers}).{note} Try residual and finetune first: both start at the "
-                      f"pretrained behaviour and should reach the threshold sooner than scratch.")
+                      f"edge over random actions ({numbers}).{note} Try finetune first: it starts at the pretrained "
+                      f"behaviour and moves every weight a little at each update, which is what a near shift needs. "
+                      f"Residual starts there too, but a policy that half works is where its fresh critic hurts: "
+                      f"the correction is dragged off before the critic knows where that leads.")
