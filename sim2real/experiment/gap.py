@@ -152,8 +152,9 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
         return TRANSFER, (f"{target} undoes a policy that still solves the source ({numbers}): the shift is likely "
                           f"a correction of its actions (a turned mount, a weaker motor) or physics the simulator "
                           f"can fit. Try residual first (SAC learns a correction of the frozen policy's action, "
-                          f"starting at its behaviour), then sysid_finetune (fits the simulator to recorded target "
-                          f"episodes; costs only the recorded steps); re-initialising or fine-tuning the weights "
+                          f"starting at its behaviour) and, from a SAC policy, finetune with utd=2 (its critic "
+                          f"carries over), then sysid_finetune (fits the simulator to recorded target episodes; "
+                          f"costs only the recorded steps); re-initialising or fine-tuning a PPO policy's weights "
                           f"seldom beats scratch this far from the source.")
     return TRANSFER, (f"Transfer should pay on {target}: the pretrained policy keeps {percent(retained)} of its "
                       f"edge over random actions ({numbers}).{note} Try finetune first: it starts at the pretrained "
