@@ -155,16 +155,20 @@ class ResidualActor(Actor):
 
     def action_log_prob(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A sampled action and the log-density of its correction (scaled by ``residual_scale``; clipping ignored)."""
-        action, log_prob, _ = self.action_log_prob_deviation(obs)
+        action, log_prob, _, _ = self._sample(obs)
         return action, log_prob
 
     def action_log_prob_deviation(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As :meth:`action_log_prob`, plus how far the deterministic action lies from the base action."""
+        action, log_prob, mean, base = self._sample(obs)
+        return action, log_prob, self._combine(base, torch.tanh(mean)) - base
+
+    def _sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sampled action, its log-density, and the correction's mean and the base action it was built from."""
         mean, log_std, base = self._parameters_and_base(obs)
         correction, log_prob = self.action_dist.log_prob_from_params(mean, log_std)
-        deviation = self._combine(base, torch.tanh(mean)) - base
         log_prob = log_prob - correction.shape[1] * math.log(self.residual_scale)
-        return self._combine(base, correction), log_prob, deviation
+        return self._combine(base, correction), log_prob, mean, base
 
 
 class ResidualSACPolicy(SACPolicy):
