@@ -13,36 +13,25 @@ from sim2real.cli.common import (
     console,
     user_errors,
 )
-from sim2real.cli.transfer import print_report, progress_printer
-from sim2real.formatting import count, percent
+from sim2real.cli.transfer import progress_printer
+from sim2real.formatting import percent
 
 
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="where the report, figures and GIFs go")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="where the page (index.md), runs, figures and GIFs go")] = Path("runs/demo"),
     workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
 ) -> None:
-    """The whole story on the shipped policies: zero-shot table, transfer experiments, testbed, figures, GIFs."""
-    from sim2real.demo import run_demo
-    from sim2real.testbed.remote_policy import format_latency
+    """Every transfer lever on every far target with the shipped policies; index.md says which won where."""
+    from sim2real.demo import PAGE, run_demo
+    from sim2real.demo.page import story
 
     summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
                        progress=progress_printer())
-    kinds_shown = ("source", "near", "far", "real", "task")
-    table = Table("policy", *kinds_shown, title="Zero-shot success (deterministic policy)")
-    by_policy: dict[str, dict[str, float]] = {}
-    for row in summary["zero_shot"]:
-        by_policy.setdefault(row["policy"], {})[row["kind"]] = row["success"]
-    for name, kinds in by_policy.items():
-        table.add_row(name, *(f"{percent(kinds[k])}" if k in kinds else "—" for k in kinds_shown))
-    console.print(table)
-    for data in summary["transfer"].values():
-        print_report(Path(data["run_dir"]))
-    testbed = summary["testbed"]
-    console.print(f"Testbed: success {percent(testbed['success_rate'])} over {count(testbed['episodes'], 'episode')}, "
-                  f"round trip p50 / p99 {format_latency(testbed['latency_ms'])}")
-    console.print(f"Done in {summary['wall_seconds']:.0f} s. Open [bold]{out / 'report.md'}[/].")
+    for line in story(summary):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"Done in {summary.wall_seconds:.0f} s. Open [bold]{out / PAGE}[/] first.")
 
 
 @app.command()

@@ -1,0 +1,118 @@
+"""What one transfer lever did on one far target: reached the threshold or not, and at what cost in target steps.
+
+Each function turns one measurement (a zero-shot evaluation, a harness report, the transductive
+loop's summary, a robot run's report) into a `LeverResult`, the row the demo's page and the
+README's demo section are written from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sim2real.experiment.summary import format_aggregate
+from sim2real.formatting import percent
+
+LEVERS = {
+    "nominal": "no transfer (nominal policy)",
+    "randomized": "randomized pretraining",
+    "retraining": "partial retraining",
+    "transductive": "fitted simulator (no target reward)",
+    "testbed": "on the testbed",
+}
+"""The levers in the order the page shows them, with their column titles."""
+
+
+@dataclass(frozen=True)
+class LeverResult:
+    """One lever on one target: `success` reached, whether it met the threshold, the target steps it took.
+
+    `target_steps` is 0 for a policy that meets the threshold zero-shot and None when the lever did
+    not meet it; `detail` is the page's cell, in words and numbers.
+    """
+
+    target: str
+    lever: str
+    method: str
+    success: float
+    reached: bool
+    target_steps: int | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for demo.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LeverResult:
+        """A result read back from demo.json."""
+        steps = data["target_steps"]
+        return cls(str(data["target"]), str(data["lever"]), str(data["method"]), float(data["success"]),
+                   bool(data["reached"]), None if steps is None else int(steps), str(data["detail"]))
+
+
+def kilo(steps: float) -> str:
+    """Target steps as people read them in a table: 6.0k, 800."""
+    return f"{steps / 1000:.1f}k" if steps >= 1000 else f"{steps:.0f}"
+
+
+def zero_shot_lever(target: str, lever: str, policy: str, success: float, episodes: int,
+                    threshold: float) -> LeverResult:
+    """A shipped policy evaluated on the target as it is: no target step spent."""
+    reached = success >= threshold
+    return LeverResult(target, lever, f"{policy}, zero-shot", success, reached, 0 if reached else None,
+                       f"{percent(success)} over {episodes} episodes, no target step")
+
+
+def retraining_lever(target: str, policy: str, strategy: str, report: Mapping[str, Any]) -> LeverResult:
+    """The harness's best trained strategy against scratch: steps to the threshold (IQM [CI]) and the gain."""
+    threshold = report["threshold"]["value"]
+    budget = report["budget"]
+    data = report["strategies"][strategy.split(":")[0]]
+    scratch = report["strategies"]["scratch"]
+    seeds = data["seeds"]
+    reached_seeds = seeds - data["time_to_threshold"]["censored"]
+    reached = 2 * reached_seeds > seeds
+    final = data["final"][report["metric"]]["iqm"]
+    steps = data["time_to_threshold"]["iqm"]
+    detail = (f"{strategy} from {policy}: {percent(threshold)} after {steps_to(data, budget)} "
+              f"({reached_seeds} of {seeds} seeds), {percent(final)} at {kilo(budget)}; scratch: "
+              f"{steps_to(scratch, budget)}, gain {format_aggregate(data, 'sample_efficiency_gain', '×')}")
+    return LeverResult(target, "retraining", f"{strategy} from {policy}, {seeds} seeds", final, reached,
+                       round(steps) if reached else None, detail)
+
+
+def steps_to(data: Mapping[str, Any], budget: int) -> str:
+    """Steps to the threshold as IQM [CI], or "none by <budget>" when no seed got there."""
+    reached = data["time_to_threshold"]
+    if reached["censored"] == data["seeds"]:
+        return f"none by {kilo(budget)}"
+    low, high = reached["ci"] or (reached["iqm"], reached["iqm"])
+    return f"{kilo(reached['iqm'])} [{kilo(low)}, {kilo(high)}]"
+
+
+def transductive_lever(target: str, policy: str, summary: Mapping[str, Any], threshold: float,
+                       episodes: int) -> LeverResult:
+    """The record → fit → fine-tune loop: the adapted policy's success, paid for with the recorded target steps."""
+    before, after = summary["success"]["pretrained"], summary["success"]["adapted"]
+    recorded = int(summary["target_steps_used"])
+    reached = after >= threshold
+    detail = (f"{percent(before)} → {percent(after)} over {episodes} episodes, from {recorded:,} recorded target "
+              f"steps (no reward used)")
+    return LeverResult(target, "transductive", f"sysid_finetune from {policy}", after, reached,
+                       recorded if reached else None, detail)
+
+
+def testbed_lever(target: str, policy: str, strategy: str, unit: Mapping[str, Any], threshold: float) -> LeverResult:
+    """A robot run's unit: its curve on the served stand-in, the steps and robot minutes to the threshold."""
+    steps, values = unit["curve"]["steps"], unit["curve"]["success"]
+    curve = ", ".join(f"{percent(value)} at {kilo(step)}" for step, value in zip(steps, values, strict=True))
+    reached_at = unit["time_to_threshold"]
+    minutes = unit.get("robot_minutes") or {}
+    spent = f"robot minutes: {minutes.get('train', '—')} training, {minutes.get('eval', '—')} evaluating"
+    reached_text = ("not reached" if reached_at is None else
+                    f"{percent(threshold)} after {reached_at:,} steps = {unit['robot_minutes_to_threshold']} robot-min")
+    detail = f"{strategy} from {policy}: {curve}; {reached_text}; {spent}"
+    return LeverResult(target, "testbed", f"{strategy} from {policy}, 1 seed", values[-1], reached_at is not None,
+                       reached_at, detail)

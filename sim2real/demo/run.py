@@ -1,0 +1,270 @@
+"""The main job end to end: every transfer lever on every far target, with the shipped policies, into one folder.
+
+`sim2real demo` calls :func:`run_demo`. Per far target it measures the nominal policy zero-shot
+(the failure), the randomized policy zero-shot, the best partial-retraining strategy against
+scratch with the harness, and the fitted-simulator loop where it pays; then it adapts a policy
+over the testbed on a stand-in served at its control rate behind a key. Everything lands in one
+folder, read first through index.md. A rerun resumes each part; a part left by other settings
+(an older checkout) is the demo's own output and is started over.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim2real import catalog, experiment
+from sim2real.checks import check_count
+from sim2real.defaults import EVAL_SEED
+from sim2real.demo.cases import FAR_TARGETS, TESTBED, ZERO_SHOT_EPISODES, FarTarget, OnTheTestbed, settings
+from sim2real.demo.levers import (
+    LeverResult,
+    retraining_lever,
+    testbed_lever,
+    transductive_lever,
+    zero_shot_lever,
+)
+from sim2real.demo.page import render_page
+from sim2real.errors import Sim2RealError
+from sim2real.experiment.plan import PolicyBlob, check_policy
+from sim2real.experiment.run_directory import PLAN_FILE
+from sim2real.experiment.run_files import read_plan, read_report
+from sim2real.factory import make_env
+from sim2real.gif import record_gif
+from sim2real.records import write_bytes_atomic, write_json_atomic
+from sim2real.robot import RobotPlan, make_robot_plan, run_on_testbed
+from sim2real.robot.report import read_robot_report
+from sim2real.rollout import evaluate
+from sim2real.rundir import RunFolderError
+from sim2real.sysid import check_budget, fittable
+from sim2real.testbed.auth import generate_key_file
+from sim2real.testbed.credentials import Credentials
+from sim2real.testbed.process import ServerProcess
+from sim2real.transductive import run_loop
+from sim2real.transfer.strategies import parse_strategy
+from sim2real.zoo import load_policy
+
+PAGE = "index.md"
+"""The page a person reads first, in the demo's folder."""
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """demo.json: the settings the demo ran with, what each lever did on each target, and where its files are."""
+
+    settings: dict[str, Any]
+    levers: tuple[LeverResult, ...]
+    runs: dict[str, str]
+    gifs: tuple[str, ...]
+    wall_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for demo.json."""
+        return {"settings": self.settings, "levers": [lever.to_json() for lever in self.levers], "runs": self.runs,
+                "gifs": list(self.gifs), "wall_seconds": self.wall_seconds}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoSummary:
+        """A summary read back from demo.json."""
+        return cls(data["settings"], tuple(LeverResult.from_json(lever) for lever in data["levers"]),
+                   dict(data["runs"]), tuple(data["gifs"]), float(data["wall_seconds"]))
+
+
+def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testbed: OnTheTestbed | None = TESTBED,
+             zero_shot_episodes: int = ZERO_SHOT_EPISODES, workers: int | None = None, gifs: bool = True,
+             say: Callable[[str], None] = print,
+             progress: Callable[[experiment.Progress], None] | None = None) -> DemoSummary:
+    """Every lever on every far target into `out`: index.md, demo.json, a folder per run; defaults: the demo's.
+
+    Every plan is checked before any work. The testbed run, paced by the stand-in's control rate,
+    goes first in a process of its own beside the single-core stages (zero-shot, fitted simulator).
+    """
+    started = time.perf_counter()
+    check_cases(far_targets, testbed, zero_shot_episodes)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = 1 + sum(2 if case.transductive else 1 for case in far_targets) + (testbed is not None)
+    stage = iter(range(1, stages + 1))
+    levers: list[LeverResult] = []
+    runs: dict[str, str] = {}
+    robot = None
+    if testbed is not None:
+        say(f"{next(stage)}/{stages} on the testbed, in the background: {testbed.strategy} from {testbed.policy} on a "
+            f"{testbed.target} stand-in served at its control rate, behind a key")
+        robot = multiprocessing.get_context("spawn").Process(target=testbed_run, args=(testbed, out / "testbed"))
+        robot.start()
+    try:
+        say(f"{next(stage)}/{stages} zero-shot: the nominal and the randomized policy on each far target")
+        for case in far_targets:
+            threshold = catalog.load(case.task).threshold.value
+            for lever, policy in (("nominal", case.nominal), ("randomized", case.randomized)):
+                success = zero_shot_success(policy, case.task, case.target, zero_shot_episodes)
+                levers.append(zero_shot_lever(case.target, lever, policy, success, zero_shot_episodes, threshold))
+        for case in (case for case in far_targets if case.transductive):
+            say(f"{next(stage)}/{stages} fitted simulator: {case.task} → {case.target} from "
+                f"{case.transductive.policy}, no target reward")
+            sysid_dir = out / f"{case.task}-{case.target}-sysid"
+            levers.append(transductive_run(case, sysid_dir, say))
+            runs[f"{case.target}-sysid"] = str(sysid_dir.relative_to(out))
+        if robot is not None:
+            robot.join()
+            if robot.exitcode != 0:
+                raise Sim2RealError(f"the testbed run failed (exit code {robot.exitcode}, its message is above); "
+                                    f"rerun the demo to finish it, the other runs resume")
+    finally:
+        if robot is not None and robot.is_alive():
+            interrupt(robot)
+    for case in far_targets:
+        retraining = case.retraining
+        say(f"{next(stage)}/{stages} partial retraining: {case.task} → {case.target}, "
+            f"{', '.join(retraining.strategies)} from {retraining.policy}, {retraining.seeds} seeds")
+        run_dir = retraining_run(case, out / f"{case.task}-{case.target}", workers, progress, say)
+        runs[case.target] = str(run_dir.relative_to(out))
+        report = read_report(run_dir / "report.json").to_json()
+        levers.append(retraining_lever(case.target, retraining.policy, best_strategy(case, report), report))
+    if testbed is not None:
+        runs["testbed"] = "testbed"
+        unit = next(iter(read_robot_report(out / "testbed" / "report.json").units.values()))
+        levers.append(testbed_lever(testbed.target, testbed.policy, testbed.strategy, unit,
+                                    catalog.load(testbed.task).threshold.value))
+    made = [path.relative_to(out) for case in far_targets if gifs for path in before_after_gifs(case, out, runs)]
+    summary = DemoSummary(settings(far_targets, testbed, zero_shot_episodes), tuple(levers), runs,
+                          tuple(str(path) for path in made), round(time.perf_counter() - started, 1))
+    write_json_atomic(out / "demo.json", summary.to_json())
+    write_bytes_atomic(out / PAGE, render_page(summary, far_targets).encode())
+    return summary
+
+
+def check_cases(far_targets: Sequence[FarTarget], testbed: OnTheTestbed | None, zero_shot_episodes: int) -> None:
+    """Build every plan the demo will run, so that a bad setting fails before any work, naming what is accepted."""
+    check_count("zero_shot_episodes", zero_shot_episodes, minimum=1, meaning="episodes per zero-shot evaluation")
+    for case in far_targets:
+        check_policy(retraining_plan(case))
+        if case.transductive:
+            strategy = parse_strategy(case.transductive.strategy)
+            spec = catalog.load(case.task)
+            check_budget(len(strategy.params or fittable(spec)), strategy.sysid_budget)
+    if testbed is not None:
+        robot_plan(testbed, "tcp://127.0.0.1:1")
+
+
+def retraining_plan(case: FarTarget) -> experiment.Plan:
+    """The harness plan of `case`'s partial retraining."""
+    retraining = case.retraining
+    return experiment.make_plan(case.task, retraining.policy, case.target,
+                                [parse_strategy(text) for text in retraining.strategies], seeds=retraining.seeds,
+                                budget=retraining.budget, eval_every=retraining.eval_every,
+                                episodes=retraining.episodes)
+
+
+def robot_plan(case: OnTheTestbed, address: str) -> RobotPlan:
+    """The robot plan of the demo's testbed run, against the server at `address`."""
+    return make_robot_plan(case.task, case.policy, address, [parse_strategy(case.strategy)],
+                           algorithm=load_policy(case.policy).__class__.__name__, budget=case.budget,
+                           eval_every=case.eval_every, episodes=case.episodes)
+
+
+def interrupt(process: multiprocessing.process.BaseProcess) -> None:
+    """Stop a background stage as Ctrl-C would (its server and files closed on the way out), then for good."""
+    assert process.pid is not None, "a started process has a pid"
+    os.kill(process.pid, signal.SIGINT)
+    process.join(timeout=15)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
+def zero_shot_success(policy: str, task: str, target: str, episodes: int) -> float:
+    """Success of a shipped policy's deterministic actions on `target`, over `episodes` episodes."""
+    env = make_env(catalog.load(task), target)
+    try:
+        return evaluate(load_policy(policy, env), env, episodes, seed=EVAL_SEED)["success_rate"]
+    finally:
+        env.close()
+
+
+def retraining_run(case: FarTarget, out: Path, workers: int | None,
+                   progress: Callable[[experiment.Progress], None] | None, say: Callable[[str], None]) -> Path:
+    """The harness on `case`'s retraining; a rerun resumes it, a folder of other settings is started over."""
+    plan = retraining_plan(case)
+    if experiment.holds_another_plan(out, plan):
+        say(f"{out} holds a run of other settings or policies: starting it over")
+        shutil.rmtree(out)
+    return experiment.run(plan, out, workers=workers, progress=progress, save_models=True)
+
+
+def best_strategy(case: FarTarget, report: dict[str, Any]) -> str:
+    """The trained strategy (as the case spells it) that reached the threshold soonest, the better final level first."""
+    trained = [text for text in case.retraining.strategies if text.split(":")[0] not in ("scratch", "zero_shot")]
+
+    def rank(text: str) -> tuple[float, float]:
+        data = report["strategies"][text.split(":")[0]]
+        return data["time_to_threshold"]["iqm"], -data["final"][report["metric"]]["iqm"]
+
+    return min(trained, key=rank)
+
+
+def transductive_run(case: FarTarget, out: Path, say: Callable[[str], None]) -> LeverResult:
+    """The record → fit → fine-tune loop on `case`'s target; a rerun resumes it, other settings start over."""
+    assert case.transductive is not None, "only a case with a transductive lever runs the loop"
+    loop = case.transductive
+    arguments = {"strategy": parse_strategy(loop.strategy), "target": case.target, "eval_episodes": loop.eval_episodes}
+    try:
+        summary = run_loop(loop.policy, case.task, out, **arguments)
+    except RunFolderError:
+        say(f"{out} holds a run of other settings or policies: starting it over")
+        summary = run_loop(loop.policy, case.task, out, force=True, **arguments)
+    return transductive_lever(case.target, loop.policy, summary, catalog.load(case.task).threshold.value,
+                              loop.eval_episodes)
+
+
+def testbed_run(case: OnTheTestbed, out: Path, say: Callable[[str], None] = print) -> Path:
+    """Adapt `case.policy` over the testbed on a served stand-in of `case.target`, both sides holding one key.
+
+    The stand-in steps at its control rate, as a robot does, so the wall time is robot time; the
+    demo runs this in a process of its own beside the single-core stages (the learner needs about
+    half a core at 24 Hz and 2 updates per step). A run
+    finished with the same settings is kept; one cut short or of other settings is started over
+    (a new server has a new address, so a robot run cannot resume across demo runs).
+    """
+    key = out.parent / "testbed.key"
+    if not key.exists():
+        generate_key_file(key)
+    kwargs = {"task": case.task, "target": case.target}
+    with ServerProcess("sim2real.factory:make_env", kwargs, realtime=True, key_file=str(key)) as server:
+        plan = robot_plan(case, server.address)
+        if finished_elsewhere(out, plan.to_record(PolicyBlob.read(case.policy).sha256).to_json()):
+            return out
+        if out.exists():
+            say(f"{out} holds an unfinished or other robot run: starting it over on the new stand-in")
+            shutil.rmtree(out)
+        return run_on_testbed(plan, out, credentials=Credentials.load(key_file=key))
+
+
+def finished_elsewhere(out: Path, wanted: dict[str, Any]) -> bool:
+    """Whether `out` holds a finished robot run of the same plan, served at another address."""
+    if not (out / "report.json").exists() or not (out / PLAN_FILE).exists():
+        return False
+    held = read_plan(out / PLAN_FILE).to_json()
+    return {**held, "testbed": None} == {**wanted, "testbed": None}
+
+
+def before_after_gifs(case: FarTarget, out: Path, runs: dict[str, str]) -> list[Path]:
+    """GIFs of the retrained policy on the target before, and after the best strategy trained it (seed 0)."""
+    spec = catalog.load(case.task)
+    run_dir = out / runs[case.target]
+    report = read_report(run_dir / "report.json").to_json()
+    strategy = best_strategy(case, report).split(":")[0]
+    before = load_policy(case.retraining.policy, make_env(spec, case.target))
+    after = load_policy(experiment.model_path(run_dir / experiment.MODELS_DIR, f"{case.target}/{strategy}/0"))
+    gif_dir = out / "gifs"
+    return [
+        record_gif(before, spec, case.target, gif_dir / f"{case.task}-{case.target}-before.gif", episodes=2),
+        record_gif(after, spec, case.target, gif_dir / f"{case.task}-{case.target}-after-{strategy}.gif", episodes=2),
+    ]

@@ -1,0 +1,90 @@
+"""The demo: every lever on every far target into one page, which says which lever won; a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim2real.demo import PAGE, DemoSummary, run_demo
+from sim2real.demo.cases import FarTarget, OnTheTestbed, Retraining, Transductive
+from sim2real.demo.levers import LeverResult
+from sim2real.demo.page import target_sentence
+from sim2real.experiment.run_directory import RESULTS_FILE
+from sim2real.sysid import SysIdError
+
+
+def lever(name: str, success: float, steps: int | None) -> LeverResult:
+    return LeverResult("truck", name, f"{name} method", success, steps is not None, steps, "detail")
+
+
+def test_the_lever_with_the_fewest_target_steps_wins():
+    results = [lever("nominal", 0.02, None), lever("randomized", 0.9, 0), lever("retraining", 0.95, 6000)]
+    sentence = target_sentence("truck", results, 0.8)
+    assert sentence.startswith("**truck**: randomized pretraining won — randomized method reached 90 % with no "
+                               "target step, where the nominal policy scores 2 %")
+    assert "also over the threshold: partial retraining (95 %, after 6.0k target steps (IQM))" in sentence
+
+
+def test_the_page_says_when_no_lever_reached_the_threshold():
+    results = [lever("nominal", 0.0, None), lever("retraining", 0.6, None)]
+    assert target_sentence("warehouse", results, 0.8) == (
+        "**warehouse**: no lever reached 80 % within these budgets; the best was partial retraining "
+        "(retraining method) at 60 %, the nominal policy 0 %.")
+
+
+def test_a_bad_setting_fails_before_any_work(tmp_path: Path):
+    case = FarTarget("grasping", "warehouse", "grasping-ppo-nominal", "grasping-ppo-dr",
+                     Retraining("grasping-sac-nominal", ("finetune:utd=2", "scratch"), budget=1200, eval_every=600),
+                     Transductive("grasping-ppo-nominal", "sysid_finetune:sysid_budget=10"))
+    with pytest.raises(SysIdError, match="budget .discrepancy evaluations. 10 is below one CMA-ES generation"):
+        run_demo(tmp_path / "demo", far_targets=(case,), say=lambda _: None)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_small_demo_writes_its_page_and_a_rerun_resumes(tmp_path: Path):
+    far_targets = (
+        FarTarget("driving", "truck", "driving-ppo-nominal", "driving-ppo-dr",
+                  Retraining("driving-ppo-nominal",
+                             ("zero_shot", "residual:critic_warmup=100:learning_starts=1900", "scratch"),
+                             budget=2048, eval_every=1024, episodes=2, seeds=1),
+                  why_no_transductive="measured not to pay"),
+        FarTarget("grasping", "warehouse", "grasping-ppo-nominal", "grasping-ppo-dr",
+                  Retraining("grasping-sac-nominal", ("zero_shot", "finetune:utd=2:learning_starts=900", "scratch"),
+                             budget=1200, eval_every=600, episodes=2, seeds=1),
+                  Transductive("grasping-ppo-nominal", "sysid_finetune:rounds=1:episodes=1:sysid_budget=76:"
+                                                       "sim_steps=512", eval_episodes=2)),
+    )
+    testbed = OnTheTestbed("grasping", "warehouse", "grasping-sac-nominal", "finetune:utd=2:learning_starts=50",
+                           budget=200,
+                           eval_every=100, episodes=2)
+    out = tmp_path / "demo"
+    said: list[str] = []
+    summary = run_demo(out, far_targets=far_targets, testbed=testbed, zero_shot_episodes=4, gifs=False,
+                       say=said.append)
+
+    by_lever = {(r.target, r.lever): r for r in summary.levers}
+    assert set(by_lever) == {("truck", "nominal"), ("truck", "randomized"), ("truck", "retraining"),
+                             ("warehouse", "nominal"), ("warehouse", "randomized"), ("warehouse", "retraining"),
+                             ("warehouse", "transductive"), ("warehouse", "testbed")}
+    # the shipped policies as the cards measure them: the nominal car fails the truck, the randomized one drives it
+    assert by_lever["truck", "nominal"].success < 0.5 <= by_lever["truck", "randomized"].success
+    assert by_lever["truck", "randomized"].reached and by_lever["truck", "randomized"].target_steps == 0
+    assert by_lever["warehouse", "testbed"].detail.startswith(f"{testbed.strategy} from grasping-sac-nominal: ")
+    assert by_lever["warehouse", "transductive"].detail.endswith("recorded target steps (no reward used)")
+    page = (out / PAGE).read_text()
+    assert "| truck (driving) |" in page and "| warehouse (grasping) |" in page
+    assert "not run: measured not to pay" in page
+    assert "randomized pretraining won" in page
+    assert (out / summary.runs["truck"] / "curves.png").is_file()
+    assert (out / summary.runs["testbed"] / "report.md").is_file()
+    assert DemoSummary.from_json(json.loads((out / "demo.json").read_text())) == summary
+
+    trained = {name: (out / run / RESULTS_FILE).read_text() for name, run in summary.runs.items()
+               if (out / run / RESULTS_FILE).exists()}
+    again = run_demo(out, far_targets=far_targets, testbed=testbed, zero_shot_episodes=4, gifs=False,
+                     say=said.append)
+    assert again.levers == summary.levers
+    assert {name: (out / run / RESULTS_FILE).read_text() for name, run in again.runs.items()
+            if (out / run / RESULTS_FILE).exists()} == trained
