@@ -16,7 +16,7 @@ from sim2real.sysid import SysIdError
 
 
 def lever(name: str, success: float, steps: int | None) -> LeverResult:
-    return LeverResult("truck", name, f"{name} method", success, steps is not None, steps, "detail")
+    return LeverResult("truck", name, f"{name} method", success, steps is not None, steps, "detail", "2 of 3 seeds")
 
 
 def test_the_lever_with_the_fewest_target_steps_wins():
@@ -24,7 +24,8 @@ def test_the_lever_with_the_fewest_target_steps_wins():
     sentence = target_sentence("truck", results, 0.8)
     assert sentence.startswith("**truck**: randomized pretraining won — randomized method reached 90 % with no "
                                "target step, where the nominal policy scores 2 %")
-    assert "also over the threshold: partial retraining (95 %, after 6.0k target steps (IQM))" in sentence
+    assert sentence.endswith("the threshold was also reached by partial retraining (retraining method, after 6.0k "
+                             "target steps (IQM; 2 of 3 seeds got there)).")
 
 
 def test_the_page_says_when_no_lever_reached_the_threshold():

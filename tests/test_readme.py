@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from sim2real.demo.cases import settings
+from sim2real.demo.page import render_readme_section
+from sim2real.demo.readme import KEPT_RUN, read_summary, readme_section
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 CLI = [sys.executable, "-m", "sim2real.cli"]
 
 
@@ -101,3 +106,14 @@ def test_readme_robot_commands_run_on_a_short_budget(tmp_path: Path):
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_the_readme_demo_numbers_are_those_of_a_demo_run_with_the_demo_defaults():
+    summary = read_summary(ROOT / KEPT_RUN)
+    assert summary.settings == settings(), (
+        f"{KEPT_RUN} was run with other settings than sim2real/demo/cases.py's: rerun `make demo`, then "
+        f"`python scripts/readme_demo.py runs/demo`")
+    readme = README.read_text()
+    assert readme_section(readme) == render_readme_section(summary)
+    minutes = re.search(r"make demo +# .*\(about (\d+) minutes on 2 cores\)", readme)
+    assert minutes is not None and int(minutes.group(1)) == round(summary.wall_seconds / 60)

@@ -75,11 +75,11 @@ FAR_TARGETS = (
     FarTarget("grasping", "warehouse", nominal="grasping-ppo-nominal", randomized="grasping-ppo-dr",
               retraining=Retraining("grasping-sac-nominal", ("zero_shot", "finetune:utd=2", "scratch"),
                                     budget=4_000, eval_every=1_000),
-              transductive=Transductive("grasping-ppo-nominal", "sysid_finetune:rounds=1:sim_steps=30000")),
+              transductive=Transductive("grasping-ppo-nominal", "sysid_finetune:rounds=1:sim_steps=60000")),
 )
 
-TESTBED = OnTheTestbed("grasping", "warehouse", "grasping-sac-nominal", "finetune:utd=2", budget=3_000,
-                       eval_every=1_500)
+TESTBED = OnTheTestbed("grasping", "warehouse", "grasping-sac-nominal", "finetune:utd=2", budget=4_000,
+                       eval_every=2_000)
 
 
 def settings(far_targets: Sequence[FarTarget] = FAR_TARGETS, testbed: OnTheTestbed | None = TESTBED,

@@ -29,7 +29,9 @@ class LeverResult:
     """One lever on one target: `success` reached, whether it met the threshold, the target steps it took.
 
     `target_steps` is 0 for a policy that meets the threshold zero-shot and None when the lever did
-    not meet it; `detail` is the page's cell, in words and numbers.
+    not meet it; `detail` is the page's cell, in words and numbers. A lever trained over several
+    seeds met the threshold when most seeds did; `seeds` then says how many ("2 of 3 seeds") and
+    `gain` how much sooner than scratch.
     """
 
     target: str
@@ -39,6 +41,8 @@ class LeverResult:
     reached: bool
     target_steps: int | None
     detail: str
+    seeds: str = ""
+    gain: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data for demo.json."""
@@ -49,7 +53,8 @@ class LeverResult:
         """A result read back from demo.json."""
         steps = data["target_steps"]
         return cls(str(data["target"]), str(data["lever"]), str(data["method"]), float(data["success"]),
-                   bool(data["reached"]), None if steps is None else int(steps), str(data["detail"]))
+                   bool(data["reached"]), None if steps is None else int(steps), str(data["detail"]),
+                   str(data.get("seeds", "")), str(data.get("gain", "")))
 
 
 def kilo(steps: float) -> str:
@@ -76,20 +81,21 @@ def retraining_lever(target: str, policy: str, strategy: str, report: Mapping[st
     reached = 2 * reached_seeds > seeds
     final = data["final"][report["metric"]]["iqm"]
     steps = data["time_to_threshold"]["iqm"]
-    detail = (f"{strategy} from {policy}: {percent(threshold)} after {steps_to(data, budget)} "
-              f"({reached_seeds} of {seeds} seeds), {percent(final)} at {kilo(budget)}; scratch: "
-              f"{steps_to(scratch, budget)}, gain {format_aggregate(data, 'sample_efficiency_gain', '×')}")
-    return LeverResult(target, "retraining", f"{strategy} from {policy}, {seeds} seeds", final, reached,
-                       round(steps) if reached else None, detail)
+    gain = f"{format_aggregate(data, 'sample_efficiency_gain', '×')} sooner than scratch"
+    detail = (f"{strategy} from {policy}: {percent(threshold)} after {steps_to(data, budget)}, {percent(final)} at "
+              f"{kilo(budget)}; scratch: {steps_to(scratch, budget)}; {gain}")
+    return LeverResult(target, "retraining", f"{strategy} from {policy}", final, reached,
+                       round(steps) if reached else None, detail, f"{reached_seeds} of {seeds} seeds", gain)
 
 
 def steps_to(data: Mapping[str, Any], budget: int) -> str:
-    """Steps to the threshold as IQM [CI], or "none by <budget>" when no seed got there."""
+    """Steps to the threshold as IQM [CI] with the seeds that got there, or "no seed by <budget>"."""
     reached = data["time_to_threshold"]
-    if reached["censored"] == data["seeds"]:
-        return f"none by {kilo(budget)}"
+    seeds = data["seeds"]
+    if reached["censored"] == seeds:
+        return f"no seed by {kilo(budget)}"
     low, high = reached["ci"] or (reached["iqm"], reached["iqm"])
-    return f"{kilo(reached['iqm'])} [{kilo(low)}, {kilo(high)}]"
+    return f"{kilo(reached['iqm'])} [{kilo(low)}, {kilo(high)}] ({seeds - reached['censored']} of {seeds} seeds)"
 
 
 def transductive_lever(target: str, policy: str, summary: Mapping[str, Any], threshold: float,
@@ -114,5 +120,5 @@ def testbed_lever(target: str, policy: str, strategy: str, unit: Mapping[str, An
     reached_text = ("not reached" if reached_at is None else
                     f"{percent(threshold)} after {reached_at:,} steps = {unit['robot_minutes_to_threshold']} robot-min")
     detail = f"{strategy} from {policy}: {curve}; {reached_text}; {spent}"
-    return LeverResult(target, "testbed", f"{strategy} from {policy}, 1 seed", values[-1], reached_at is not None,
-                       reached_at, detail)
+    return LeverResult(target, "testbed", f"{strategy} from {policy}", values[-1], reached_at is not None,
+                       reached_at, detail, "1 seed")
