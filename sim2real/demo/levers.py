@@ -23,6 +23,15 @@ LEVERS = {
 }
 """The levers in the order the page shows them, with their column titles."""
 
+NOUNS = {
+    "nominal": "the nominal policy",
+    "randomized": "randomized pretraining",
+    "retraining": "partial retraining",
+    "transductive": "the fitted simulator",
+    "testbed": "adaptation on the testbed",
+}
+"""Each lever as the page's sentences name it."""
+
 
 @dataclass(frozen=True)
 class LeverResult:

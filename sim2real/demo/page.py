@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sim2real import catalog
-from sim2real.demo.levers import LEVERS, LeverResult, kilo
+from sim2real.demo.levers import LEVERS, NOUNS, LeverResult, kilo
 from sim2real.formatting import percent
 
 if TYPE_CHECKING:
@@ -47,15 +47,15 @@ def target_sentence(target: str, results: Sequence[LeverResult], threshold: floa
     if not reached:
         best = max(results, key=lambda r: r.success)
         return (f"**{target}**: no lever reached {percent(threshold)} within these budgets; the best was "
-                f"{LEVERS[best.lever]} ({best.method}) at {percent(best.success)}, the nominal policy "
+                f"{NOUNS[best.lever]} ({best.method}) at {percent(best.success)}, the nominal policy "
                 f"{percent(nominal.success)}.")
     winner, others = reached[0], reached[1:]
-    sentence = (f"**{target}**: {LEVERS[winner.lever]} won — {winner.method} {reaching(winner)}"
+    sentence = (f"**{target}**: {NOUNS[winner.lever]} won — {winner.method} {reaching(winner)}"
                 f"{', ' + winner.gain if winner.gain else ''}, where the nominal policy scores "
                 f"{percent(nominal.success)}")
     if others:
         sentence += "; the threshold was also reached by " + ", ".join(
-            f"{LEVERS[r.lever]} ({r.method}, {cost(r)})" for r in others)
+            f"{NOUNS[r.lever]} ({r.method}, {cost(r)})" for r in others)
     return sentence + "."
 
 

@@ -21,8 +21,10 @@ BEGIN = "<!-- demo:begin (written by scripts/readme_demo.py from docs/demo/demo.
 END = "<!-- demo:end -->"
 KEPT_RUN = Path("docs/demo/demo.json")
 """Where, relative to the project root, the demo run behind the README's numbers is kept."""
-KEPT_FIGURE = Path("docs/demo/curves-driving-truck.png")
-"""The demo's truck curves, shown at the top of the README."""
+KEPT_FIGURE = Path("docs/demo/curves-grasping-warehouse.png")
+"""The demo's warehouse curves, shown at the top of the README."""
+DEMO_LINE = re.compile(r"(make demo +# .*\(about )(\d+)( minutes on 2 cores\))")
+"""The README's first-screen line for `make demo`, whose minutes are those of the kept run."""
 
 
 def section_span(readme: str) -> tuple[int, int]:
@@ -39,18 +41,26 @@ def readme_section(readme: str) -> str:
     return readme[start:end].removesuffix("\n")
 
 
+def stated_minutes(readme: str) -> int | None:
+    """The minutes the README's first screen says `make demo` takes, or None when the line is missing."""
+    found = DEMO_LINE.search(readme)
+    return None if found is None else int(found.group(2))
+
+
 def read_summary(path: Path) -> DemoSummary:
     """A demo run's demo.json."""
     return DemoSummary.from_json(json.loads(path.read_text()))
 
 
 def update_readme(root: Path, run_dir: Path) -> None:
-    """Copy the run's demo.json and truck curves under `root`/docs/demo, and rewrite the README's demo section."""
+    """Copy the run's demo.json and warehouse curves under `root`/docs/demo; rewrite the README's demo section and time."""
     summary = read_summary(run_dir / "demo.json")
     readme = root / "README.md"
     text = readme.read_text()
     start, end = section_span(text)
     (root / KEPT_RUN).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "demo.json", root / KEPT_RUN)
-    shutil.copyfile(run_dir / summary.runs["truck"] / "curves.png", root / KEPT_FIGURE)
-    write_bytes_atomic(readme, (text[:start] + render_readme_section(summary) + "\n" + text[end:]).encode())
+    shutil.copyfile(run_dir / summary.runs["warehouse"] / "curves.png", root / KEPT_FIGURE)
+    text = text[:start] + render_readme_section(summary) + "\n" + text[end:]
+    text = DEMO_LINE.sub(lambda m: f"{m.group(1)}{round(summary.wall_seconds / 60)}{m.group(3)}", text)
+    write_bytes_atomic(readme, text.encode())
