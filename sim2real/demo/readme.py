@@ -53,7 +53,7 @@ def read_summary(path: Path) -> DemoSummary:
 
 
 def update_readme(root: Path, run_dir: Path) -> None:
-    """Copy the run's demo.json and warehouse curves under `root`/docs/demo; rewrite the README's demo section and time."""
+    """Copy the run's demo.json and warehouse curves to `root`/docs/demo; rewrite the README's demo section, time."""
     summary = read_summary(run_dir / "demo.json")
     readme = root / "README.md"
     text = readme.read_text()

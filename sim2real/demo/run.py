@@ -89,29 +89,22 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
     started = time.perf_counter()
     check_cases(far_targets, testbed, zero_shot_episodes)
     out.mkdir(parents=True, exist_ok=True)
-    stages = 1 + sum(2 if case.transductive else 1 for case in far_targets) + (testbed is not None)
-    stage = iter(range(1, stages + 1))
+    announce = numbered(1 + sum(2 if case.transductive else 1 for case in far_targets) + (testbed is not None), say)
     levers: list[LeverResult] = []
     runs: dict[str, str] = {}
     robot = None
     if testbed is not None:
-        say(f"{next(stage)}/{stages} on the testbed, in the background: {testbed.strategy} from {testbed.policy} on a "
-            f"{testbed.target} stand-in served at its control rate, behind a key")
+        announce(f"on the testbed, in the background: {testbed.strategy} from {testbed.policy} on a {testbed.target} "
+                 f"stand-in served at its control rate, behind a key")
         robot = multiprocessing.get_context("spawn").Process(target=testbed_run, args=(testbed, out / "testbed"))
         robot.start()
     try:
-        say(f"{next(stage)}/{stages} zero-shot: the nominal and the randomized policy on each far target")
-        for case in far_targets:
-            threshold = catalog.load(case.task).threshold.value
-            for lever, policy in (("nominal", case.nominal), ("randomized", case.randomized)):
-                success = zero_shot_success(policy, case.task, case.target, zero_shot_episodes)
-                levers.append(zero_shot_lever(case.target, lever, policy, success, zero_shot_episodes, threshold))
+        announce("zero-shot: the nominal and the randomized policy on each far target")
+        levers += [lever for case in far_targets for lever in zero_shot_levers(case, zero_shot_episodes)]
         for case in (case for case in far_targets if case.transductive):
-            say(f"{next(stage)}/{stages} fitted simulator: {case.task} → {case.target} from "
-                f"{case.transductive.policy}, no target reward")
-            sysid_dir = out / f"{case.task}-{case.target}-sysid"
-            levers.append(transductive_run(case, sysid_dir, say))
-            runs[f"{case.target}-sysid"] = str(sysid_dir.relative_to(out))
+            announce(f"fitted simulator: {case.task} → {case.target} from {case.transductive.policy}, no target reward")
+            runs[f"{case.target}-sysid"] = f"{case.task}-{case.target}-sysid"
+            levers.append(transductive_run(case, out / runs[f"{case.target}-sysid"], say))
         if robot is not None:
             robot.join()
             if robot.exitcode != 0:
@@ -122,11 +115,11 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
             interrupt(robot)
     for case in far_targets:
         retraining = case.retraining
-        say(f"{next(stage)}/{stages} partial retraining: {case.task} → {case.target}, "
-            f"{', '.join(retraining.strategies)} from {retraining.policy}, {retraining.seeds} seeds")
-        run_dir = retraining_run(case, out / f"{case.task}-{case.target}", workers, progress, say)
-        runs[case.target] = str(run_dir.relative_to(out))
-        report = read_report(run_dir / "report.json").to_json()
+        announce(f"partial retraining: {case.task} → {case.target}, {', '.join(retraining.strategies)} from "
+                 f"{retraining.policy}, {retraining.seeds} seeds")
+        runs[case.target] = f"{case.task}-{case.target}"
+        retraining_run(case, out / runs[case.target], workers, progress, say)
+        report = read_report(out / runs[case.target] / "report.json").to_json()
         levers.append(retraining_lever(case.target, retraining.policy, best_strategy(case, report), report))
     if testbed is not None:
         runs["testbed"] = "testbed"
@@ -139,6 +132,20 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
     write_json_atomic(out / "demo.json", summary.to_json())
     write_bytes_atomic(out / PAGE, render_page(summary, far_targets).encode())
     return summary
+
+
+def numbered(stages: int, say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` with each message numbered as the next of `stages` stages ("2/5 ...")."""
+    counter = iter(range(1, stages + 1))
+    return lambda text: say(f"{next(counter)}/{stages} {text}")
+
+
+def zero_shot_levers(case: FarTarget, episodes: int) -> list[LeverResult]:
+    """The nominal and the randomized policy on `case`'s target as they are: the failure and the first lever."""
+    threshold = catalog.load(case.task).threshold.value
+    return [zero_shot_lever(case.target, lever, policy, zero_shot_success(policy, case.task, case.target, episodes),
+                            episodes, threshold)
+            for lever, policy in (("nominal", case.nominal), ("randomized", case.randomized))]
 
 
 def check_cases(far_targets: Sequence[FarTarget], testbed: OnTheTestbed | None, zero_shot_episodes: int) -> None:
