@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from sim2real.demo import PAGE, DemoSummary, run_demo
 from sim2real.demo.cases import FarTarget, OnTheTestbed, Retraining, Transductive
-from sim2real.demo.levers import LeverResult
-from sim2real.demo.page import target_sentence
+from sim2real.demo.levers import LeverResult, retraining_lever
+from sim2real.demo.page import PAGE, target_sentence
+from sim2real.demo.run import best_strategy, run_demo
+from sim2real.demo.summary import read_summary
 from sim2real.experiment.run_directory import RESULTS_FILE
+from sim2real.rundir import RunFolderError
 from sim2real.sysid import SysIdError
 
 
@@ -23,16 +24,46 @@ def test_the_lever_with_the_fewest_target_steps_wins():
     results = [lever("nominal", 0.02, None), lever("randomized", 0.9, 0), lever("retraining", 0.95, 6000)]
     sentence = target_sentence("truck", results, 0.8)
     assert sentence.startswith("**truck**: randomized pretraining won — randomized method reached 90 % with no "
-                               "target step, where the nominal policy scores 2 %")
+                               "target step; nominal method scores 2 % zero-shot")
     assert sentence.endswith("the threshold was also reached by partial retraining (retraining method, after 6.0k "
-                             "target steps (IQM; 2 of 3 seeds got there)).")
+                             "target steps (IQM over seeds, a seed that never got there counted at the budget; 2 of 3 "
+                             "seeds got there)).")
+
+
+def strategy_data(times: list[float], censored: int, final: float) -> dict:
+    iqm = sum(times) / len(times)
+    reached = {"iqm": iqm, "ci": [min(times), max(times)], "censored": censored}
+    return {"seeds": len(times), "time_to_threshold": reached,
+            "final": {"success": {"iqm": final, "ci": [final, final]}},
+            "sample_efficiency_gain": {"iqm": None, "ci": None, "kinds": {}}}
+
+
+def test_the_best_strategy_is_one_most_seeds_took_to_the_threshold():
+    case = FarTarget("driving", "truck", "n", "r", Retraining("p", ("fast_once", "steady", "scratch"), 8000, 2000))
+    report = {"metric": "success", "threshold": {"metric": "success", "value": 0.8}, "budget": 8000, "strategies": {
+        "fast_once": strategy_data([1000, 8000, 8000], censored=2, final=0.3),  # IQM 5.7k, 1 seed of 3
+        "steady": strategy_data([6000, 6000, 8000], censored=1, final=0.9),  # IQM 6.7k, 2 seeds of 3
+        "scratch": strategy_data([8000, 8000, 8000], censored=3, final=0.0)}}
+    assert best_strategy(case, report) == "steady"
+    result = retraining_lever("truck", "p", "steady", report)
+    assert result.reached and result.target_steps == 6667 and result.seeds == "2 of 3 seeds"
+    assert "scratch: 80 % not reached by 8.0k" in result.detail
+    assert not retraining_lever("truck", "p", "fast_once", report).reached
+
+
+def test_a_single_testbed_run_does_not_win_over_the_measured_levers():
+    results = [lever("nominal", 0.0, None), lever("retraining", 0.87, 2700), lever("testbed", 1.0, 2000)]
+    sentence = target_sentence("warehouse", results, 0.8)
+    assert sentence.startswith("**warehouse**: partial retraining won — retraining method reached the threshold after "
+                               "2.7k target steps")
+    assert "adaptation on the testbed (testbed method, after 2,000 robot steps (2 of 3 seeds))" in sentence
 
 
 def test_the_page_says_when_no_lever_reached_the_threshold():
     results = [lever("nominal", 0.0, None), lever("retraining", 0.6, None)]
     assert target_sentence("warehouse", results, 0.8) == (
         "**warehouse**: no lever reached 80 % within these budgets; the best was partial retraining "
-        "(retraining method) at 60 %, the nominal policy 0 %.")
+        "(retraining method) at 60 %; nominal method scores 0 % zero-shot.")
 
 
 def test_a_bad_setting_fails_before_any_work(tmp_path: Path):
@@ -42,6 +73,15 @@ def test_a_bad_setting_fails_before_any_work(tmp_path: Path):
     with pytest.raises(SysIdError, match="budget .discrepancy evaluations. 10 is below one CMA-ES generation"):
         run_demo(tmp_path / "demo", far_targets=(case,), say=lambda _: None)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_folder_the_demo_did_not_write_is_refused(tmp_path: Path):
+    mine = tmp_path / "runs" / "driving-truck"
+    mine.mkdir(parents=True)
+    (mine / "results.jsonl").write_text("my own run\n")
+    with pytest.raises(RunFolderError, match="holds driving-truck of an unrecorded run; add --force"):
+        run_demo(tmp_path / "runs", testbed=None, say=lambda _: None)
+    assert (mine / "results.jsonl").read_text() == "my own run\n"
 
 
 def test_a_small_demo_writes_its_page_and_a_rerun_resumes(tmp_path: Path):
@@ -80,12 +120,12 @@ def test_a_small_demo_writes_its_page_and_a_rerun_resumes(tmp_path: Path):
     assert "randomized pretraining won" in page
     assert (out / summary.runs["truck"] / "curves.png").is_file()
     assert (out / summary.runs["testbed"] / "report.md").is_file()
-    assert DemoSummary.from_json(json.loads((out / "demo.json").read_text())) == summary
+    assert read_summary(out / "demo.json") == summary and not summary.resumed
 
     trained = {name: (out / run / RESULTS_FILE).read_text() for name, run in summary.runs.items()
                if (out / run / RESULTS_FILE).exists()}
     again = run_demo(out, far_targets=far_targets, testbed=testbed, zero_shot_episodes=4, gifs=False,
                      say=said.append)
-    assert again.levers == summary.levers
+    assert again.levers == summary.levers and again.resumed
     assert {name: (out / run / RESULTS_FILE).read_text() for name, run in again.runs.items()
             if (out / run / RESULTS_FILE).exists()} == trained

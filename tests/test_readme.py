@@ -15,7 +15,8 @@ import pytest
 
 from sim2real.demo.cases import settings
 from sim2real.demo.page import render_readme_section
-from sim2real.demo.readme import KEPT_RUN, read_summary, readme_section, stated_minutes
+from sim2real.demo.readme import KEPT_RUN, readme_section, stated_minutes
+from sim2real.demo.summary import read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

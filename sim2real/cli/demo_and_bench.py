@@ -22,12 +22,14 @@ from sim2real.formatting import percent
 def demo(
     out: Annotated[Path, typer.Option(help="where the page (index.md), runs, figures and GIFs go")] = Path("runs/demo"),
     workers: Annotated[int | None, typer.Option(help="parallel units (default: one per core)")] = None,
+    force: Annotated[bool, typer.Option(help="replace what a demo of other settings or another version left in --out")
+                     ] = False,
 ) -> None:
     """Every transfer lever on every far target with the shipped policies; index.md says which won where."""
-    from sim2real.demo import PAGE, run_demo
-    from sim2real.demo.page import story
+    from sim2real.demo.page import PAGE, story
+    from sim2real.demo.run import run_demo
 
-    summary = run_demo(out, workers=workers, say=lambda text: console.print(f"[bold]{text}[/]"),
+    summary = run_demo(out, workers=workers, force=force, say=lambda text: console.print(f"[bold]{text}[/]"),
                        progress=progress_printer())
     for line in story(summary):
         console.print(line, markup=False, highlight=False)

@@ -87,24 +87,29 @@ def retraining_lever(target: str, policy: str, strategy: str, report: Mapping[st
     scratch = report["strategies"]["scratch"]
     seeds = data["seeds"]
     reached_seeds = seeds - data["time_to_threshold"]["censored"]
-    reached = 2 * reached_seeds > seeds
     final = data["final"][report["metric"]]["iqm"]
-    steps = data["time_to_threshold"]["iqm"]
-    gain = f"{format_aggregate(data, 'sample_efficiency_gain', '×')} sooner than scratch"
-    detail = (f"{strategy} from {policy}: {percent(threshold)} after {steps_to(data, budget)}, {percent(final)} at "
-              f"{kilo(budget)}; scratch: {steps_to(scratch, budget)}; {gain}")
+    gain = f"sample-efficiency gain over scratch {format_aggregate(data, 'sample_efficiency_gain', '×')}"
+    detail = (f"{strategy} from {policy}: {percent(threshold)} {steps_to(data, budget)}, {percent(final)} at "
+              f"{kilo(budget)}; scratch: {percent(threshold)} {steps_to(scratch, budget)}; {gain}")
+    reached = majority_reached(data)
     return LeverResult(target, "retraining", f"{strategy} from {policy}", final, reached,
-                       round(steps) if reached else None, detail, f"{reached_seeds} of {seeds} seeds", gain)
+                       round(data["time_to_threshold"]["iqm"]) if reached else None, detail,
+                       f"{reached_seeds} of {seeds} seeds", gain)
+
+
+def majority_reached(data: Mapping[str, Any]) -> bool:
+    """Whether most of a strategy's seeds reached the threshold within the budget (its IQM time is then a time)."""
+    return 2 * (data["seeds"] - data["time_to_threshold"]["censored"]) > data["seeds"]
 
 
 def steps_to(data: Mapping[str, Any], budget: int) -> str:
-    """Steps to the threshold as IQM [CI] with the seeds that got there, or "no seed by <budget>"."""
+    """ "after <IQM> [CI] (k of n seeds)" to the threshold, or "not reached by <budget>" when no seed got there."""
     reached = data["time_to_threshold"]
     seeds = data["seeds"]
     if reached["censored"] == seeds:
-        return f"no seed by {kilo(budget)}"
+        return f"not reached by {kilo(budget)}"
     low, high = reached["ci"] or (reached["iqm"], reached["iqm"])
-    return f"{kilo(reached['iqm'])} [{kilo(low)}, {kilo(high)}] ({seeds - reached['censored']} of {seeds} seeds)"
+    return f"after {kilo(reached['iqm'])} [{kilo(low)}, {kilo(high)}] ({seeds - reached['censored']} of {seeds} seeds)"
 
 
 def transductive_lever(target: str, policy: str, summary: Mapping[str, Any], threshold: float,

@@ -7,13 +7,13 @@ test can render it again and compare.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
+from sim2real.demo.cases import settings
 from sim2real.demo.page import render_readme_section
-from sim2real.demo.run import DemoSummary
+from sim2real.demo.summary import SUMMARY_FILE, read_summary
 from sim2real.errors import Sim2RealError
 from sim2real.records import write_bytes_atomic
 
@@ -47,19 +47,20 @@ def stated_minutes(readme: str) -> int | None:
     return None if found is None else int(found.group(2))
 
 
-def read_summary(path: Path) -> DemoSummary:
-    """A demo run's demo.json."""
-    return DemoSummary.from_json(json.loads(path.read_text()))
-
-
 def update_readme(root: Path, run_dir: Path) -> None:
     """Copy the run's demo.json and warehouse curves to `root`/docs/demo; rewrite the README's demo section, time."""
-    summary = read_summary(run_dir / "demo.json")
+    summary = read_summary(run_dir / SUMMARY_FILE)
+    if summary.settings != settings():
+        raise Sim2RealError(f"{run_dir} was run with other settings than the demo's defaults (sim2real/demo/cases.py); "
+                            f"the README shows a run of `make demo` as shipped")
+    if summary.resumed:
+        raise Sim2RealError(f"{run_dir} resumed an earlier run, so its time is not the demo's; run `make demo` into "
+                            f"a new folder (sim2real demo --out DIR) and take the README's numbers from that")
     readme = root / "README.md"
     text = readme.read_text()
     start, end = section_span(text)
     (root / KEPT_RUN).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "demo.json", root / KEPT_RUN)
+    shutil.copyfile(run_dir / SUMMARY_FILE, root / KEPT_RUN)
     shutil.copyfile(run_dir / summary.runs["warehouse"] / "curves.png", root / KEPT_FIGURE)
     text = text[:start] + render_readme_section(summary) + "\n" + text[end:]
     text = DEMO_LINE.sub(lambda m: f"{m.group(1)}{round(summary.wall_seconds / 60)}{m.group(3)}", text)

@@ -4,8 +4,10 @@
 (the failure), the randomized policy zero-shot, the best partial-retraining strategy against
 scratch with the harness, and the fitted-simulator loop where it pays; then it adapts a policy
 over the testbed on a stand-in served at its control rate behind a key. Everything lands in one
-folder, read first through index.md. A rerun resumes each part; a part left by other settings
-(an older checkout) is the demo's own output and is started over.
+folder, read first through index.md. The folder records what ran (run.json): a rerun with the
+same settings resumes the harness runs, the loop and a finished testbed run (the zero-shot
+evaluations and GIFs are made again); a folder of other settings or not the demo's is refused
+unless `force`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,14 @@ from sim2real.defaults import EVAL_SEED
 from sim2real.demo.cases import FAR_TARGETS, TESTBED, ZERO_SHOT_EPISODES, FarTarget, OnTheTestbed, settings
 from sim2real.demo.levers import (
     LeverResult,
+    majority_reached,
     retraining_lever,
     testbed_lever,
     transductive_lever,
     zero_shot_lever,
 )
-from sim2real.demo.page import render_page
+from sim2real.demo.page import PAGE, render_page
+from sim2real.demo.summary import SUMMARY_FILE, DemoSummary
 from sim2real.errors import Sim2RealError
 from sim2real.experiment.plan import PolicyBlob, check_policy
 from sim2real.experiment.run_directory import PLAN_FILE
@@ -42,63 +46,47 @@ from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.robot import RobotPlan, make_robot_plan, run_on_testbed
 from sim2real.robot.report import read_robot_report
 from sim2real.rollout import evaluate
-from sim2real.rundir import RunFolderError
-from sim2real.sysid import check_budget, fittable
-from sim2real.testbed.auth import generate_key_file
+from sim2real.rundir import RunFolderError, RunRecord, claim_folder
+from sim2real.sysid import check_budget, check_params, fittable
+from sim2real.testbed.auth import generate_key_file, load_key_file
 from sim2real.testbed.credentials import Credentials
 from sim2real.testbed.process import ServerProcess
+from sim2real.testbed.protocol import TestbedError
 from sim2real.transductive import run_loop
+from sim2real.transfer import SysidFinetune
 from sim2real.transfer.strategies import parse_strategy
-from sim2real.zoo import load_policy
-
-PAGE = "index.md"
-"""The page a person reads first, in the demo's folder."""
-
-
-@dataclass(frozen=True)
-class DemoSummary:
-    """demo.json: the settings the demo ran with, what each lever did on each target, and where its files are."""
-
-    settings: dict[str, Any]
-    levers: tuple[LeverResult, ...]
-    runs: dict[str, str]
-    gifs: tuple[str, ...]
-    wall_seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready data for demo.json."""
-        return {"settings": self.settings, "levers": [lever.to_json() for lever in self.levers], "runs": self.runs,
-                "gifs": list(self.gifs), "wall_seconds": self.wall_seconds}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DemoSummary:
-        """A summary read back from demo.json."""
-        return cls(data["settings"], tuple(LeverResult.from_json(lever) for lever in data["levers"]),
-                   dict(data["runs"]), tuple(data["gifs"]), float(data["wall_seconds"]))
+from sim2real.zoo import load_card, load_policy
 
 
 def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testbed: OnTheTestbed | None = TESTBED,
              zero_shot_episodes: int = ZERO_SHOT_EPISODES, workers: int | None = None, gifs: bool = True,
-             say: Callable[[str], None] = print,
+             force: bool = False, say: Callable[[str], None] = print,
              progress: Callable[[experiment.Progress], None] | None = None) -> DemoSummary:
     """Every lever on every far target into `out`: index.md, demo.json, a folder per run; defaults: the demo's.
 
-    Every plan is checked before any work. The testbed run, paced by the stand-in's control rate,
-    goes first in a process of its own beside the single-core stages (zero-shot, fitted simulator).
+    Every plan is checked, and `out` claimed, before any work. The testbed run, paced by the
+    stand-in's control rate, goes first in a process of its own beside the single-core stages
+    (zero-shot, fitted simulator); the stand-in's server belongs to this process, so it stops with it.
     """
     started = time.perf_counter()
     check_cases(far_targets, testbed, zero_shot_episodes)
-    out.mkdir(parents=True, exist_ok=True)
+    ran = settings(far_targets, testbed, zero_shot_episodes)
+    resumed = claim_folder(out, RunRecord("demo", ran), demo_outputs(far_targets), force=force)
     announce = numbered(1 + sum(2 if case.transductive else 1 for case in far_targets) + (testbed is not None), say)
     levers: list[LeverResult] = []
     runs: dict[str, str] = {}
-    robot = None
-    if testbed is not None:
-        announce(f"on the testbed, in the background: {testbed.strategy} from {testbed.policy} on a {testbed.target} "
-                 f"stand-in served at its control rate, behind a key")
-        robot = multiprocessing.get_context("spawn").Process(target=testbed_run, args=(testbed, out / "testbed"))
-        robot.start()
-    try:
+    with ExitStack() as background:
+        robot = None
+        if testbed is not None:
+            announce(f"on the testbed, in the background: {testbed.strategy} from {testbed.policy} on a "
+                     f"{testbed.target} stand-in served at its control rate, behind a key")
+            key = testbed_key(out / "testbed.key")
+            server = background.enter_context(ServerProcess("sim2real.factory:make_env", {
+                "task": testbed.task, "target": testbed.target}, realtime=True, key_file=str(key)))
+            robot = multiprocessing.get_context("spawn").Process(
+                target=testbed_run, args=(testbed, out / "testbed", server.address, key))
+            robot.start()
+            background.callback(stop, robot)
         announce("zero-shot: the nominal and the randomized policy on each far target")
         levers += [lever for case in far_targets for lever in zero_shot_levers(case, zero_shot_episodes)]
         for case in (case for case in far_targets if case.transductive):
@@ -110,9 +98,6 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
             if robot.exitcode != 0:
                 raise Sim2RealError(f"the testbed run failed (exit code {robot.exitcode}, its message is above); "
                                     f"rerun the demo to finish it, the other runs resume")
-    finally:
-        if robot is not None and robot.is_alive():
-            interrupt(robot)
     for case in far_targets:
         retraining = case.retraining
         announce(f"partial retraining: {case.task} → {case.target}, {', '.join(retraining.strategies)} from "
@@ -123,15 +108,31 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
         levers.append(retraining_lever(case.target, retraining.policy, best_strategy(case, report), report))
     if testbed is not None:
         runs["testbed"] = "testbed"
-        unit = next(iter(read_robot_report(out / "testbed" / "report.json").units.values()))
-        levers.append(testbed_lever(testbed.target, testbed.policy, testbed.strategy, unit,
-                                    catalog.load(testbed.task).threshold.value))
+        units = read_robot_report(out / "testbed" / "report.json").units
+        levers += [testbed_lever(testbed.target, testbed.policy, testbed.strategy, unit,
+                                 catalog.load(testbed.task).threshold.value) for unit in units.values()]
     made = [path.relative_to(out) for case in far_targets if gifs for path in before_after_gifs(case, out, runs)]
-    summary = DemoSummary(settings(far_targets, testbed, zero_shot_episodes), tuple(levers), runs,
-                          tuple(str(path) for path in made), round(time.perf_counter() - started, 1))
-    write_json_atomic(out / "demo.json", summary.to_json())
-    write_bytes_atomic(out / PAGE, render_page(summary, far_targets).encode())
+    summary = DemoSummary(ran, tuple(levers), runs, tuple(str(path) for path in made),
+                          round(time.perf_counter() - started, 1), resumed)
+    write_json_atomic(out / SUMMARY_FILE, summary.to_json())
+    write_bytes_atomic(out / PAGE, render_page(summary).encode())
     return summary
+
+
+def demo_outputs(far_targets: Sequence[FarTarget]) -> list[str]:
+    """Every name the demo writes in its folder (and the previous version's report.md, zero_shot.json)."""
+    names = [PAGE, SUMMARY_FILE, "gifs", "testbed", "testbed.key", "report.md", "zero_shot.json"]
+    return names + [name for case in far_targets for name in (f"{case.task}-{case.target}",
+                                                              f"{case.task}-{case.target}-sysid")]
+
+
+def testbed_key(path: Path) -> Path:
+    """The demo's testbed key at `path`: kept while it loads, written afresh when missing or unreadable."""
+    try:
+        load_key_file(path)
+    except TestbedError:
+        generate_key_file(path, overwrite=True)
+    return path
 
 
 def numbered(stages: int, say: Callable[[str], None]) -> Callable[[str], None]:
@@ -152,10 +153,20 @@ def check_cases(far_targets: Sequence[FarTarget], testbed: OnTheTestbed | None, 
     """Build every plan the demo will run, so that a bad setting fails before any work, naming what is accepted."""
     check_count("zero_shot_episodes", zero_shot_episodes, minimum=1, meaning="episodes per zero-shot evaluation")
     for case in far_targets:
+        for policy in (case.nominal, case.randomized, *([case.transductive.policy] if case.transductive else [])):
+            load_card(policy)
+        if not trained_strategies(case):
+            raise Sim2RealError(f"{case.target}: the partial retraining names no trained strategy "
+                                f"({', '.join(case.retraining.strategies)}); add one, e.g. finetune")
         check_policy(retraining_plan(case))
         if case.transductive:
             strategy = parse_strategy(case.transductive.strategy)
+            if not isinstance(strategy, SysidFinetune):
+                raise Sim2RealError(f"{case.target}: the fitted-simulator lever takes sysid_finetune, got "
+                                    f"{case.transductive.strategy!r}")
             spec = catalog.load(case.task)
+            if strategy.params is not None:
+                check_params(spec, strategy.params)
             check_budget(len(strategy.params or fittable(spec)), strategy.sysid_budget)
     if testbed is not None:
         robot_plan(testbed, "tcp://127.0.0.1:1")
@@ -177,11 +188,12 @@ def robot_plan(case: OnTheTestbed, address: str) -> RobotPlan:
                            eval_every=case.eval_every, episodes=case.episodes)
 
 
-def interrupt(process: multiprocessing.process.BaseProcess) -> None:
-    """Stop a background stage as Ctrl-C would (its server and files closed on the way out), then for good."""
-    assert process.pid is not None, "a started process has a pid"
-    os.kill(process.pid, signal.SIGINT)
-    process.join(timeout=15)
+def stop(process: multiprocessing.process.BaseProcess) -> None:
+    """Stop a background stage still running: let a Ctrl-C it shares finish, then interrupt it, then end it."""
+    process.join(timeout=5)
+    if process.is_alive() and process.pid is not None:
+        os.kill(process.pid, signal.SIGINT)
+        process.join(timeout=15)
     if process.is_alive():
         process.kill()
         process.join()
@@ -206,15 +218,23 @@ def retraining_run(case: FarTarget, out: Path, workers: int | None,
     return experiment.run(plan, out, workers=workers, progress=progress, save_models=True)
 
 
+def trained_strategies(case: FarTarget) -> list[str]:
+    """The strategies of `case`'s retraining that train (as the case spells them): neither scratch nor zero_shot."""
+    return [text for text in case.retraining.strategies if text.split(":")[0] not in ("scratch", "zero_shot")]
+
+
 def best_strategy(case: FarTarget, report: dict[str, Any]) -> str:
-    """The trained strategy (as the case spells it) that reached the threshold soonest, the better final level first."""
-    trained = [text for text in case.retraining.strategies if text.split(":")[0] not in ("scratch", "zero_shot")]
+    """The trained strategy (as the case spells it) that most seeds took to the threshold soonest.
 
-    def rank(text: str) -> tuple[float, float]:
+    A strategy most of whose seeds reached the threshold ranks first, then the sooner IQM time, then
+    the higher final level.
+    """
+
+    def rank(text: str) -> tuple[bool, float, float]:
         data = report["strategies"][text.split(":")[0]]
-        return data["time_to_threshold"]["iqm"], -data["final"][report["metric"]]["iqm"]
+        return not majority_reached(data), data["time_to_threshold"]["iqm"], -data["final"][report["metric"]]["iqm"]
 
-    return min(trained, key=rank)
+    return min(trained_strategies(case), key=rank)
 
 
 def transductive_run(case: FarTarget, out: Path, say: Callable[[str], None]) -> LeverResult:
@@ -231,27 +251,22 @@ def transductive_run(case: FarTarget, out: Path, say: Callable[[str], None]) -> 
                               loop.eval_episodes)
 
 
-def testbed_run(case: OnTheTestbed, out: Path, say: Callable[[str], None] = print) -> Path:
-    """Adapt `case.policy` over the testbed on a served stand-in of `case.target`, both sides holding one key.
+def testbed_run(case: OnTheTestbed, out: Path, address: str, key: Path, say: Callable[[str], None] = print) -> Path:
+    """Adapt `case.policy` over the testbed at `address` (a stand-in of `case.target` holding `key`).
 
     The stand-in steps at its control rate, as a robot does, so the wall time is robot time; the
     demo runs this in a process of its own beside the single-core stages (the learner needs about
-    half a core at 24 Hz and 2 updates per step). A run
-    finished with the same settings is kept; one cut short or of other settings is started over
-    (a new server has a new address, so a robot run cannot resume across demo runs).
+    half a core at 24 Hz and 2 updates per step). A run finished with the same settings is kept;
+    one cut short or of other settings is started over (a new server has a new address, so a robot
+    run cannot resume across demo runs).
     """
-    key = out.parent / "testbed.key"
-    if not key.exists():
-        generate_key_file(key)
-    kwargs = {"task": case.task, "target": case.target}
-    with ServerProcess("sim2real.factory:make_env", kwargs, realtime=True, key_file=str(key)) as server:
-        plan = robot_plan(case, server.address)
-        if finished_elsewhere(out, plan.to_record(PolicyBlob.read(case.policy).sha256).to_json()):
-            return out
-        if out.exists():
-            say(f"{out} holds an unfinished or other robot run: starting it over on the new stand-in")
-            shutil.rmtree(out)
-        return run_on_testbed(plan, out, credentials=Credentials.load(key_file=key))
+    plan = robot_plan(case, address)
+    if finished_elsewhere(out, plan.to_record(PolicyBlob.read(case.policy).sha256).to_json()):
+        return out
+    if out.exists():
+        say(f"{out} holds an unfinished or other robot run: starting it over on the new stand-in")
+        shutil.rmtree(out)
+    return run_on_testbed(plan, out, credentials=Credentials.load(key_file=key))
 
 
 def finished_elsewhere(out: Path, wanted: dict[str, Any]) -> bool:
@@ -268,7 +283,11 @@ def before_after_gifs(case: FarTarget, out: Path, runs: dict[str, str]) -> list[
     run_dir = out / runs[case.target]
     report = read_report(run_dir / "report.json").to_json()
     strategy = best_strategy(case, report).split(":")[0]
-    before = load_policy(case.retraining.policy, make_env(spec, case.target))
+    env = make_env(spec, case.target)
+    try:
+        before = load_policy(case.retraining.policy, env)
+    finally:
+        env.close()
     after = load_policy(experiment.model_path(run_dir / experiment.MODELS_DIR, f"{case.target}/{strategy}/0"))
     gif_dir = out / "gifs"
     return [

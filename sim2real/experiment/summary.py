@@ -240,7 +240,7 @@ def format_aggregate(metrics: Mapping[str, Any], name: str, unit: str = "") -> s
 
 
 GAIN_COLUMNS = ("strategy", "sample-efficiency gain", "transfer ratio", "jumpstart")
-"""The columns every summary table of a transfer run starts with (terminal, demo report), in this order."""
+"""The columns every summary table of a transfer run starts with (terminal, report.md), in this order."""
 
 
 def gain_cells(name: str, metrics: Mapping[str, Any]) -> list[str]:
