@@ -42,10 +42,10 @@ from sim2real.experiment.run_directory import PLAN_FILE
 from sim2real.experiment.run_files import read_plan, read_report
 from sim2real.factory import make_env
 from sim2real.gif import record_gif
+from sim2real.policy_evaluation import evaluate_policy
 from sim2real.records import write_bytes_atomic, write_json_atomic
 from sim2real.robot import RobotPlan, make_robot_plan, run_on_testbed
 from sim2real.robot.report import read_robot_report
-from sim2real.rollout import evaluate
 from sim2real.rundir import RunFolderError, RunRecord, claim_folder
 from sim2real.sysid import check_budget, check_params, fittable
 from sim2real.testbed.auth import generate_key_file, load_key_file
@@ -75,6 +75,7 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
     announce = numbered(1 + sum(2 if case.transductive else 1 for case in far_targets) + (testbed is not None), say)
     levers: list[LeverResult] = []
     runs: dict[str, str] = {}
+    best: dict[str, str] = {}
     with ExitStack() as background:
         robot = None
         if testbed is not None:
@@ -105,13 +106,15 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
         runs[case.target] = f"{case.task}-{case.target}"
         retraining_run(case, out / runs[case.target], workers, progress, say)
         report = read_report(out / runs[case.target] / "report.json").to_json()
-        levers.append(retraining_lever(case.target, retraining.policy, best_strategy(case, report), report))
+        best[case.target] = best_strategy(case, report)
+        levers.append(retraining_lever(case.target, retraining.policy, best[case.target], report))
     if testbed is not None:
         runs["testbed"] = "testbed"
         units = read_robot_report(out / "testbed" / "report.json").units
         levers += [testbed_lever(testbed.target, testbed.policy, testbed.strategy, unit,
                                  catalog.load(testbed.task).threshold.value) for unit in units.values()]
-    made = [path.relative_to(out) for case in far_targets if gifs for path in before_after_gifs(case, out, runs)]
+    made = [path.relative_to(out) for case in far_targets if gifs
+            for path in before_after_gifs(case, out / runs[case.target], best[case.target], out / "gifs")]
     summary = DemoSummary(ran, tuple(levers), runs, tuple(str(path) for path in made),
                           round(time.perf_counter() - started, 1), resumed)
     write_json_atomic(out / SUMMARY_FILE, summary.to_json())
@@ -201,11 +204,7 @@ def stop(process: multiprocessing.process.BaseProcess) -> None:
 
 def zero_shot_success(policy: str, task: str, target: str, episodes: int) -> float:
     """Success of a shipped policy's deterministic actions on `target`, over `episodes` episodes."""
-    env = make_env(catalog.load(task), target)
-    try:
-        return evaluate(load_policy(policy, env), env, episodes, seed=EVAL_SEED)["success_rate"]
-    finally:
-        env.close()
+    return evaluate_policy(policy, task, target=target, episodes=episodes, seed=EVAL_SEED)["success_rate"]
 
 
 def retraining_run(case: FarTarget, out: Path, workers: int | None,
@@ -277,19 +276,16 @@ def finished_elsewhere(out: Path, wanted: dict[str, Any]) -> bool:
     return {**held, "testbed": None} == {**wanted, "testbed": None}
 
 
-def before_after_gifs(case: FarTarget, out: Path, runs: dict[str, str]) -> list[Path]:
-    """GIFs of the retrained policy on the target before, and after the best strategy trained it (seed 0)."""
+def before_after_gifs(case: FarTarget, run_dir: Path, best: str, gif_dir: Path) -> list[Path]:
+    """GIFs of the retrained policy on the target before, and after `best` trained it in `run_dir` (seed 0)."""
     spec = catalog.load(case.task)
-    run_dir = out / runs[case.target]
-    report = read_report(run_dir / "report.json").to_json()
-    strategy = best_strategy(case, report).split(":")[0]
+    strategy = best.split(":")[0]
     env = make_env(spec, case.target)
     try:
         before = load_policy(case.retraining.policy, env)
     finally:
         env.close()
     after = load_policy(experiment.model_path(run_dir / experiment.MODELS_DIR, f"{case.target}/{strategy}/0"))
-    gif_dir = out / "gifs"
     return [
         record_gif(before, spec, case.target, gif_dir / f"{case.task}-{case.target}-before.gif", episodes=2),
         record_gif(after, spec, case.target, gif_dir / f"{case.task}-{case.target}-after-{strategy}.gif", episodes=2),
