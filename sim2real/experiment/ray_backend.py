@@ -42,6 +42,13 @@ MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 TASK_NODE = re.compile(r"\bip=([^),\s]+)")
 """Where a failed task ran, as Ray's error text says it (the error Ray raises keeps no attribute for it)."""
 CONNECT_TIMEOUT = 5.0
+CLIENT_ATTEMPTS = 3
+"""Connections tried when the head's Ray Client server fails to start this driver's server process.
+
+Ray's proxier forks that process while its gRPC threads run, and it dies at start now and then
+(ray-project/ray#63202; here, 1 in 2 tries on a loaded 2-core machine): a fresh try starts a new one.
+"""
+CLIENT_SERVER_DIED = "Starting Ray client server failed"
 TOKEN_HELP = ("the cluster's token goes in RAY_AUTH_TOKEN, or a file named by RAY_AUTH_TOKEN_PATH or at "
               "~/.ray/auth_token (print it on the head node with `ray get-auth-token`), with RAY_AUTH_MODE=token")
 
@@ -153,19 +160,31 @@ class RayBackend:
             return
         if self.address is not None:
             check_reachable(self.address)
+        for attempt in range(1, CLIENT_ATTEMPTS + 1):
+            try:
+                self._connect()
+                break
+            except RayConnectionError as exc:
+                if CLIENT_SERVER_DIED not in str(exc) or attempt == CLIENT_ATTEMPTS:
+                    raise
+        self._owned = True
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        warm_up = self._remote(_warm_up)
+        for _ in range(min(units, cpus)):
+            warm_up.remote()  # runs without anyone holding its result
+
+    def _connect(self) -> None:
+        """One ray.init; on failure Ray is shut down again (a half-made connection fails every later init)."""
+        ray = self.ray
         local = {} if self.address else {"include_dashboard": False}
         with tempfile.TemporaryFile("w+") as said, _native_stderr_to(said):
             try:
                 ray.init(address=self.address, runtime_env=copy.deepcopy(self.runtime_env) or None,  # Ray rewrites it
                          logging_level="ERROR", log_to_driver=False, **local)
             except Exception as exc:
+                ray.shutdown()
                 said.seek(0)
                 raise self._connection_error(exc, said.read()) from None
-        self._owned = True
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        warm_up = self._remote(_warm_up)
-        for _ in range(min(units, cpus)):
-            warm_up.remote()  # runs without anyone holding its result
 
     def _remote(self, function: Callable[..., Any]) -> Any:
         """`function` as a Ray task with a unit's resources and retries (so units reuse the workers it started)."""
@@ -174,7 +193,8 @@ class RayBackend:
 
     def _connection_error(self, exc: Exception, said: str) -> RayConnectionError:
         """One line for a failed ray.init, from its exception and what Ray's core printed meanwhile."""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+        first = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"  # a server's traceback
         if not self.address:
             return RayConnectionError(f"cannot start a local Ray: {first}")
         if "Unauthenticated" in said or "InvalidAuthToken" in said or "auth" in first.lower():
