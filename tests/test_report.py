@@ -190,3 +190,31 @@ def test_one_seed_a_stalled_unit_and_an_undetermined_gain_are_said_so_not_judged
     assert flat["sample_efficiency_gain"]["iqm"] is None
     assert format_aggregate(flat, "sample_efficiency_gain", "×") == "undetermined"
     assert flat["ratio_floored_seeds"] == 3 and format_aggregate(flat, "transfer_ratio").startswith("≥ ")
+
+
+def test_a_curve_that_reaches_the_threshold_and_loses_it_is_called_a_collapse(tmp_path):
+    # Threshold 0.5, margin 0.15: "fell" drops to 0.25 after reaching 0.5 (collapse); "dips" to 0.4 (holds).
+    data = records({"fell": [0.0, 1.0, 0.25], "dips": [0.0, 0.5, 0.4], "scratch": CURVES["scratch"],
+                    "bad": CURVES["bad"]})
+    summary = summarize(data, THRESHOLD, BUDGET)
+    strategies = summary["strategies"]
+    assert strategies["fell"]["hold"] == {"reached_at": 10.0, "lowest": 0.25, "lowest_at": 20.0, "final": 0.25,
+                                          "collapsed": True}
+    assert strategies["dips"]["hold"]["collapsed"] is False
+    assert strategies["scratch"]["hold"] == {"reached_at": 10.0, "lowest": 0.5, "lowest_at": 10.0, "final": 1.0,
+                                             "collapsed": False}
+    assert strategies["bad"]["hold"] is None  # never reached: nothing to lose
+    write_report(tmp_path, summary, data, {})
+    markdown = (tmp_path / "report.md").read_text()
+    assert "WARNING: CURVES THAT COLLAPSE" in markdown
+    assert "> - fell reached 50 % at 10 steps, then fell to 25 % at 20 (25 % at the end of the budget)" in markdown
+    assert "dips reached" not in markdown
+
+
+def test_the_collapse_verdict_reads_the_iqm_curve_over_seeds():
+    # One seed of three collapses: the IQM (middle half) does not; all three do: it does.
+    one = records({"s": [0.0, 1.0, 1.0], "scratch": CURVES["scratch"]}, seeds=(0, 1)) + records(
+        {"s": [0.0, 1.0, 0.0], "scratch": CURVES["scratch"]}, seeds=(2,))
+    assert summarize(one, THRESHOLD, BUDGET)["strategies"]["s"]["hold"]["collapsed"] is False
+    every = records({"s": [0.0, 1.0, 0.0], "scratch": CURVES["scratch"]})
+    assert summarize(every, THRESHOLD, BUDGET)["strategies"]["s"]["hold"]["collapsed"] is True

@@ -166,7 +166,13 @@ def progress_printer() -> Callable[[Any], None]:
 
 def print_report(run_dir: Path) -> None:
     from sim2real.experiment.run_files import read_report
-    from sim2real.experiment.summary import GAIN_COLUMNS, format_aggregate, gain_cells, negative_transfer_word
+    from sim2real.experiment.summary import (
+        GAIN_COLUMNS,
+        collapse_sentences,
+        format_aggregate,
+        gain_cells,
+        negative_transfer_word,
+    )
 
     report = read_report(run_dir / "report.json")
     table = Table(*GAIN_COLUMNS, f"final {report.metric}", "negative transfer",
@@ -180,6 +186,8 @@ def print_report(run_dir: Path) -> None:
     if flagged:
         console.print(f"[bold red]NEGATIVE TRANSFER:[/] {', '.join(flagged)} did worse than training from scratch "
                       f"(transfer-ratio CI wholly below 0).")
+    for sentence in collapse_sentences(report.summary):
+        console.print(f"[bold red]COLLAPSE:[/] {sentence}.", highlight=False)
     if report.settings.get("verdict"):
         console.print(report.settings["verdict"], highlight=False)
     console.print(f"Report: {run_dir / 'report.md'}, figures: {run_dir / 'curves.png'}, {run_dir / 'gain.png'}")

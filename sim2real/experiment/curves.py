@@ -16,7 +16,7 @@ import numpy as np
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.experiment import metrics
 from sim2real.experiment.run_files import EvaluationRecord, evaluation_records, finite
-from sim2real.experiment.stats import aggregate
+from sim2real.experiment.stats import aggregate, iqm
 
 CURVE_METRICS = ("success", "return")
 AXIS_LABELS = {"success": "success rate", "return": "mean return"}
@@ -66,6 +66,16 @@ def group_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]]) -> dic
         metrics.check_curve(steps, values[:, 0])
         curves[unit] = Curve(steps, values[:, 0], values[:, 1])
     return curves
+
+
+def iqm_curve(curves: Mapping[tuple[str, str, int], Curve], strategy: str,
+              metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """One strategy's curve as the IQM over its units at each evaluation step (the curve a report plots)."""
+    units = [curve for unit, curve in curves.items() if unit[0] == strategy]
+    steps = np.array(sorted({float(step) for curve in units for step in curve.steps}))
+    values = [iqm([curve.values(metric)[curve.steps == step][0] for curve in units if (curve.steps == step).any()])
+              for step in steps]
+    return steps, np.array(values, dtype=float)
 
 
 def learning_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]], metric: str, rng_seed: int = 0, *,

@@ -16,7 +16,7 @@ from sim2real.experiment.figures import plot_curves, plot_gain
 from sim2real.experiment.plan import BASELINE
 from sim2real.experiment.run_files import EvaluationRecord, ReportRecord
 from sim2real.experiment.stats import Aggregate
-from sim2real.experiment.summary import negative_transfer_word
+from sim2real.experiment.summary import COLLAPSE_MARGIN, collapse_sentences, negative_transfer_word
 from sim2real.formatting import count, number
 from sim2real.records import PathLike, write_bytes_atomic, write_json_atomic
 
@@ -105,6 +105,16 @@ def render_markdown(summary: Mapping[str, Any], settings: Mapping[str, Any]) -> 
         for name in flagged:
             point, interval = _ci(strategies[name]["transfer_ratio"])
             lines.append(f"> - **{name}**: transfer ratio {point} {interval}")
+        lines.append("")
+    collapsed = collapse_sentences(summary)
+    if collapsed:
+        margin = (f"{100 * COLLAPSE_MARGIN:.0f} points" if threshold["metric"] == "success"
+                  else f"{COLLAPSE_MARGIN:.0%} of the threshold")
+        lines += ["## ⚠️ WARNING: CURVES THAT COLLAPSE ⚠️", "",
+                  "> **These strategies reached the threshold and then lost it** (their IQM curve fell more than "
+                  f"{margin} below it): compare them by when they got there, not by where they ended, "
+                  "and do not deploy the final policy without evaluating it.", ">"]
+        lines += [f"> - {sentence}." for sentence in collapsed]
         lines.append("")
     if settings.get("recommendation"):
         lines += ["## Recommendation", "", str(settings["recommendation"]), ""]

@@ -17,10 +17,11 @@ import numpy as np
 
 from sim2real.errors import Sim2RealError, allowed
 from sim2real.experiment import metrics
-from sim2real.experiment.curves import CURVE_METRICS, Curve, final_updates, group_curves
+from sim2real.experiment.curves import CURVE_METRICS, Curve, final_updates, group_curves, iqm_curve
 from sim2real.experiment.plan import BASELINE
 from sim2real.experiment.run_files import EvaluationRecord, evaluation_records
 from sim2real.experiment.stats import Aggregate, aggregate, negative_transfer, probability_of_improvement
+from sim2real.formatting import number, percent
 from sim2real.spec import Threshold
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,26 @@ def _seed_metrics(curve: Curve, base: Curve, threshold: Threshold, budget: float
 def _trivial(value: float) -> Aggregate:
     """An exact value with a point interval (the baseline compared with itself)."""
     return {"iqm": value, "ci": [value, value]}
+
+
+COLLAPSE_MARGIN = 0.15
+"""How far below the threshold (a share of it for a return threshold, points of success) counts as a collapse."""
+
+
+def hold(steps: np.ndarray, values: np.ndarray, threshold: Threshold) -> dict[str, Any] | None:
+    """Whether a curve that reached the threshold stayed near it to the end of the budget (None: never reached).
+
+    A curve that falls more than `COLLAPSE_MARGIN` below the threshold after first reaching it has
+    collapsed: the policy at the end of the budget is not the one that got there.
+    """
+    reached = np.flatnonzero(values >= threshold.value)
+    if not reached.size:
+        return None
+    first = int(reached[0])
+    lowest = first + int(np.argmin(values[first:]))
+    margin = COLLAPSE_MARGIN if threshold.metric == "success" else COLLAPSE_MARGIN * max(abs(threshold.value), 1.0)
+    return {"reached_at": float(steps[first]), "lowest": float(values[lowest]), "lowest_at": float(steps[lowest]),
+            "final": float(values[-1]), "collapsed": bool(values[lowest] < threshold.value - margin)}
 
 
 MIN_SEEDS_FOR_CI = 2
@@ -176,6 +197,7 @@ def summarize(records: Iterable[EvaluationRecord | Mapping[str, Any]], threshold
         rows = [row for row in per_seed if row["strategy"] == name]
         if rows:
             summaries[name] = _strategy_summary(name, rows, rng_seed, confidence, n_resamples, floor)
+            summaries[name]["hold"] = hold(*iqm_curve(curves, name, threshold.metric), threshold)
     if summaries.get(BASELINE, {}).get("fewest_updates") == 0:  # scratch never learnt: nothing to compare with
         for entry in summaries.values():
             entry["negative_transfer"] = None
@@ -194,6 +216,20 @@ def summarize(records: Iterable[EvaluationRecord | Mapping[str, Any]], threshold
         "per_seed": per_seed,
         "skipped": skipped,
     }
+
+
+def collapse_sentences(summary: Mapping[str, Any]) -> list[str]:
+    """One sentence per strategy whose IQM curve reached the threshold and then collapsed (see `hold`)."""
+    shown = percent if summary["metric"] == "success" else number
+    sentences = []
+    for name, entry in summary["strategies"].items():
+        held = entry.get("hold")
+        if held and held["collapsed"]:
+            sentences.append(
+                f"{name} reached {shown(summary['threshold']['value'])} at {number(held['reached_at'])} steps, then "
+                f"fell to {shown(held['lowest'])} at {number(held['lowest_at'])} ({shown(held['final'])} at the end "
+                f"of the budget): the policy at the end is not the one that got there")
+    return sentences
 
 
 def negative_transfer_word(verdict: bool | None) -> str:
