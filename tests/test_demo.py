@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from sim2real.demo.cases import FarTarget, OnTheTestbed, Retraining, Transductive
+from sim2real.demo.cases import FarTarget, OnTheTestbed, Retraining, Transductive, settings
 from sim2real.demo.levers import LeverResult, retraining_lever
 from sim2real.demo.page import PAGE, target_sentence
 from sim2real.demo.run import best_strategy, run_demo
 from sim2real.demo.summary import read_summary
 from sim2real.experiment.run_directory import RESULTS_FILE
-from sim2real.rundir import RunFolderError
+from sim2real.rundir import RunFolderError, RunRecord, claim_folder
 from sim2real.sysid import SysIdError
+from sim2real.zoo import policies_dir, policy_sha256
 
 
 def lever(name: str, success: float, steps: int | None) -> LeverResult:
@@ -82,6 +84,25 @@ def test_a_folder_the_demo_did_not_write_is_refused(tmp_path: Path):
     with pytest.raises(RunFolderError, match="holds driving-truck of an unrecorded run; add --force"):
         run_demo(tmp_path / "runs", testbed=None, say=lambda _: None)
     assert (mine / "results.jsonl").read_text() == "my own run\n"
+
+
+def test_a_retrained_policy_is_a_different_demo_and_its_folder_is_refused(tmp_path: Path):
+    policy = tmp_path / "mine"
+    shutil.copytree(policies_dir() / "driving-ppo-dr", policy)
+    case = FarTarget("driving", "truck", "driving-ppo-nominal", str(policy),
+                     Retraining("driving-ppo-nominal", ("finetune", "scratch"), budget=2048, eval_every=1024))
+    before = settings((case,), None)
+    assert before["policies"] == {"driving-ppo-nominal": policy_sha256("driving-ppo-nominal"),
+                                  str(policy): policy_sha256(policy)}
+    claim_folder(tmp_path / "demo", RunRecord("demo", before), ())
+    (tmp_path / "demo" / "driving-truck").mkdir()  # the first run's work
+    with (policy / "model.zip").open("ab") as model:
+        model.write(b"retrained")
+    after = settings((case,), None)
+    assert after["policies"][str(policy)] != before["policies"][str(policy)]
+    with pytest.raises(RunFolderError, match=f"holds another run .policies.*{policy}.* add --force"):
+        run_demo(tmp_path / "demo", far_targets=(case,), testbed=None, say=lambda _: None)
+    assert (tmp_path / "demo" / "driving-truck").is_dir()
 
 
 def test_a_small_demo_writes_its_page_and_a_rerun_resumes(tmp_path: Path):

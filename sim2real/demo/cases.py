@@ -82,10 +82,24 @@ TESTBED = OnTheTestbed("grasping", "warehouse", "grasping-sac-nominal", "finetun
                        eval_every=2_000)
 
 
+def policies(far_targets: Sequence[FarTarget], testbed: OnTheTestbed | None) -> list[str]:
+    """Every policy the demo starts from, in order of first use."""
+    names = []
+    for case in far_targets:
+        names += [case.nominal, case.randomized, case.retraining.policy]
+        names += [case.transductive.policy] if case.transductive else []
+    names += [testbed.policy] if testbed else []
+    return list(dict.fromkeys(names))
+
+
 def settings(far_targets: Sequence[FarTarget] = FAR_TARGETS, testbed: OnTheTestbed | None = TESTBED,
              zero_shot_episodes: int = ZERO_SHOT_EPISODES) -> dict[str, Any]:
     """A demo's settings as JSON (by default the demo's defaults): what demo.json records, and what the
-    README's demo section must have been run with."""
+    README's demo section must have been run with; each policy by the hash of its model, so a
+    retrained zoo is a different demo."""
+    from sim2real.zoo import policy_sha256
+
     return json.loads(json.dumps({"zero_shot_episodes": zero_shot_episodes,
                                   "far_targets": [asdict(case) for case in far_targets],
-                                  "testbed": None if testbed is None else asdict(testbed)}))
+                                  "testbed": None if testbed is None else asdict(testbed),
+                                  "policies": {name: policy_sha256(name) for name in policies(far_targets, testbed)}}))
