@@ -41,16 +41,19 @@ def strategy_data(times: list[float], censored: int, final: float) -> dict:
 
 
 def test_the_best_strategy_is_one_most_seeds_took_to_the_threshold():
-    case = FarTarget("driving", "truck", "n", "r", Retraining("p", ("fast_once", "steady", "scratch"), 8000, 2000))
+    case = FarTarget("driving", "truck", "n", "r",
+                     Retraining("p", ("zero_shot", "reinit_head", "finetune:lr_scale=0.5", "scratch"), 8000, 2000))
     report = {"metric": "success", "threshold": {"metric": "success", "value": 0.8}, "budget": 8000, "strategies": {
-        "fast_once": strategy_data([1000, 8000, 8000], censored=2, final=0.3),  # IQM 5.7k, 1 seed of 3
-        "steady": strategy_data([6000, 6000, 8000], censored=1, final=0.9),  # IQM 6.7k, 2 seeds of 3
+        "zero_shot": strategy_data([8000, 8000, 8000], censored=3, final=0.0),
+        "reinit_head": strategy_data([1000, 8000, 8000], censored=2, final=0.3),  # IQM 5.7k, 1 seed of 3
+        "finetune": strategy_data([6000, 6000, 8000], censored=1, final=0.9),  # IQM 6.7k, 2 seeds of 3
         "scratch": strategy_data([8000, 8000, 8000], censored=3, final=0.0)}}
-    assert best_strategy(case, report) == "steady"
-    result = retraining_lever("truck", "p", "steady", report)
+    assert best_strategy(case, report) == "finetune:lr_scale=0.5"
+    result = retraining_lever("truck", "p", "finetune:lr_scale=0.5", "finetune", report)
     assert result.reached and result.target_steps == 6667 and result.seeds == "2 of 3 seeds"
+    assert result.method == "finetune:lr_scale=0.5 from p"
     assert "scratch: 80 % not reached by 8.0k" in result.detail
-    assert not retraining_lever("truck", "p", "fast_once", report).reached
+    assert not retraining_lever("truck", "p", "reinit_head", "reinit_head", report).reached
 
 
 def test_a_single_testbed_run_does_not_win_over_the_measured_levers():

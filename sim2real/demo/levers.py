@@ -79,11 +79,14 @@ def zero_shot_lever(target: str, lever: str, policy: str, success: float, episod
                        f"{percent(success)} over {episodes} episodes, no target step")
 
 
-def retraining_lever(target: str, policy: str, strategy: str, report: Mapping[str, Any]) -> LeverResult:
-    """The harness's best trained strategy against scratch: steps to the threshold (IQM [CI]) and the gain."""
+def retraining_lever(target: str, policy: str, strategy: str, name: str, report: Mapping[str, Any]) -> LeverResult:
+    """The harness's best trained strategy (`strategy` as given, `name` in the report) against scratch.
+
+    Steps to the threshold (IQM [CI]) and the gain over scratch.
+    """
     threshold = report["threshold"]["value"]
     budget = report["budget"]
-    data = report["strategies"][strategy.split(":")[0]]
+    data = report["strategies"][name]
     scratch = report["strategies"]["scratch"]
     seeds = data["seeds"]
     reached_seeds = seeds - data["time_to_threshold"]["censored"]

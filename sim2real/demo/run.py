@@ -107,7 +107,8 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
         retraining_run(case, out / runs[case.target], workers, progress, say)
         report = read_report(out / runs[case.target] / "report.json").to_json()
         best[case.target] = best_strategy(case, report)
-        levers.append(retraining_lever(case.target, retraining.policy, best[case.target], report))
+        levers.append(retraining_lever(case.target, retraining.policy, best[case.target],
+                                       parse_strategy(best[case.target]).name, report))
     if testbed is not None:
         runs["testbed"] = "testbed"
         units = read_robot_report(out / "testbed" / "report.json").units
@@ -218,8 +219,9 @@ def retraining_run(case: FarTarget, out: Path, workers: int | None,
 
 
 def trained_strategies(case: FarTarget) -> list[str]:
-    """The strategies of `case`'s retraining that train (as the case spells them): neither scratch nor zero_shot."""
-    return [text for text in case.retraining.strategies if text.split(":")[0] not in ("scratch", "zero_shot")]
+    """The strategies of `case`'s retraining that train from the policy, as the case spells them (not scratch)."""
+    return [text for text in case.retraining.strategies
+            if parse_strategy(text).trains and parse_strategy(text).transfers]
 
 
 def best_strategy(case: FarTarget, report: dict[str, Any]) -> str:
@@ -230,7 +232,7 @@ def best_strategy(case: FarTarget, report: dict[str, Any]) -> str:
     """
 
     def rank(text: str) -> tuple[bool, float, float]:
-        data = report["strategies"][text.split(":")[0]]
+        data = report["strategies"][parse_strategy(text).name]
         return not majority_reached(data), data["time_to_threshold"]["iqm"], -data["final"][report["metric"]]["iqm"]
 
     return min(trained_strategies(case), key=rank)
@@ -279,7 +281,7 @@ def finished_elsewhere(out: Path, wanted: dict[str, Any]) -> bool:
 def before_after_gifs(case: FarTarget, run_dir: Path, best: str, gif_dir: Path) -> list[Path]:
     """GIFs of the retrained policy on the target before, and after `best` trained it in `run_dir` (seed 0)."""
     spec = catalog.load(case.task)
-    strategy = best.split(":")[0]
+    strategy = parse_strategy(best).name
     env = make_env(spec, case.target)
     try:
         before = load_policy(case.retraining.policy, env)
