@@ -93,11 +93,20 @@ def retraining_lever(target: str, policy: str, strategy: str, name: str, report:
     final = data["final"][report["metric"]]["iqm"]
     gain = f"sample-efficiency gain over scratch {format_aggregate(data, 'sample_efficiency_gain', '×')}"
     detail = (f"{strategy} from {policy}: {percent(threshold)} {steps_to(data, budget)}, {percent(final)} at "
-              f"{kilo(budget)}; scratch: {percent(threshold)} {steps_to(scratch, budget)}; {gain}")
+              f"{kilo(budget)}{fell(data)}; scratch: {percent(threshold)} {steps_to(scratch, budget)}{fell(scratch)}; "
+              f"{gain}")
     reached = majority_reached(data)
     return LeverResult(target, "retraining", f"{strategy} from {policy}", final, reached,
                        round(data["time_to_threshold"]["iqm"]) if reached else None, detail,
                        f"{reached_seeds} of {seeds} seeds", gain)
+
+
+def fell(data: Mapping[str, Any]) -> str:
+    """ " (its IQM curve fell to X % at N after reaching the threshold)" for a curve the report calls collapsed."""
+    held = data.get("hold")
+    if not held or not held["collapsed"]:
+        return ""
+    return f" (its IQM curve fell to {percent(held['lowest'])} at {kilo(held['lowest_at'])} after reaching it)"
 
 
 def majority_reached(data: Mapping[str, Any]) -> bool:
