@@ -46,15 +46,20 @@ CLIENT_ATTEMPTS = 3
 """Connections tried when the head's Ray Client server fails to start this driver's server process.
 
 Ray's proxier forks that process while its gRPC threads run, and it dies at start now and then
-(ray-project/ray#63202; here, 1 in 2 tries on a loaded 2-core machine): a fresh try starts a new one.
+(ray-project/ray#63202; here, 1 of 11 connections with both cores busy): a fresh try starts a new one.
 """
-CLIENT_SERVER_DIED = "Starting Ray client server failed"
+CLIENT_SERVER_DIED = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+"""How the proxier says that process died: before it served (the first) or before its channel was ready."""
 TOKEN_HELP = ("the cluster's token goes in RAY_AUTH_TOKEN, or a file named by RAY_AUTH_TOKEN_PATH or at "
               "~/.ray/auth_token (print it on the head node with `ray get-auth-token`), with RAY_AUTH_MODE=token")
 
 
 class RayConnectionError(Sim2RealError):
     """The Ray cluster cannot be reached or refused this driver: names the address and what to check."""
+
+
+class ClientServerDied(RayConnectionError):
+    """The head's Ray Client server could not start this driver's server process; another try may."""
 
 
 def import_ray() -> ModuleType:
@@ -164,8 +169,8 @@ class RayBackend:
             try:
                 self._connect()
                 break
-            except RayConnectionError as exc:
-                if CLIENT_SERVER_DIED not in str(exc) or attempt == CLIENT_ATTEMPTS:
+            except ClientServerDied:
+                if attempt == CLIENT_ATTEMPTS:
                     raise
         self._owned = True
         cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -184,7 +189,10 @@ class RayBackend:
             except Exception as exc:
                 ray.shutdown()
                 said.seek(0)
-                raise self._connection_error(exc, said.read()) from None
+                error = self._connection_error(exc, said.read())
+                if any(text in str(exc) for text in CLIENT_SERVER_DIED):
+                    raise ClientServerDied(str(error)) from None
+                raise error from None
 
     def _remote(self, function: Callable[..., Any]) -> Any:
         """`function` as a Ray task with a unit's resources and retries (so units reuse the workers it started)."""
