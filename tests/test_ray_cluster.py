@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,16 +111,21 @@ def local_run(tiny, tmp_path_factory) -> Path:
     return experiment.run(tiny[2], tmp_path_factory.mktemp("runs") / "local", workers=2)
 
 
-def _unit_processes() -> list[int]:
-    """Pids of Ray workers running a unit now (Ray titles them after the task: ray::_task)."""
+def _processes(matches: Callable[[bytes], bool]) -> list[int]:
+    """Pids of the processes whose command line `matches`."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::_task"):
+            if matches(cmdline.read_bytes()):
                 pids.append(int(cmdline.parent.name))
         except OSError:
             continue
     return pids
+
+
+def _unit_processes() -> list[int]:
+    """Pids of Ray workers running a unit now (Ray titles them after the task: ray::_task)."""
+    return _processes(lambda cmdline: cmdline.startswith(b"ray::_task"))
 
 
 def _kill_one_unit(killed: list[int], stop: threading.Event) -> None:
@@ -189,15 +195,10 @@ def test_a_driver_killed_mid_run_resumes_without_repeating_an_evaluation(cluster
 def _kill_first_client_server(killed: list[int], stop: threading.Event) -> None:
     """SIGKILL the first per-driver Ray Client server process as soon as the head's proxier starts it."""
     while not stop.is_set():
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                found = b"specific-server" in cmdline.read_bytes()
-            except OSError:
-                continue
-            if found:
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
-                killed.append(int(cmdline.parent.name))
-                return
+        for pid in _processes(lambda cmdline: b"specific-server" in cmdline):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
         time.sleep(0.01)
 
 

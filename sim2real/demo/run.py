@@ -25,7 +25,15 @@ from typing import Any
 from sim2real import catalog, experiment
 from sim2real.checks import check_count
 from sim2real.defaults import EVAL_SEED
-from sim2real.demo.cases import FAR_TARGETS, TESTBED, ZERO_SHOT_EPISODES, FarTarget, OnTheTestbed, settings
+from sim2real.demo.cases import (
+    FAR_TARGETS,
+    TESTBED,
+    ZERO_SHOT_EPISODES,
+    FarTarget,
+    OnTheTestbed,
+    policies,
+    settings,
+)
 from sim2real.demo.levers import (
     LeverResult,
     majority_reached,
@@ -156,9 +164,9 @@ def zero_shot_levers(case: FarTarget, episodes: int) -> list[LeverResult]:
 def check_cases(far_targets: Sequence[FarTarget], testbed: OnTheTestbed | None, zero_shot_episodes: int) -> None:
     """Build every plan the demo will run, so that a bad setting fails before any work, naming what is accepted."""
     check_count("zero_shot_episodes", zero_shot_episodes, minimum=1, meaning="episodes per zero-shot evaluation")
+    for policy in policies(far_targets, testbed):
+        load_card(policy)
     for case in far_targets:
-        for policy in (case.nominal, case.randomized, *([case.transductive.policy] if case.transductive else [])):
-            load_card(policy)
         if not trained_strategies(case):
             raise Sim2RealError(f"{case.target}: the partial retraining names no trained strategy "
                                 f"({', '.join(case.retraining.strategies)}); add one, e.g. finetune")
@@ -220,8 +228,8 @@ def retraining_run(case: FarTarget, out: Path, workers: int | None,
 
 def trained_strategies(case: FarTarget) -> list[str]:
     """The strategies of `case`'s retraining that train from the policy, as the case spells them (not scratch)."""
-    return [text for text in case.retraining.strategies
-            if parse_strategy(text).trains and parse_strategy(text).transfers]
+    parsed = {text: parse_strategy(text) for text in case.retraining.strategies}
+    return [text for text, strategy in parsed.items() if strategy.trains and strategy.transfers]
 
 
 def best_strategy(case: FarTarget, report: dict[str, Any]) -> str:

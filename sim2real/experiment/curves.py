@@ -7,7 +7,7 @@ A step recorded twice (a unit rerun after a crash) keeps its last record.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +68,20 @@ def group_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]]) -> dic
     return curves
 
 
+def _by_step(curves: Mapping[tuple[str, str, int], Curve], strategy: str,
+             metric: str) -> Iterator[tuple[float, list[tuple[str, float]]]]:
+    """Each evaluation step of `strategy`'s units, with (target, value) of every unit evaluated there."""
+    units = [(unit[1], curve) for unit, curve in curves.items() if unit[0] == strategy]
+    for step in sorted({float(step) for _, curve in units for step in curve.steps}):
+        yield step, [(target, curve.values(metric)[curve.steps == step][0])
+                     for target, curve in units if (curve.steps == step).any()]
+
+
 def iqm_curve(curves: Mapping[tuple[str, str, int], Curve], strategy: str,
               metric: str) -> tuple[np.ndarray, np.ndarray]:
     """One strategy's curve as the IQM over its units at each evaluation step (the curve a report plots)."""
-    units = [curve for unit, curve in curves.items() if unit[0] == strategy]
-    steps = np.array(sorted({float(step) for curve in units for step in curve.steps}))
-    values = [iqm([curve.values(metric)[curve.steps == step][0] for curve in units if (curve.steps == step).any()])
-              for step in steps]
-    return steps, np.array(values, dtype=float)
+    points = [(step, iqm([value for _, value in at_step])) for step, at_step in _by_step(curves, strategy, metric)]
+    return np.array([step for step, _ in points]), np.array([value for _, value in points], dtype=float)
 
 
 def learning_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]], metric: str, rng_seed: int = 0, *,
@@ -86,12 +92,9 @@ def learning_curves(records: Iterable[EvaluationRecord | Mapping[str, Any]], met
     curves = group_curves(records)
     result: dict[str, dict[str, list[float]]] = {}
     for name in dict.fromkeys(unit[0] for unit in curves):
-        units = [(unit[1], curve) for unit, curve in curves.items() if unit[0] == name]
-        steps = sorted({float(step) for _, curve in units for step in curve.steps})
-        series: dict[str, list[float]] = {"steps": steps, "iqm": [], "low": [], "high": []}
-        for step in steps:
-            at_step = [(target, curve.values(metric)[curve.steps == step][0])
-                       for target, curve in units if (curve.steps == step).any()]
+        series: dict[str, list[float]] = {"steps": [], "iqm": [], "low": [], "high": []}
+        for step, at_step in _by_step(curves, name, metric):
+            series["steps"].append(step)
             rng = np.random.default_rng([rng_seed, zlib.crc32(f"{name}/curve/{step}".encode())])
             point = aggregate([value for _, value in at_step], strata=[target for target, _ in at_step],
                               rng=rng, confidence=confidence, n_resamples=n_resamples)
