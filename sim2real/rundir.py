@@ -67,10 +67,24 @@ class RunRecord:
             same_content = key in IDENTIFIED_BY and other.settings.get(IDENTIFIED_BY[key]) == _plain(
                 self.settings.get(IDENTIFIED_BY[key]))
             if there != here and not same_content:
-                return f"{key} is {there!r} there, {here!r} here"
+                return _first_leaf_difference(key, there, here)
         if other.version != self.version:
             return f"it was made by sim2real {other.version}, this is {self.version}"
         return None
+
+
+def _first_leaf_difference(name: str, there: Any, here: Any) -> str:
+    """Where two differing settings first differ, down to the entry inside a mapping or a list of equal length
+    (``far_targets[0].retraining.budget is 8000 there, 4000 here``), not the whole of both."""
+    if isinstance(there, Mapping) and isinstance(here, Mapping):
+        for key in [*here, *(k for k in there if k not in here)]:
+            if there.get(key) != here.get(key):
+                return _first_leaf_difference(f"{name}.{key}", there.get(key), here.get(key))
+    if isinstance(there, list) and isinstance(here, list) and len(there) == len(here):
+        for index, (old, new) in enumerate(zip(there, here, strict=True)):
+            if old != new:
+                return _first_leaf_difference(f"{name}[{index}]", old, new)
+    return f"{name} is {there!r} there, {here!r} here"
 
 
 def _plain(value: Any) -> Any:

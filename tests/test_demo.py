@@ -107,8 +107,11 @@ def test_a_retrained_policy_is_a_different_demo_and_its_folder_is_refused(tmp_pa
         model.write(b"retrained")
     after = settings((case,), None)
     assert after["policies"][str(policy)] != before["policies"][str(policy)]
-    with pytest.raises(RunFolderError, match=f"holds another run .policies.*{policy}.* add --force"):
+    with pytest.raises(RunFolderError) as refused:
         run_demo(tmp_path / "demo", far_targets=(case,), testbed=None, say=lambda _: None)
+    changed = f"policies.{policy} is {before['policies'][str(policy)]!r} there, {after['policies'][str(policy)]!r} here"
+    assert changed in str(refused.value) and "add --force" in str(refused.value)
+    assert "driving-ppo-nominal" not in str(refused.value), "only the policy that changed is named"
     assert (tmp_path / "demo" / "driving-truck").is_dir()
 
 

@@ -177,3 +177,19 @@ def test_a_run_that_wrote_nothing_yet_is_replaced_without_force(tmp_path: Path):
         claim_folder(folder, first, ["episodes.jsonl"])
     assert claim_folder(folder, first, ["episodes.jsonl"], force=True) is False
     assert not (folder / "episodes.jsonl").exists()
+
+
+def test_a_refusal_names_the_entry_that_differs_inside_nested_settings():
+    def demo(budget: int, policy_hash: str) -> RunRecord:
+        return RunRecord("demo", {"far_targets": [{"target": "truck", "retraining": {"budget": 8000}},
+                                                  {"target": "warehouse", "retraining": {"budget": budget}}],
+                                  "policies": {"a": "1" * 16, "b": policy_hash}}, version="1")
+
+    here = demo(4000, "2" * 16)
+    assert here.first_difference(demo(4000, "2" * 16)) is None
+    assert here.first_difference(demo(8000, "2" * 16)) == "far_targets[1].retraining.budget is 8000 there, 4000 here"
+    assert here.first_difference(demo(4000, "3" * 16)) == f"policies.b is {'3' * 16!r} there, {'2' * 16!r} here"
+    shorter = RunRecord("demo", {**here.settings, "far_targets": here.settings["far_targets"][:1]}, version="1")
+    assert here.first_difference(shorter).startswith("far_targets is [{'target': 'truck'")
+    added = RunRecord("demo", {**here.settings, "policies": {"a": "1" * 16}}, version="1")
+    assert here.first_difference(added) == f"policies.b is None there, {'2' * 16!r} here"
