@@ -112,14 +112,22 @@ def detect_algo(zip_path: Path) -> str:
     raise BundleError(f"{zip_path}: cannot tell its algorithm (supported: {allowed(ALGORITHMS)})")
 
 
+def policy_algorithm(policy: str | Path) -> str:
+    """The algorithm ("ppo" or "sac") of a zoo name, bundle directory or plain zip, from its card or its zip's
+    `data` entry: what a plan needs to know of a policy, without loading torch weights."""
+    path = resolve(policy)
+    card = load_card(path) if path.is_dir() else {}
+    algo = card.get("algo") or detect_algo(path / MODEL_FILE if path.is_dir() else path)
+    if algo not in ALGORITHMS:
+        raise BundleError(f"{path}: unknown algorithm '{algo}' (supported: {allowed(ALGORITHMS)})")
+    return algo
+
+
 def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -> BaseAlgorithm:
     """Load the SB3 model of a zoo name, bundle directory or plain zip; with `env`, check the spaces fit."""
     path = resolve(policy)
     zip_path = path / MODEL_FILE if path.is_dir() else path
-    card = load_card(path) if path.is_dir() else {}
-    algo = card.get("algo") or detect_algo(zip_path)
-    if algo not in ALGORITHMS:
-        raise BundleError(f"{path}: unknown algorithm '{algo}' (supported: {allowed(ALGORITHMS)})")
+    algo = policy_algorithm(path)
     try:
         model = algorithm_class(algo).load(zip_path, device="cpu", **kwargs)
     except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, EOFError) as exc:

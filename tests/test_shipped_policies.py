@@ -11,7 +11,7 @@ from sim2real.policy_evaluation import evaluate_policy
 from sim2real.rollout import evaluate
 from sim2real.training import train
 from sim2real.transfer import adapt
-from sim2real.zoo import list_zoo, load_card, load_policy, policies_dir
+from sim2real.zoo import list_zoo, load_card, load_policy, policies_dir, policy_algorithm
 
 SHIPPED = ("driving-ppo-nominal", "driving-ppo-dr", "grasping-ppo-nominal", "grasping-ppo-dr",
            "driving-sac-nominal", "driving-sac-dr", "grasping-sac-nominal", "grasping-sac-dr")
@@ -28,6 +28,13 @@ def test_the_zoo_ships_eight_small_bundles_with_complete_cards():
         assert (policies_dir() / name / "model.zip").stat().st_size < 2_000_000
         assert card["eval_episodes"] == 100
         assert {"source", *card["targets"]} == set(card["targets"])
+
+
+@pytest.mark.parametrize("name", ["driving-ppo-nominal", "grasping-sac-nominal"])
+def test_a_policys_algorithm_is_read_without_loading_it_from_a_bundle_or_a_plain_zip(name):
+    loaded = type(load_policy(name)).__name__.lower()
+    assert policy_algorithm(name) == loaded == load_card(name)["algo"]
+    assert policy_algorithm(policies_dir() / name / "model.zip") == loaded  # no card: the zip's data entry
 
 
 @pytest.mark.parametrize("name", ["driving-ppo-nominal", "driving-ppo-dr", "driving-sac-nominal"])

@@ -63,7 +63,7 @@ from sim2real.testbed.protocol import TestbedError
 from sim2real.transductive import run_loop
 from sim2real.transfer import SysidFinetune
 from sim2real.transfer.strategies import parse_strategy
-from sim2real.zoo import load_card, load_policy
+from sim2real.zoo import load_card, load_policy, policy_algorithm
 
 
 def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testbed: OnTheTestbed | None = TESTBED,
@@ -196,7 +196,7 @@ def retraining_plan(case: FarTarget) -> experiment.Plan:
 def robot_plan(case: OnTheTestbed, address: str) -> RobotPlan:
     """The robot plan of the demo's testbed run, against the server at `address`."""
     return make_robot_plan(case.task, case.policy, address, [parse_strategy(case.strategy)],
-                           algorithm=load_policy(case.policy).__class__.__name__, budget=case.budget,
+                           algorithm=policy_algorithm(case.policy).upper(), budget=case.budget,
                            eval_every=case.eval_every, episodes=case.episodes)
 
 
