@@ -305,9 +305,12 @@ def gap(metric="success", threshold=0.8, source=0.9, zero_shot=0.5, random=0.0):
     (gap("return", -200, source=-250, zero_shot=-1150, random=-1200), "retrain", "barely better"),
     (gap("return", -200, source=-150, zero_shot=-180, random=-1200), "zero_shot", "-180.0 zero-shot"),
     ({**gap(zero_shot=0.05), "kind": "task"}, "transfer", "icy is a new task"),
+    ({**gap(zero_shot=0.05), "kind": "task"}, "transfer", "Try finetune first"),
     ({**gap(zero_shot=0.9), "kind": "task"}, "zero_shot", "Zero-shot is enough on icy"),
     ({**gap(), "zero_shot": None, "spaces": "observation (3,) → (5,)"}, "transfer",
      "changes the task and its spaces (observation (3,) → (5,))"),
+    ({**gap(), "zero_shot": None, "spaces": "observation (3,) → (5,)"}, "transfer",
+     "Try finetune first"),
 ])
 def test_the_recommendation_follows_the_zero_shot_gap(case, verdict, words):
     got, text = experiment.recommend(case)

@@ -116,7 +116,8 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
     missing the threshold on the source too, so adapting it is unlikely to beat scratch by much.
     transfer: otherwise. A policy that solves the source but lost its edge on the target is the
     case for residual (the far targets), one that kept part of it for finetune (the near targets:
-    both measured in the README). Reads `metric`, `threshold`, `target` and the three levels.
+    both measured in the README); a new task, its spaces changed or not, for finetune (measured on
+    park and place). Reads `metric`, `threshold`, `target` and the three levels.
     """
     metric, threshold, target = gap["metric"], gap["threshold"], gap["target"]
     label = "success rate" if metric == "success" else "mean return"
@@ -125,9 +126,10 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
         return TRANSFER, (f"{target} changes the task and its spaces ({gap['spaces']}): the pretrained policy "
                           f"cannot run there as it is ({label} {_show(metric, source)} on the source, "
                           f"{_show(metric, floor)} with random actions on {target}; threshold "
-                          f"{_show(metric, threshold)}). Training strategies reuse every layer that fits and "
-                          f"widen those that read new observation entries; whether that beats scratch is what "
-                          f"this run measures.")
+                          f"{_show(metric, threshold)}). Try finetune first: it reuses every layer that fits and "
+                          f"widens those that read new observation entries (the new inputs start at zero weight, "
+                          f"so it starts at the pretrained behaviour), then trains every weight; residual and "
+                          f"zero_shot run the pretrained policy as it is and cannot run here.")
     source, zero, floor = _levels(gap)
     numbers = (f"{label} on {target} {_show(metric, zero)} zero-shot, {_show(metric, source)} on the source, "
                f"{_show(metric, floor)} with random actions; threshold {_show(metric, threshold)}")
@@ -136,8 +138,9 @@ def recommend(gap: Mapping[str, Any]) -> tuple[str, str]:
                            f"training ({numbers}). Transfer can only confirm it.")
     if gap.get("kind") == "task":
         return TRANSFER, (f"{target} is a new task ({numbers}): the pretrained policy is not expected to solve it "
-                          f"as it is, but its skills should carry over: adapting it should reach the threshold "
-                          f"sooner than scratch, which is what this run measures.")
+                          f"as it is, but its skills should carry over. Try finetune first: it starts at the "
+                          f"pretrained behaviour and retrains every weight, which a new goal needs; residual only "
+                          f"corrects the old policy's actions toward its old goal.")
     retained = _retained(gap)
     if retained is None:
         return RETRAIN, (f"Expect little gain from transfer on {target}: the pretrained policy does hardly better "
