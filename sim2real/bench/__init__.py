@@ -8,7 +8,7 @@
   core in parallel processes; PPO target ≥ 50 %), and the wall time to the task's source level over
   5 seeds (driving ≤ 30 s, grasping ≤ 60 s);
 - the transfer harness with 2 workers vs 1 on four 8k-step driving units (target ≥ 1.7×) and four
-  32k-step ones (target ≥ 1.85×), beside the machine's ceiling: env steps in 2 processes vs 1;
+  32k-step ones (target ≥ 1.85×);
 - one residual-SAC transfer unit of 8,000 target steps on one core, vs the same env steps alone.
 """
 

@@ -5,8 +5,7 @@ two seeds each: four small units (8k target steps, ~10 s each, where worker star
 most) and four large ones (32k). The whole run is timed, start-up and report included, as a user
 would see it, and the units alone (from when they are handed to the backend, worker start-up
 included, to the last one's end). Other work on the machine skews the ratio: the load average
-before is returned too. The machine's own ceiling is measured beside it: driving env steps in 2
-processes at once against 1 alone (two cores of a virtual machine need not give twice one).
+before is returned too.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from sim2real import catalog, experiment
-from sim2real.bench.training import physics_limit
 
 TASK, TARGET, POLICY = "driving", "wet", "driving-ppo-nominal"
 
@@ -56,11 +54,4 @@ def measure_speedup(units: int = 4, budget: int = 8192, episodes: int = 5) -> di
         "units_seconds_1_worker": round(one_units, 2),
         "units_seconds_2_workers": round(two_units, 2),
         "units_speedup": round(one_units / two_units, 2),
-        "parallel_ceiling": parallel_ceiling(),
     }
-
-
-def parallel_ceiling(processes: int = 2, steps: int = 3000) -> float:
-    """How many times one process's env steps per second `processes` processes give at once on this machine:
-    the most any number of harness workers can gain."""
-    return round(physics_limit(TASK, steps, processes) / physics_limit(TASK, steps, 1), 2)
