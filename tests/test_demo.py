@@ -152,6 +152,12 @@ def test_a_small_demo_writes_its_page_and_a_rerun_resumes(tmp_path: Path):
     assert (out / summary.runs["truck"] / "curves.png").is_file()
     assert (out / summary.runs["testbed"] / "report.md").is_file()
     assert read_summary(out / "demo.json") == summary and not summary.resumed
+    assert list(summary.stages) == ["zero-shot", "fitted simulator on warehouse", "waiting for the testbed run",
+                                    "partial retraining on truck", "partial retraining on warehouse", "GIFs"]
+    assert all(seconds >= 0 for seconds in summary.stages.values())
+    assert summary.stages["partial retraining on truck"] > 1  # a trained unit, not a lookup
+    assert sum(summary.stages.values()) <= summary.wall_seconds
+    assert f"Finished in {summary.timing()}" in page and "zero-shot" in summary.timing()
 
     trained = {name: (out / run / RESULTS_FILE).read_text() for name, run in summary.runs.items()
                if (out / run / RESULTS_FILE).exists()}

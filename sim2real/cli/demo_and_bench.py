@@ -33,7 +33,7 @@ def demo(
                        progress=progress_printer())
     for line in story(summary):
         console.print(line, markup=False, highlight=False)
-    console.print(f"Done in {summary.wall_seconds:.0f} s. Open [bold]{out / PAGE}[/] first.")
+    console.print(f"Done in {summary.timing()}. Open [bold]{out / PAGE}[/] first.", highlight=False)
 
 
 @app.command()

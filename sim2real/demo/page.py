@@ -120,8 +120,8 @@ def render_page(summary: DemoSummary) -> str:
     """index.md: the story, the table, the curves with the threshold line, the GIFs, links to every run's report."""
     cases = targets_in(summary)
     lines = ["# sim2real demo: which transfer lever wins on each far target", "",
-             f"Finished in {summary.wall_seconds:.0f} s ({summary.wall_seconds / 60:.1f} min"
-             f"{', resumed from an earlier run' if summary.resumed else ''}). Threshold: "
+             f"Finished in {summary.timing()}, {summary.wall_seconds / 60:.1f} min"
+             f"{', resumed from an earlier run' if summary.resumed else ''}. Threshold: "
              f"{percent(threshold_of(cases[0]['task']))} success. {seeds_line(summary)}", "", *story(summary), ""]
     for case in cases:
         run = summary.runs.get(case["target"])

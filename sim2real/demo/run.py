@@ -17,8 +17,8 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
     levers: list[LeverResult] = []
     runs: dict[str, str] = {}
     best: dict[str, str] = {}
+    stages: dict[str, float] = {}
     with ExitStack() as background:
         robot = None
         if testbed is not None:
@@ -97,13 +98,16 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
             robot.start()
             background.callback(stop, robot)
         announce("zero-shot: the nominal and the randomized policy on each far target")
-        levers += [lever for case in far_targets for lever in zero_shot_levers(case, zero_shot_episodes)]
+        with timed(stages, "zero-shot"):
+            levers += [lever for case in far_targets for lever in zero_shot_levers(case, zero_shot_episodes)]
         for case in (case for case in far_targets if case.transductive):
             announce(f"fitted simulator: {case.task} → {case.target} from {case.transductive.policy}, no target reward")
             runs[f"{case.target}-sysid"] = f"{case.task}-{case.target}-sysid"
-            levers.append(transductive_run(case, out / runs[f"{case.target}-sysid"], say))
+            with timed(stages, f"fitted simulator on {case.target}"):
+                levers.append(transductive_run(case, out / runs[f"{case.target}-sysid"], say))
         if robot is not None:
-            robot.join()
+            with timed(stages, "waiting for the testbed run"):
+                robot.join()
             if robot.exitcode != 0:
                 raise Sim2RealError(f"the testbed run failed (exit code {robot.exitcode}, its message is above); "
                                     f"rerun the demo to finish it, the other runs resume")
@@ -112,7 +116,8 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
         announce(f"partial retraining: {case.task} → {case.target}, {', '.join(retraining.strategies)} from "
                  f"{retraining.policy}, {retraining.seeds} seeds")
         runs[case.target] = f"{case.task}-{case.target}"
-        retraining_run(case, out / runs[case.target], workers, progress, say)
+        with timed(stages, f"partial retraining on {case.target}"):
+            retraining_run(case, out / runs[case.target], workers, progress, say)
         report = read_report(out / runs[case.target] / "report.json").to_json()
         best[case.target] = best_strategy(case, report)
         levers.append(retraining_lever(case.target, retraining.policy, best[case.target],
@@ -122,10 +127,11 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
         units = read_robot_report(out / "testbed" / "report.json").units
         levers += [testbed_lever(testbed.target, testbed.policy, testbed.strategy, unit,
                                  catalog.load(testbed.task).threshold.value) for unit in units.values()]
-    made = [path.relative_to(out) for case in far_targets if gifs
-            for path in before_after_gifs(case, out / runs[case.target], best[case.target], out / "gifs")]
+    with timed(stages, "GIFs"):
+        made = [path.relative_to(out) for case in far_targets if gifs
+                for path in before_after_gifs(case, out / runs[case.target], best[case.target], out / "gifs")]
     summary = DemoSummary(ran, tuple(levers), runs, tuple(str(path) for path in made),
-                          round(time.perf_counter() - started, 1), resumed)
+                          round(time.perf_counter() - started, 1), resumed, stages)
     write_json_atomic(out / SUMMARY_FILE, summary.to_json())
     write_bytes_atomic(out / PAGE, render_page(summary).encode())
     return summary
@@ -136,6 +142,16 @@ def demo_outputs(far_targets: Sequence[FarTarget]) -> list[str]:
     names = [PAGE, SUMMARY_FILE, "gifs", "testbed", "testbed.key", "report.md", "zero_shot.json"]
     return names + [name for case in far_targets for name in (f"{case.task}-{case.target}",
                                                               f"{case.task}-{case.target}-sysid")]
+
+
+@contextmanager
+def timed(stages: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall seconds the block takes as `stages[stage]` (also when it fails)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[stage] = round(time.perf_counter() - started, 1)
 
 
 def testbed_key(path: Path) -> Path:
