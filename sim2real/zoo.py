@@ -69,6 +69,11 @@ def resolve(policy: str | Path) -> Path:
     raise BundleError(f"unknown policy '{policy}' (zoo: {allowed(list_zoo())}; or a bundle directory or an SB3 .zip)")
 
 
+def model_zip(path: Path) -> Path:
+    """The SB3 zip of a resolved policy path: a bundle's model.zip, or the plain zip itself."""
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 def model_sha256(data: bytes) -> str:
     """A short hash of a model zip's bytes: what run records and plans name a policy by."""
     return hashlib.sha256(data).hexdigest()[:16]
@@ -77,7 +82,7 @@ def model_sha256(data: bytes) -> str:
 def policy_sha256(policy: str | Path) -> str:
     """The short hash of the model zip a zoo name, bundle directory or SB3 zip names."""
     path = resolve(policy)
-    return model_sha256((path / MODEL_FILE if path.is_dir() else path).read_bytes())
+    return model_sha256(model_zip(path).read_bytes())
 
 
 def load_card(policy: str | Path) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def policy_algorithm(policy: str | Path) -> str:
     `data` entry: what a plan needs to know of a policy, without loading torch weights."""
     path = resolve(policy)
     card = load_card(path) if path.is_dir() else {}
-    algo = card.get("algo") or detect_algo(path / MODEL_FILE if path.is_dir() else path)
+    algo = card.get("algo") or detect_algo(model_zip(path))
     if algo not in ALGORITHMS:
         raise BundleError(f"{path}: unknown algorithm '{algo}' (supported: {allowed(ALGORITHMS)})")
     return algo
@@ -126,7 +131,7 @@ def policy_algorithm(policy: str | Path) -> str:
 def load_policy(policy: str | Path, env: gym.Env | None = None, **kwargs: Any) -> BaseAlgorithm:
     """Load the SB3 model of a zoo name, bundle directory or plain zip; with `env`, check the spaces fit."""
     path = resolve(policy)
-    zip_path = path / MODEL_FILE if path.is_dir() else path
+    zip_path = model_zip(path)
     algo = policy_algorithm(path)
     try:
         model = algorithm_class(algo).load(zip_path, device="cpu", **kwargs)

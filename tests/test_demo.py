@@ -49,15 +49,15 @@ def test_the_best_strategy_is_one_most_seeds_took_to_the_threshold():
         "finetune": strategy_data([6000, 6000, 8000], censored=1, final=0.9),  # IQM 6.7k, 2 seeds of 3
         "scratch": strategy_data([8000, 8000, 8000], censored=3, final=0.0)}}
     assert best_strategy(case, report) == "finetune:lr_scale=0.5"
-    result = retraining_lever("truck", "p", "finetune:lr_scale=0.5", "finetune", report)
+    result = retraining_lever("truck", "p", "finetune:lr_scale=0.5", report)
     assert result.reached and result.target_steps == 6667 and result.seeds == "2 of 3 seeds"
     assert result.method == "finetune:lr_scale=0.5 from p"
     assert "scratch: 80 % not reached by 8.0k" in result.detail
-    assert not retraining_lever("truck", "p", "reinit_head", "reinit_head", report).reached
+    assert not retraining_lever("truck", "p", "reinit_head", report).reached
     report["strategies"]["finetune"]["hold"] = {"reached_at": 6000.0, "lowest": 0.3, "lowest_at": 8000.0,
                                                 "final": 0.3, "collapsed": True}
     assert ("80 % after 6.7k [6.0k, 8.0k] (2 of 3 seeds), 90 % at 8.0k (its IQM curve fell to 30 % at 8.0k after "
-            "reaching it); scratch") in retraining_lever("truck", "p", "finetune", "finetune", report).detail
+            "reaching it); scratch") in retraining_lever("truck", "p", "finetune", report).detail
 
 
 def test_a_single_testbed_run_does_not_win_over_the_measured_levers():

@@ -13,6 +13,7 @@ from typing import Any
 
 from sim2real.experiment.summary import format_aggregate
 from sim2real.formatting import percent
+from sim2real.transfer.strategies import parse_strategy
 
 LEVERS = {
     "nominal": "no transfer (nominal policy)",
@@ -79,14 +80,14 @@ def zero_shot_lever(target: str, lever: str, policy: str, success: float, episod
                        f"{percent(success)} over {episodes} episodes, no target step")
 
 
-def retraining_lever(target: str, policy: str, strategy: str, name: str, report: Mapping[str, Any]) -> LeverResult:
-    """The harness's best trained strategy (`strategy` as given, `name` in the report) against scratch.
+def retraining_lever(target: str, policy: str, strategy: str, report: Mapping[str, Any]) -> LeverResult:
+    """The harness's best trained strategy (`strategy` as the case spells it) against scratch.
 
     Steps to the threshold (IQM [CI]) and the gain over scratch.
     """
     threshold = report["threshold"]["value"]
     budget = report["budget"]
-    data = report["strategies"][name]
+    data = report["strategies"][parse_strategy(strategy).name]
     scratch = report["strategies"]["scratch"]
     seeds = data["seeds"]
     reached_seeds = seeds - data["time_to_threshold"]["censored"]

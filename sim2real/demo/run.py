@@ -120,8 +120,7 @@ def run_demo(out: Path, *, far_targets: Sequence[FarTarget] = FAR_TARGETS, testb
             retraining_run(case, out / runs[case.target], workers, progress, say)
         report = read_report(out / runs[case.target] / "report.json").to_json()
         best[case.target] = best_strategy(case, report)
-        levers.append(retraining_lever(case.target, retraining.policy, best[case.target],
-                                       parse_strategy(best[case.target]).name, report))
+        levers.append(retraining_lever(case.target, retraining.policy, best[case.target], report))
     if testbed is not None:
         runs["testbed"] = "testbed"
         units = read_robot_report(out / "testbed" / "report.json").units
