@@ -96,7 +96,7 @@ def serve(remote: Connection, parent_remote: Connection, pickled_factories: byte
             command, data = remote.recv()
             if command == "close":
                 break
-            remote.send(("ok", _answer(group, command, data)))
+            remote.send(("ok", answer(group, command, data)))
     except (EOFError, KeyboardInterrupt):
         pass
     except Exception:  # any env failure goes back to the parent, which raises it
@@ -107,8 +107,8 @@ def serve(remote: Connection, parent_remote: Connection, pickled_factories: byte
         remote.close()
 
 
-def _answer(group: EnvGroup, command: str, data: Any) -> Any:
-    """What the group replies to one command from `WorkerVecEnv`."""
+def answer(group: EnvGroup, command: str, data: Any) -> Any:
+    """What the group replies to one command from `WorkerVecEnv` (its own group's too)."""
     if command == "step":
         return group.step(data)
     if command == "reset":
