@@ -49,8 +49,9 @@ def build_vec_env(
 ) -> VecEnv:
     """`n_envs` copies of the task env, seeded as SB3's ``make_vec_env`` does (env i: seed + i).
 
-    With more than one core they run in one worker process per core (`WorkerVecEnv`), several
-    envs to a worker; in this process otherwise. Both give the same episodes.
+    With more than one core they run in one group per core (`WorkerVecEnv`): the first group in
+    this process, each other in a worker process; all in this process otherwise. Both give the
+    same episodes.
     """
     if parallel is None:
         parallel = n_envs > 1 and (os.cpu_count() or 1) > 1
