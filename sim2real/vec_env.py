@@ -28,6 +28,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from sim2real import env_group
 from sim2real.errors import RunFailure
 
+WORKER_GONE = "an env worker process died without a word (interrupted, out of memory, or killed)"
+
 
 class EnvWorkerError(RunFailure):
     """An env failed in a worker process or in this process's group: carries the env's traceback."""
@@ -75,12 +77,19 @@ class WorkerVecEnv(VecEnv):
             self._abandon()
             raise EnvWorkerError(f"an env failed in this process:\n{traceback.format_exc()}") from exc
 
+    def _send(self, remote: Any, message: tuple[str, Any]) -> None:
+        try:
+            remote.send(message)
+        except OSError as exc:
+            self._abandon()
+            raise EnvWorkerError(WORKER_GONE) from exc
+
     def _receive(self, remote: Any) -> Any:
         try:
             status, payload = remote.recv()
-        except EOFError as exc:
+        except (EOFError, OSError) as exc:
             self._abandon()
-            raise EnvWorkerError("an env worker process died without a word (out of memory, or killed)") from exc
+            raise EnvWorkerError(WORKER_GONE) from exc
         if status == "error":
             self._abandon()
             raise EnvWorkerError(f"an env failed in a worker process:\n{payload}")
@@ -88,7 +97,7 @@ class WorkerVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         for remote, slots in zip(self.remotes, self.slots[1:], strict=True):
-            remote.send(("step", actions[slots[0]:slots[-1] + 1]))
+            self._send(remote, ("step", actions[slots[0]:slots[-1] + 1]))
         self.actions = actions[:len(self.slots[0])]
         self.waiting = True
 
@@ -108,7 +117,7 @@ class WorkerVecEnv(VecEnv):
             return [self._seeds[i] for i in slots], [self._options[i] for i in slots]
 
         for remote, slots in zip(self.remotes, self.slots[1:], strict=True):
-            remote.send(("reset", arguments(slots)))
+            self._send(remote, ("reset", arguments(slots)))
         here = self._here(lambda: self.group.reset(*arguments(self.slots[0])))
         results = [here, *(self._receive(remote) for remote in self.remotes)]
         observations = [o for result in results for o in result[0]]
@@ -118,15 +127,21 @@ class WorkerVecEnv(VecEnv):
         return _stack(observations, self.observation_space)
 
     def close(self) -> None:
+        """Stop the workers and close every env; a worker already gone (a Ctrl-C reaches it too) is no error."""
         if self.closed:
             return
-        if self.waiting:
-            for remote in self.remotes:
-                remote.recv()
         for remote in self.remotes:
-            remote.send(("close", None))
+            try:
+                if self.waiting:
+                    remote.recv()
+                remote.send(("close", None))
+            except (EOFError, OSError):
+                continue
         for process in self.processes:
-            process.join()
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
         for remote in self.remotes:
             remote.close()
         self.group.close()
@@ -151,7 +166,7 @@ class WorkerVecEnv(VecEnv):
         for remote, slots in zip(self.remotes, self.slots[1:], strict=True):
             mine = [i for i in slots if i in wanted]
             if mine:
-                remote.send((command, ([i - slots[0] for i in mine], payload)))
+                self._send(remote, (command, ([i - slots[0] for i in mine], payload)))
                 asked.append(remote)
         here = [i for i in self.slots[0] if i in wanted]
         answers = self._here(lambda: env_group.answer(self.group, command, (here, payload))) if here else []

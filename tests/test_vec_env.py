@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from functools import partial
 
 import gymnasium as gym
@@ -92,3 +94,27 @@ def test_in_process_and_worker_envs_seed_their_action_spaces_like_make_vec_env()
     expected.seed(7)
     np.testing.assert_array_equal(venv.envs[0].action_space.sample(), expected.sample())
     venv.close()
+
+
+def test_a_worker_gone_is_named_at_the_next_step_and_closing_after_it_is_no_error():
+    """A Ctrl-C reaches the workers too: the next step says a worker died, and close() still cleans up."""
+    spec = catalog.load("driving")
+    factories = [SeededEnvFactory(partial(make_env, spec), rank) for rank in range(4)]
+    actions = np.zeros((4, 2), np.float32)
+
+    interrupted = WorkerVecEnv(factories, workers=2)
+    interrupted.reset()
+    os.kill(interrupted.processes[0].pid, signal.SIGINT)
+    interrupted.processes[0].join(timeout=10)
+    with pytest.raises(EnvWorkerError, match="died without a word"):
+        interrupted.step(actions)
+    interrupted.close()
+
+    killed_mid_step = WorkerVecEnv(factories, workers=2)
+    killed_mid_step.reset()
+    killed_mid_step.step_async(actions)
+    os.kill(killed_mid_step.processes[0].pid, signal.SIGKILL)
+    killed_mid_step.processes[0].join(timeout=10)
+    killed_mid_step.close()  # its answer never comes: closing drains what it can and moves on
+    assert killed_mid_step.closed
+    assert not any(process.is_alive() for process in (*interrupted.processes, *killed_mid_step.processes))
