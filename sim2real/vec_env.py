@@ -52,6 +52,7 @@ class WorkerVecEnv(VecEnv):
         self.slots = [list(range(bounds[w], bounds[w + 1])) for w in range(workers)]
         self.closed, self.waiting = False, False
         self.remotes, self.processes = [], []
+        self.group: env_group.EnvGroup | None = None
         context = multiprocessing.get_context(os.environ.get("S2R_START", "forkserver"))
         if context.get_start_method() == "forkserver" and workers > 1:
             context.set_forkserver_preload(["__main__", "sim2real.env_group", "sim2real.factory", "sim2real.bullet"])
@@ -144,7 +145,8 @@ class WorkerVecEnv(VecEnv):
                 process.join()
         for remote in self.remotes:
             remote.close()
-        self.group.close()
+        if self.group is not None:
+            self.group.close()
         self.closed = True
 
     def _abandon(self) -> None:
@@ -154,9 +156,8 @@ class WorkerVecEnv(VecEnv):
                 process.terminate()
         for remote in self.remotes:
             remote.close()
-        group = getattr(self, "group", None)
-        if group is not None:
-            group.close()
+        if self.group is not None:
+            self.group.close()
         self.closed = True
 
     def _ask(self, command: str, payload: Any, indices: VecEnvIndices) -> list[Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -35,20 +36,10 @@ def _timed_run(plan: experiment.Plan, out: Path, workers: int) -> tuple[float, f
     return total, marks[-1][0] - units_start
 
 
-def _report_timed_run(plan: experiment.Plan, out: Path, workers: int, results: multiprocessing.SimpleQueue) -> None:
-    results.put(_timed_run(plan, out, workers))
-
-
 def _timed_in_fresh_process(plan: experiment.Plan, out: Path, workers: int) -> tuple[float, float]:
     """`_timed_run` in a new interpreter ("spawn"), which shares nothing this process has started."""
-    context = multiprocessing.get_context("spawn")
-    results = context.SimpleQueue()
-    process = context.Process(target=_report_timed_run, args=(plan, out, workers, results))
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"the harness benchmark with {workers} worker(s) failed (exit code {process.exitcode})")
-    return results.get()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+        return fresh.submit(_timed_run, plan, out, workers).result()
 
 
 def measure_speedup(units: int = 4, budget: int = 8192, episodes: int = 5) -> dict[str, Any]:
