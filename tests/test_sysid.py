@@ -26,6 +26,7 @@ from sim2real.sysid import (
     refine_closed_loop,
     write_fit,
 )
+from sim2real.sysid.scoring import Scorer
 
 
 def record_five(tmp_path_factory, target: str, seed: int) -> Path:
@@ -143,6 +144,24 @@ def test_fit_subsets_fits_each_disjoint_run_of_episodes_and_refuses_sizes_it_can
     assert all(0.05 <= fit["tyre_friction"] <= 2.0 for runs in fits.values() for fit in runs)
     with pytest.raises(SysIdError, match=r"subset size must be an integer from 1 to 5 .*got 6"):
         fit_subsets(spec, recordings, ["tyre_friction"], [6])
+
+
+def test_a_fit_spread_over_worker_processes_is_the_fit_of_one_process(wet_rollouts: Path):
+    spec = catalog.load("driving")
+    recordings = load_trajectories(wet_rollouts, spec)
+    candidates = [{"tyre_friction": 0.6 + 0.1 * i, "mass_scale": 1.0 + 0.05 * i} for i in range(5)]
+    alone, spread = Scorer(spec, recordings, 20), Scorer(spec, recordings, 20, workers=2)
+    try:
+        assert spread.pool is not None and alone.pool is None
+        assert spread.scores(candidates, [0, 1]) == alone.scores(candidates, [0, 1])
+    finally:
+        alone.close()
+        spread.close()
+    one, two = (identify(spec, recordings, ["tyre_friction", "mass_scale"], budget=60, horizon=20, workers=workers)
+                for workers in (1, 2))
+    assert one.to_dict() == two.to_dict()
+    with pytest.raises(ValueError, match=r"workers must be an integer >= 1, got 0"):
+        Scorer(spec, recordings, 20, workers=0)
 
 
 PAYLOAD = {"cargo_mass": 6.0, "cargo_height": 0.1}

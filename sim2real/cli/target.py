@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -164,7 +165,7 @@ def sysid(
     replay = "open-loop" if driver is None else f"closed-loop with {policy}"
     console.print(f"Fitting {', '.join(names)} to {count(len(trajectories), 'episode')} replayed {replay} "
                   f"({budget} evaluations)...")
-    fit = solve(problem)
+    fit = solve(problem, workers=os.cpu_count() or 1)
     paths = write_fit(fit, spec, trajectories, out, driver)
     table = Table("parameter", "estimate", "search spread", "nominal",
                   title=f"{spec.name}: fitted to {', '.join(map(str, rollouts))}")

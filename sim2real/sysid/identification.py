@@ -10,7 +10,7 @@ import copy
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from sim2real.episode import Policy
 from sim2real.errors import allowed
 from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.params import SysIdError, check_params
-from sim2real.sysid.replay import DEFAULT_HORIZON, Replay
+from sim2real.sysid.replay import DEFAULT_HORIZON
+from sim2real.sysid.scoring import Scorer
 from sim2real.sysid.trajectories import Trajectory, load_trajectories
 
 log = logging.getLogger(__name__)
@@ -216,12 +217,13 @@ def prepare(
     return Problem(spec, tuple(chosen), tuple(trajectories), budget, seed, horizon, max_delay, policy, base, delay)
 
 
-def identify(*args: Any, **kwargs: Any) -> Fit:
+def identify(*args: Any, workers: int = 1, **kwargs: Any) -> Fit:
     """Fit `params` so that replaying the recorded episodes reproduces the recorded observations.
 
     ``identify(task, trajectories, params, budget=300, seed=0, horizon=DEFAULT_HORIZON, max_delay=3,
     policy=None, base="source", delay=None)``: the arguments of :func:`prepare`, which checks them;
-    :func:`solve` then searches.
+    :func:`solve` then searches, scoring each generation's open-loop replays over `workers`
+    processes (the same fit for any number).
 
     The replay is open-loop (the recorded actions), or closed-loop with `policy`, the policy that
     recorded the episodes (see :class:`Replay`). Open-loop replays measure the response to the
@@ -249,10 +251,10 @@ def identify(*args: Any, **kwargs: Any) -> Fit:
     distribution still is along it, in the parameter's units: a measure of how flat the
     discrepancy is around the estimate, not a confidence interval.
     """
-    return solve(prepare(*args, **kwargs))
+    return solve(prepare(*args, **kwargs), workers=workers)
 
 
-def solve(problem: Problem) -> Fit:
+def solve(problem: Problem, workers: int = 1) -> Fit:
     """Search the parameters of a prepared problem with CMA-ES (see :func:`identify` for how and why)."""
     import cma  # ~2 s to import: only identification pays it, not every user of the strategies
 
@@ -260,7 +262,8 @@ def solve(problem: Problem) -> Fit:
     budget, seed, max_delay, delay = problem.budget, problem.seed, problem.max_delay, problem.delay
     policy, base = problem.policy, problem.base
     scales = [_Scale(p) for p in chosen]
-    replay = Replay(spec, trajectories, horizon, policy, base)
+    scorer = Scorer(spec, trajectories, horizon, policy, base, workers)
+    replay = scorer.replay
     try:
         nominal = {p.name: float(p.nominal) for p in chosen}
 
@@ -268,7 +271,7 @@ def solve(problem: Problem) -> Fit:
             return {s.param.name: s.from_unit(float(u)) for s, u in zip(scales, x, strict=True)}
 
         def search(x0: Sequence[float], sigma: float, candidates: int,
-                   score: Callable[[Sequence[float]], float]) -> cma.CMAEvolutionStrategy:
+                   delays: Sequence[int]) -> cma.CMAEvolutionStrategy:
             options = {"bounds": [0.0, 1.0], "maxfevals": candidates, "seed": seed + 1, "verbose": -9,
                        "popsize": population(len(scales))}
             if len(x0) == 1:
@@ -276,29 +279,24 @@ def solve(problem: Problem) -> Fit:
             strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)
             while not strategy.stop():
                 asked = strategy.ask()
-                strategy.tell(asked, [score(x) for x in asked])
+                strategy.tell(asked, scorer.scores([values_of(x) for x in asked], delays))
                 log.info("CMA-ES generation %d: best discrepancy so far %.5f (%d candidates)",
                          strategy.countiter, strategy.result.fbest, strategy.result.evaluations)
             return strategy
 
         x0 = [s.to_unit(nominal[s.param.name]) for s in scales]
         if delay is not None:  # no latency to choose: one uninterrupted search keeps what CMA-ES learnt
-            fixed = search(x0, 0.25, budget, lambda x: replay.discrepancy(values_of(x), delay))
+            fixed = search(x0, 0.25, budget, [delay])
             latency, evaluations = delay, fixed.result.evaluations
             best, stds = fixed.result.xfavorite, fixed.result.stds
         else:
             delays = range(max_delay + 1)
-
-            def over_delays(x: Sequence[float]) -> float:
-                return min(replay.discrepancy(values_of(x), d) for d in delays)
-
-            joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), over_delays)
+            joint = search(x0, 0.25, max(6, budget // (2 * len(delays))), delays)
             best, stds = joint.result.xfavorite, joint.result.stds
             latency = min(delays, key=lambda d: replay.discrepancy(values_of(best), d))
             evaluations = (joint.result.evaluations + 1) * len(delays)
             if budget - evaluations >= 10:
-                refine = search(best, 0.1, budget - evaluations,
-                                lambda x: replay.discrepancy(values_of(x), latency))
+                refine = search(best, 0.1, budget - evaluations, [latency])
                 evaluations += refine.result.evaluations
                 best, stds = refine.result.xfavorite, refine.result.stds
         before = replay.discrepancy({name: replay.base[name] for name in nominal}, latency)
@@ -314,7 +312,7 @@ def solve(problem: Problem) -> Fit:
         return Fit(spec.name, fitted, latency, before, after, evaluations, len(replay.trajectories), horizon,
                    problem.replay, base)
     finally:
-        replay.close()
+        scorer.close()
 
 
 def refine_closed_loop(task: str | Path | TaskSpec, first: Fit, trajectories: Sequence[Trajectory],
