@@ -9,7 +9,8 @@
   5 seeds (driving ≤ 30 s, grasping ≤ 60 s);
 - the transfer harness with 2 workers vs 1 on four 8k-step driving units (target ≥ 1.7×) and four
   32k-step ones (target ≥ 1.85×);
-- one residual-SAC transfer unit of 8,000 target steps on one core, vs the same env steps alone.
+- one residual-SAC transfer unit of 8,000 target steps on one core, vs the same env steps alone;
+- the fit of `sim2real adapt` (10 warehouse episodes, the default budget) on every core vs one, same values.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ TRAINING_TASKS = ("driving", "grasping")
 
 
 def run_all(harness: bool = True, offpolicy: bool = True, training: bool = True,
-            pretraining_seeds: int = 5) -> dict[str, Any]:
+            pretraining_seeds: int = 5, fit: bool = True) -> dict[str, Any]:
     """Run every benchmark and return the numbers (the CLI prints them as a table)."""
     from sim2real.bench.latency import LINKS, measure_round_trip, tag_cost_per_step
 
@@ -52,4 +53,8 @@ def run_all(harness: bool = True, offpolicy: bool = True, training: bool = True,
         from sim2real.bench.offpolicy import measure_residual_unit
 
         results["offpolicy"] = measure_residual_unit()
+    if fit:
+        from sim2real.bench.sysid import measure_fit_speedup
+
+        results["fit"] = measure_fit_speedup()
     return results

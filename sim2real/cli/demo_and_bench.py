@@ -44,15 +44,17 @@ def bench(
     training: Annotated[bool, typer.Option(help="also time pretraining against the physics limit")] = True,
     pretraining_seeds: Annotated[int, typer.Option(
         help="seeds to pretrain each task to its source level, timed (0: none)")] = 5,
+    fit: Annotated[bool, typer.Option(help="also time the fit of `sim2real adapt`, every core vs one")] = True,
 ) -> None:
     """Speed benchmarks: each a ratio against a baseline measured in the same run."""
     from sim2real.bench import run_all
     from sim2real.checks import check_count
 
     check_count("pretraining_seeds", pretraining_seeds, minimum=0, meaning="seeds to time pretraining over")
-    console.print("Benchmarking (about 20 minutes with everything, 20 s with --no-harness --no-offpolicy "
-                  "--no-training)...")
-    results = run_all(harness=harness, offpolicy=offpolicy, training=training, pretraining_seeds=pretraining_seeds)
+    console.print("Benchmarking (about 23 minutes with everything, 20 s with --no-harness --no-offpolicy "
+                  "--no-training --no-fit)...")
+    results = run_all(harness=harness, offpolicy=offpolicy, training=training, pretraining_seeds=pretraining_seeds,
+                      fit=fit)
     table = Table("benchmark", "measured", "baseline (same run)", "ratio", "target")
     driving, grasping, testbed = results["driving"], results["grasping"], results["testbed"]
     table.add_row("driving env step", f"{driving['env_us_per_step']:.0f} µs",
@@ -102,4 +104,10 @@ def bench(
                       f"{unit['seconds']:.1f} s: updates {unit['update_seconds']:.1f}, env {unit['env_seconds']:.1f}, "
                       f"other {unit['other_seconds']:.1f}", f"{unit['env_only_seconds']:.1f} s env steps alone",
                       f"{unit['ratio']:.1f}×", "")
+    if "fit" in results:
+        timed = results["fit"]
+        table.add_row(f"sysid fit, {timed['episodes']} warehouse episodes, budget {timed['budget']}",
+                      f"{timed['seconds_workers']:.1f} s with {timed['workers']} workers"
+                      + ("" if timed["same_fit"] else " (A DIFFERENT FIT)"),
+                      f"{timed['seconds_1_worker']:.1f} s with 1", f"{timed['speedup']:.2f}×", "the same fit")
     console.print(table)
