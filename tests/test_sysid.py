@@ -160,7 +160,7 @@ def test_a_fit_spread_over_worker_processes_is_the_fit_of_one_process(wet_rollou
     one, two = (identify(spec, recordings, ["tyre_friction", "mass_scale"], budget=60, horizon=20, workers=workers)
                 for workers in (1, 2))
     assert one.to_dict() == two.to_dict()
-    with pytest.raises(ValueError, match=r"workers must be an integer >= 1, got 0"):
+    with pytest.raises(SysIdError, match=r"workers \(processes replaying candidates\) must be an integer >= 1, got 0"):
         Scorer(spec, recordings, 20, workers=0)
 
 

@@ -28,7 +28,8 @@ simulated car as it did the real one. Hence the two-step identification (:func:`
 
 The package, in the order of the data: :mod:`.params` (what can be fitted, known values),
 :mod:`.trajectories` (recording and rollout files), :mod:`.replay` (episodes replayed under
-candidate values), :mod:`.identification` (the CMA-ES fit), :mod:`.report` (the fit's folder).
+candidate values), :mod:`.scoring` (a generation's replays over worker processes),
+:mod:`.identification` (the CMA-ES fit), :mod:`.report` (the fit's folder).
 """
 
 from sim2real.sysid.identification import (

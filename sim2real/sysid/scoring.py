@@ -19,6 +19,7 @@ import numpy as np
 
 from sim2real.episode import Policy
 from sim2real.spec import SOURCE, TaskSpec
+from sim2real.sysid.params import SysIdError
 from sim2real.sysid.replay import Replay
 from sim2real.sysid.trajectories import Trajectory
 
@@ -39,7 +40,7 @@ class Scorer:
     def __init__(self, spec: TaskSpec, trajectories: Sequence[Trajectory], horizon: int,
                  policy: Policy | None = None, base: str = SOURCE, workers: int = 1) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+            raise SysIdError(f"workers (processes replaying candidates) must be an integer >= 1, got {workers!r}")
         self.replay = Replay(spec, trajectories, horizon, policy, base)
         self.workers = workers if policy is None else 1
         self.pool: Executor | None = None
