@@ -1,9 +1,11 @@
 """Deterministic against sampled success while a model trains on a target: is a collapsing curve the policy or its mean?
 
 Trains STRATEGY (default: scratch) from POLICY on the target in chunks of --every steps and,
-after each, evaluates the model on the same episodes twice: with its deterministic actions (what
-the harness and a deployment use) and with sampled ones (what PPO optimises). The README's truck
-table: python scripts/deterministic_gap.py driving-ppo-nominal --task driving --target truck
+after each, evaluates the model on the same episodes three ways: with its deterministic actions
+(SB3's clip(μ): what the harness and a deployment use), with sampled ones (what PPO optimises),
+and with the mean of the actions the env applies to those samples (E[clip(a)], see
+sim2real.applied_mean). The README's truck table: python scripts/deterministic_gap.py
+driving-ppo-nominal --task driving --target truck
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim2real import catalog
+from sim2real.applied_mean import AppliedMeanPolicy
 from sim2real.defaults import EVAL_SEED
 from sim2real.errors import Sim2RealError
 from sim2real.factory import make_env
@@ -70,15 +73,22 @@ def main() -> None:
     venv = build_vec_env(spec, args.target, randomize=False, n_envs=n_envs_for(spec, pretrained), seed=args.seed,
                          parallel=False)
     model = adapt(pretrained, venv, strategy, seed=args.seed)
+    try:
+        applied_mean = AppliedMeanPolicy(model)
+    except Sim2RealError as error:
+        parser.error(str(error))
     print(f"{strategy.name} from {args.policy} on {args.target}, seed {args.seed}, {args.episodes} episodes per point")
-    print("steps   deterministic: success, mean action   sampled: success, mean action")
+    print("steps   deterministic: success, mean action   sampled: success, mean action   applied mean: success, "
+          "mean action")
     for chunk in range(args.steps // args.every):
         model.learn(args.every, reset_num_timesteps=chunk == 0)
         deterministic = evaluate(model, env, args.episodes, seed=EVAL_SEED)["success_rate"]
         deterministic_actions = env.take()
         sampled = evaluate(model, env, args.episodes, seed=EVAL_SEED, deterministic=False)["success_rate"]
+        sampled_actions = env.take()
+        expected = evaluate(applied_mean, env, args.episodes, seed=EVAL_SEED)["success_rate"]
         print(f"{model.num_timesteps:>6,}  {percent(deterministic):>5} {deterministic_actions:>14}   "
-              f"{percent(sampled):>5} {env.take():>14}", flush=True)
+              f"{percent(sampled):>5} {sampled_actions:>14}   {percent(expected):>5} {env.take():>14}", flush=True)
 
 
 if __name__ == "__main__":
