@@ -22,7 +22,7 @@ from stable_baselines3.common.logger import Logger
 
 from sim2real import catalog, sysid
 from sim2real.checkpoint import BestCheckpoint
-from sim2real.checks import check_seed
+from sim2real.checks import check_count, check_seed
 from sim2real.defaults import EVAL_SEED
 from sim2real.formatting import count
 from sim2real.models import build_vec_env, n_envs_for
@@ -146,6 +146,8 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         sysid.check_params(spec, strategy.params)
     sysid.check_budget(len(strategy.params or sysid.fittable(spec)), strategy.sysid_budget)
     check_seed(seed)
+    workers = os.cpu_count() or 1 if workers is None else check_count("workers", workers,
+                                                                      meaning="processes replaying candidates")
     out = Path(out)
     run = RunRecord("adapt", {"policy": str(policy), "policy_sha256": policy_sha256(policy), "task": spec.name,
                               "task_hash": spec.spec_hash, "target": "testbed" if testbed else target,
@@ -171,7 +173,7 @@ def run_loop(policy: str | Path, task: str | Path | TaskSpec, out: str | Path, *
         stage(f"round {number}: fitting the simulator to {len(trajectories)} episodes, fine-tuning "
               f"{strategy.sim_steps:,} steps in it")
         result = adapt_in_fitted_sim(current, spec, trajectories, strategy, seed,
-                                     workers=workers or os.cpu_count() or 1)
+                                     workers=workers)
         fit, current = result.fit, result.model
         sysid.write_fit(fit, spec, trajectories, folder / "sysid")
         save_model_atomic(current, adapted)

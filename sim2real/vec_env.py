@@ -13,7 +13,6 @@ them, so a run gives the same episodes as with a ``DummyVecEnv``.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import traceback
 import warnings
@@ -27,6 +26,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from sim2real import env_group
 from sim2real.errors import RunFailure
+from sim2real.worker_processes import worker_context
 
 WORKER_GONE = "an env worker process died without a word (interrupted, out of memory, or killed)"
 
@@ -53,9 +53,8 @@ class WorkerVecEnv(VecEnv):
         self.closed, self.waiting = False, False
         self.remotes, self.processes = [], []
         self.group: env_group.EnvGroup | None = None
-        context = multiprocessing.get_context(os.environ.get("S2R_START", "forkserver"))
-        if context.get_start_method() == "forkserver" and workers > 1:
-            context.set_forkserver_preload(["__main__", "sim2real.env_group", "sim2real.factory", "sim2real.bullet"])
+        if workers > 1:  # with one, no process and no fork server
+            context = worker_context(["__main__", "sim2real.env_group", "sim2real.factory", "sim2real.bullet"])
         for slots in self.slots[1:]:
             remote, work_remote = context.Pipe()
             factories = cloudpickle.dumps([env_fns[i] for i in slots])

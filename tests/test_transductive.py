@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from sim2real import experiment, make_env
 from sim2real.cli import app
 from sim2real.defaults import EVAL_SEED
+from sim2real.errors import Sim2RealError
 from sim2real.experiment import RESULTS_FILE
 from sim2real.experiment.plan import check_policy
 from sim2real.records import read_jsonl
 from sim2real.sysid import SysIdError
-from sim2real.transductive import RECORD_SEED, transduce
+from sim2real.transductive import RECORD_SEED, run_loop, transduce
 from sim2real.transfer import SysidFinetune, TransferError, get_strategy
 from sim2real.zoo import load_policy
 
@@ -107,6 +108,13 @@ def test_a_parameter_the_task_cannot_fit_is_refused_before_any_recording(task, p
     plan = experiment.make_plan(task, policy, "heavy", ["scratch", get_strategy("sysid_finetune", params=["grip"])])
     with pytest.raises(SysIdError, match=r"cannot fit grip: not a numeric .* of swing \(fittable: mass, length\)"):
         check_policy(plan)
+
+
+def test_a_bad_worker_count_is_refused_before_the_loop_writes_anything(task, policy, tmp_path):
+    with pytest.raises(Sim2RealError, match=r"workers \(processes replaying candidates\) must be an integer >= 1, "
+                                            r"got 0"):
+        run_loop(policy, task, tmp_path / "adapt", strategy=get_strategy("sysid_finetune"), target="heavy", workers=0)
+    assert not (tmp_path / "adapt").exists()
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess:

@@ -14,7 +14,8 @@ from typing import Any
 
 from sim2real import catalog, defaults, sysid
 from sim2real.factory import make_env
-from sim2real.transductive import record_seed
+from sim2real.transductive import record_on_target
+from sim2real.transfer import SysidFinetune
 from sim2real.zoo import load_policy
 
 TASK, TARGET, POLICY = "grasping", "warehouse", "grasping-ppo-nominal"
@@ -28,7 +29,7 @@ def measure_fit_speedup(episodes: int = defaults.RECORD_EPISODES, budget: int = 
     env = make_env(spec, TARGET)
     try:
         policy = load_policy(POLICY, env)
-        recorded = [sysid.record_episode(policy, env, record_seed(0, episodes) + i) for i in range(episodes)]
+        recorded = record_on_target(policy, env, SysidFinetune(episodes=episodes))
     finally:
         env.close()
     seconds, fits = {}, {}

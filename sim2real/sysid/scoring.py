@@ -9,8 +9,6 @@ closed-loop replay needs the recording policy in every worker); a closed-loop fi
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -22,6 +20,7 @@ from sim2real.spec import SOURCE, TaskSpec
 from sim2real.sysid.params import SysIdError
 from sim2real.sysid.replay import Replay
 from sim2real.sysid.trajectories import Trajectory
+from sim2real.worker_processes import worker_context
 
 Candidate = Mapping[str, Any]
 
@@ -45,9 +44,7 @@ class Scorer:
         self.workers = workers if policy is None else 1
         self.pool: Executor | None = None
         if self.workers > 1:
-            context = multiprocessing.get_context(os.environ.get("S2R_START", "forkserver"))
-            if context.get_start_method() == "forkserver":
-                context.set_forkserver_preload(["sim2real.sysid.scoring", "sim2real.factory", "sim2real.bullet"])
+            context = worker_context(["sim2real.sysid.scoring", "sim2real.factory", "sim2real.bullet"])
             self.pool = ProcessPoolExecutor(self.workers - 1, mp_context=context, initializer=_open_replay,
                                             initargs=(spec, tuple(trajectories), horizon, base))
 
